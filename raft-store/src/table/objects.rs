@@ -1,0 +1,354 @@
+//! The objects an operator applies: MetalLB's configuration kinds (with MetalLB's field names)
+//! and the allocation-relevant part of a `v1` Service.
+//!
+//! These types travel inside Raft log entries (postcard), so they must never use
+//! `skip_serializing_if` or untagged enums: postcard is not self-describing.
+//! `deny_unknown_fields` makes the YAML parser name a misspelt field instead of ignoring it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration kinds raftlb understands, in the order a batch applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    IPAddressPool,
+    Community,
+    BFDProfile,
+    BGPPeer,
+    BGPAdvertisement,
+    L2Advertisement,
+    Service,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Namespace,
+        Kind::IPAddressPool,
+        Kind::Community,
+        Kind::BFDProfile,
+        Kind::BGPPeer,
+        Kind::BGPAdvertisement,
+        Kind::L2Advertisement,
+        Kind::Service,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::IPAddressPool => "IPAddressPool",
+            Kind::Community => "Community",
+            Kind::BFDProfile => "BFDProfile",
+            Kind::BGPPeer => "BGPPeer",
+            Kind::BGPAdvertisement => "BGPAdvertisement",
+            Kind::L2Advertisement => "L2Advertisement",
+            Kind::Service => "Service",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// Services and Namespaces are Kubernetes core objects; the rest are raftlb's CRDs.
+    pub fn is_namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one object: kind, namespace ("" for cluster-scoped) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() || self.kind != Kind::Service {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// `IPAddressPool.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpAddressPoolSpec {
+    pub addresses: Vec<String>,
+    #[serde(default = "default_true")]
+    pub auto_assign: bool,
+    #[serde(default, rename = "avoidBuggyIPs")]
+    pub avoid_buggy_ips: bool,
+    #[serde(default)]
+    pub service_allocation: Option<ServiceAllocation>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAllocation {
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub namespace_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreferredNodeSelector {
+    pub weight: i32,
+    pub preference: LabelSelector,
+}
+
+/// `L2Advertisement.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L2AdvertisementSpec {
+    #[serde(default)]
+    pub ip_address_pools: Vec<String>,
+    #[serde(default)]
+    pub ip_address_pool_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub node_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub service_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+}
+
+/// `BGPAdvertisement.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpAdvertisementSpec {
+    #[serde(default)]
+    pub aggregation_length: Option<u8>,
+    #[serde(default, rename = "aggregationLengthV6")]
+    pub aggregation_length_v6: Option<u8>,
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+    #[serde(default)]
+    pub communities: Vec<String>,
+    #[serde(default)]
+    pub ip_address_pools: Vec<String>,
+    #[serde(default)]
+    pub ip_address_pool_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub node_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `BGPPeer.spec` (v1beta2, a superset of v1beta1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPeerSpec {
+    #[serde(rename = "myASN")]
+    pub my_asn: u32,
+    #[serde(default, rename = "peerASN")]
+    pub peer_asn: Option<u32>,
+    #[serde(default, rename = "dynamicASN")]
+    pub dynamic_asn: Option<String>,
+    #[serde(default, rename = "localASN")]
+    pub local_asn: Option<u32>,
+    #[serde(default)]
+    pub peer_address: Option<String>,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub source_address: Option<String>,
+    #[serde(default)]
+    pub peer_port: Option<u32>,
+    #[serde(default)]
+    pub hold_time: Option<String>,
+    #[serde(default)]
+    pub keepalive_time: Option<String>,
+    #[serde(default)]
+    pub connect_time: Option<String>,
+    #[serde(default, rename = "routerID")]
+    pub router_id: Option<String>,
+    #[serde(default)]
+    pub node_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_secret: Option<SecretRef>,
+    #[serde(default)]
+    pub bfd_profile: Option<String>,
+    #[serde(default)]
+    pub enable_graceful_restart: bool,
+    #[serde(default)]
+    pub ebgp_multi_hop: bool,
+    #[serde(default)]
+    pub vrf: Option<String>,
+    #[serde(default, rename = "disableMP")]
+    pub disable_mp: bool,
+    #[serde(default)]
+    pub dual_stack_address_family: bool,
+}
+
+/// `BFDProfile.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BfdProfileSpec {
+    #[serde(default)]
+    pub receive_interval: Option<u32>,
+    #[serde(default)]
+    pub transmit_interval: Option<u32>,
+    #[serde(default)]
+    pub detect_multiplier: Option<u32>,
+    #[serde(default)]
+    pub echo_interval: Option<u32>,
+    #[serde(default)]
+    pub echo_mode: bool,
+    #[serde(default)]
+    pub passive_mode: bool,
+    #[serde(default)]
+    pub minimum_ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunityAlias {
+    pub name: String,
+    pub value: String,
+}
+
+/// `Community.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunitySpec {
+    #[serde(default)]
+    pub communities: Vec<CommunityAlias>,
+}
+
+/// A `v1` Service port, as far as allocation cares.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub protocol: String,
+    pub port: u16,
+}
+
+/// The allocation-relevant part of a `v1` Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.type`; Kubernetes' default is ClusterIP.
+    pub service_type: String,
+    pub load_balancer_class: Option<String>,
+    pub load_balancer_ip: Option<String>,
+    pub ports: Vec<ServicePort>,
+    pub selector: BTreeMap<String, String>,
+    /// `Cluster` (default) or `Local`.
+    pub external_traffic_policy: String,
+    /// `IPv4` / `IPv6`, primary first; empty means "IPv4" as a cluster with no IPv6 would say.
+    pub ip_families: Vec<String>,
+    /// `SingleStack` (default), `PreferDualStack` or `RequireDualStack`.
+    pub ip_family_policy: String,
+    pub cluster_ips: Vec<String>,
+}
+
+impl ServiceSpec {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A configuration object as stored in the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectSpec {
+    Namespace,
+    IpAddressPool(IpAddressPoolSpec),
+    Community(CommunitySpec),
+    BfdProfile(BfdProfileSpec),
+    BgpPeer(BgpPeerSpec),
+    BgpAdvertisement(BgpAdvertisementSpec),
+    L2Advertisement(L2AdvertisementSpec),
+    Service(ServiceSpec),
+}
+
+impl ObjectSpec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectSpec::Namespace => Kind::Namespace,
+            ObjectSpec::IpAddressPool(_) => Kind::IPAddressPool,
+            ObjectSpec::Community(_) => Kind::Community,
+            ObjectSpec::BfdProfile(_) => Kind::BFDProfile,
+            ObjectSpec::BgpPeer(_) => Kind::BGPPeer,
+            ObjectSpec::BgpAdvertisement(_) => Kind::BGPAdvertisement,
+            ObjectSpec::L2Advertisement(_) => Kind::L2Advertisement,
+            ObjectSpec::Service(_) => Kind::Service,
+        }
+    }
+}
+
+/// One applied object: identity, labels and spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub spec: ObjectSpec,
+}
+
+impl Object {
+    pub fn reference(&self) -> ObjectRef {
+        ObjectRef {
+            kind: self.spec.kind(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
