@@ -1,1 +1,10 @@
-//! placeholder
+//! The raftlb node: Raft network over tonic, the admin service, the peer runner, the local
+//! cluster launcher (`raftlb up`) and the `raftlb ctl` client.
+
+pub mod admin;
+pub mod ctl;
+pub mod manifest;
+pub mod network;
+pub mod peer;
+pub mod render;
+pub mod up;

@@ -1,1 +1,277 @@
-fn main() {}
+//! The `raftlb` binary: `run` (one peer), `up` (a local cluster), `ctl` (the admin client),
+//! `check` (validate manifests offline).
+//!
+//! Exit codes: 0 success; 1 runtime error; 2 usage or invalid manifest; 3 a peer could not
+//! start (store, listener); 4 `--join` failed; 5 no admin endpoint answered.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use raftlb_node::ctl::{self, CtlCommand, Output};
+use raftlb_node::manifest;
+use raftlb_node::peer::{self, PeerConfig, Timing, DEFAULT_ADMIN_PORT, DEFAULT_RAFT_PORT};
+use raftlb_node::up::{self, UpConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "raftlb",
+    version,
+    about = "Bare-metal load balancer on a Raft spine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one peer.
+    Run {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// IP to listen on (Raft and admin).
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: IpAddr,
+        #[arg(long, default_value_t = DEFAULT_RAFT_PORT)]
+        raft_port: u16,
+        #[arg(long, default_value_t = DEFAULT_ADMIN_PORT)]
+        admin_port: u16,
+        /// Initial voters, ID@IP:PORT (Raft port), comma-separated; the lowest id initializes.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Admin URL of a running peer: join as a learner, then get promoted.
+        #[arg(long, conflicts_with = "peers")]
+        join: Option<String>,
+        /// Manifests to apply once a leader exists (idempotent).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        /// Raft timing profile: default or fast.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Serve only Services of this loadBalancerClass ("" for Services without one).
+        #[arg(long)]
+        lb_class: Option<String>,
+        /// Build a snapshot after this many log entries.
+        #[arg(long, default_value_t = 5000)]
+        snapshot_every: u64,
+        /// Log entries kept behind a snapshot, for slow followers.
+        #[arg(long, default_value_t = 1000)]
+        keep_logs: u64,
+    },
+    /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "./raftlb-data")]
+        data_dir: PathBuf,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        /// Raft port of node 1; node N uses base+2(N-1) for Raft and the next port for admin.
+        #[arg(long, default_value_t = DEFAULT_RAFT_PORT)]
+        base_port: u16,
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
+    /// Talk to a running cluster.
+    Ctl {
+        /// Admin URLs; the first that answers is used.
+        #[arg(long, env = "RAFTLB_ENDPOINT", default_value = "http://127.0.0.1:7471")]
+        endpoint: String,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Check manifests without a cluster.
+    Check {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+}
+
+fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|text| (f.clone(), text))
+                .map_err(|e| format!("{f}: cannot read: {e}"))
+        })
+        .collect()
+}
+
+fn parse_manifests(
+    files: &[String],
+) -> Result<
+    Vec<(
+        String,
+        Vec<(u32, raftlb_raft_store::table::objects::Object)>,
+    )>,
+    String,
+> {
+    read_manifests(files)?
+        .into_iter()
+        .map(|(name, text)| {
+            manifest::parse(&text, &name)
+                .map(|objs| (name, objs))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for p in list {
+        let (id, addr) = p
+            .split_once('@')
+            .ok_or_else(|| format!("--peers: {p:?} is not ID@IP:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| format!("--peers: {id:?} in {p:?} is not a node id"))?;
+        addr.parse::<SocketAddr>()
+            .map_err(|_| format!("--peers: {addr:?} in {p:?} is not IP:PORT"))?;
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--peers: node {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn usage_error(msg: String) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(2)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1)
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Run {
+                id,
+                data_dir,
+                listen,
+                raft_port,
+                admin_port,
+                peers,
+                join,
+                files,
+                profile,
+                lb_class,
+                snapshot_every,
+                keep_logs,
+            } => {
+                let timing = Timing::profile(&profile).unwrap_or_else(|| {
+                    usage_error(format!("--profile: {profile:?} is not default or fast"))
+                });
+                let peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
+                if !peers.is_empty() && !peers.contains_key(&id) {
+                    usage_error(format!("--peers does not list this node (--id {id})"));
+                }
+                if peers.is_empty() && join.is_none() {
+                    usage_error("give --peers (form a cluster) or --join (join one)".into());
+                }
+                let manifests = parse_manifests(&files).unwrap_or_else(|e| usage_error(e));
+                let cfg = PeerConfig {
+                    id,
+                    data_dir,
+                    raft_addr: SocketAddr::new(listen, raft_port),
+                    admin_addr: SocketAddr::new(listen, admin_port),
+                    peers,
+                    join,
+                    manifests,
+                    timing,
+                    lb_class,
+                    snapshot_every,
+                    keep_logs,
+                };
+                match peer::run(cfg).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        e.exit_code()
+                    }
+                }
+            }
+            Cmd::Up {
+                nodes,
+                data_dir,
+                files,
+                base_port,
+                profile,
+            } => {
+                if Timing::profile(&profile).is_none() {
+                    usage_error(format!("--profile: {profile:?} is not default or fast"));
+                }
+                // Check the manifests before starting anything.
+                if let Err(e) = parse_manifests(&files) {
+                    usage_error(e);
+                }
+                let files = read_manifests(&files).unwrap_or_else(|e| usage_error(e));
+                let cfg = UpConfig {
+                    nodes,
+                    data_dir,
+                    files,
+                    base_port,
+                    profile,
+                };
+                match up::up(cfg).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        1
+                    }
+                }
+            }
+            Cmd::Ctl {
+                endpoint,
+                output,
+                command,
+            } => match ctl::run(&endpoint, output, command).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    eprintln!("error: {msg}");
+                    if msg.starts_with("no admin endpoint answered") {
+                        5
+                    } else {
+                        1
+                    }
+                }
+            },
+            Cmd::Check { files } => match parse_manifests(&files) {
+                Ok(m) => {
+                    for (name, objs) in m {
+                        println!("{name}: {} objects OK", objs.len());
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            },
+        }
+    });
+    std::process::exit(code);
+}

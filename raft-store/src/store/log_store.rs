@@ -138,7 +138,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         // Acknowledge only once the entries are on disk.
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(super::io_err);
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(super::io_err);
         callback.log_io_completed(flushed);
         Ok(())
     }

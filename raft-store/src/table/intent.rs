@@ -222,7 +222,10 @@ fn requested_ips(spec: &ServiceSpec) -> Result<Vec<IpAddr>, IntentError> {
         if ips.iter().any(|o| Family::of(o) == Family::of(&ip)) {
             return Err(err(
                 &field,
-                format!("more than one {} address requested", Family::of(&ip).as_str()),
+                format!(
+                    "more than one {} address requested",
+                    Family::of(&ip).as_str()
+                ),
             ));
         }
         ips.push(ip);
@@ -297,7 +300,10 @@ mod tests {
         s.ip_family_policy = "PreferDualStack".into();
         let i = Intent::of(&s).unwrap();
         assert_eq!(i.families, vec![Family::V6, Family::V4]);
-        assert_eq!(i.family_choices(), vec![vec![Family::V6, Family::V4], vec![Family::V6]]);
+        assert_eq!(
+            i.family_choices(),
+            vec![vec![Family::V6, Family::V4], vec![Family::V6]]
+        );
     }
 
     #[test]

@@ -100,10 +100,17 @@ pub struct ApplyError {
 /// Where a Service stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceState {
-    Allocated { pool: String, ips: Vec<IpAddr> },
-    Pending { reason: String },
+    Allocated {
+        pool: String,
+        ips: Vec<IpAddr>,
+    },
+    Pending {
+        reason: String,
+    },
     /// Not for raftlb: not a LoadBalancer, or another loadBalancerClass.
-    Ignored { reason: String },
+    Ignored {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +215,10 @@ impl AllocationTable {
                 return Err(error(
                     *doc,
                     &r,
-                    ("metadata.name".into(), "the same object appears twice in this batch".into()),
+                    (
+                        "metadata.name".into(),
+                        "the same object appears twice in this batch".into(),
+                    ),
                 ));
             }
         }
@@ -220,7 +230,11 @@ impl AllocationTable {
                 self.objects.contains_key(&r)
             };
             if batch.strict && !exists {
-                return Err(error(*doc, &r, ("metadata.name".into(), "not found".into())));
+                return Err(error(
+                    *doc,
+                    &r,
+                    ("metadata.name".into(), "not found".into()),
+                ));
             }
         }
 
@@ -275,11 +289,7 @@ impl AllocationTable {
             .collect();
         for (r, (doc, obj)) in &config {
             let missing = |field: String, kind: Kind, name: &str| {
-                error(
-                    *doc,
-                    r,
-                    (field, format!("{kind} {name:?} does not exist")),
-                )
+                error(*doc, r, (field, format!("{kind} {name:?} does not exist")))
             };
             match &obj.spec {
                 ObjectSpec::L2Advertisement(s) => {
@@ -324,11 +334,7 @@ impl AllocationTable {
                 ObjectSpec::BgpPeer(s) => {
                     if let Some(p) = &s.bfd_profile {
                         if !exists(Kind::BFDProfile, p) {
-                            return Err(missing(
-                                "spec.bfdProfile".into(),
-                                Kind::BFDProfile,
-                                p,
-                            ));
+                            return Err(missing("spec.bfdProfile".into(), Kind::BFDProfile, p));
                         }
                     }
                 }
@@ -647,13 +653,12 @@ impl AllocationTable {
             }
         }
         let families: Vec<Family> = ips.iter().map(Family::of).collect();
-        let fits = intent
-            .family_choices()
-            .iter()
-            .any(|choice| choice.iter().all(|f| families.contains(f)) && families.iter().all(|f| choice.contains(f)))
-            || (intent.policy == intent::FamilyPolicy::PreferDualStack
-                && families.len() == 1
-                && intent.families.contains(&families[0]));
+        let fits = intent.family_choices().iter().any(|choice| {
+            choice.iter().all(|f| families.contains(f))
+                && families.iter().all(|f| choice.contains(f))
+        }) || (intent.policy == intent::FamilyPolicy::PreferDualStack
+            && families.len() == 1
+            && intent.families.contains(&families[0]));
         if !fits {
             return Err("IP families no longer match the Service".into());
         }
@@ -686,7 +691,13 @@ impl AllocationTable {
             self.assign(key, intent, pool, &ip);
             ips.push(ip);
             let msg = format!("Assigned additional IP {ip} from pool {pool}");
-            self.event(now, &format!("Service/{key}"), "Normal", "IPAllocated", &msg);
+            self.event(
+                now,
+                &format!("Service/{key}"),
+                "Normal",
+                "IPAllocated",
+                &msg,
+            );
         }
         ips
     }
@@ -696,8 +707,11 @@ impl AllocationTable {
         let Some(usage) = self.addresses.get(ip) else {
             return Ok(());
         };
-        let others: Vec<(&String, &Vec<(String, u16)>)> =
-            usage.users.iter().filter(|(k, _)| k.as_str() != key).collect();
+        let others: Vec<(&String, &Vec<(String, u16)>)> = usage
+            .users
+            .iter()
+            .filter(|(k, _)| k.as_str() != key)
+            .collect();
         if others.is_empty() {
             return Ok(());
         }
@@ -722,7 +736,9 @@ impl AllocationTable {
         }
         for (other, ports) in &others {
             if let Some((proto, port)) = intent.ports.iter().find(|p| ports.contains(p)) {
-                return Err(format!("{ip}: port {port}/{proto} is already taken by {other}"));
+                return Err(format!(
+                    "{ip}: port {port}/{proto} is already taken by {other}"
+                ));
             }
         }
         Ok(())
@@ -787,7 +803,9 @@ impl AllocationTable {
             let mut pool_name: Option<String> = None;
             for ip in &intent.requested {
                 let Some(pool) = self.pool_of(ip) else {
-                    return Err(format!("requested IP {ip} is not allowed: it is in no IPAddressPool"));
+                    return Err(format!(
+                        "requested IP {ip} is not allowed: it is in no IPAddressPool"
+                    ));
                 };
                 if let Some(want) = &intent.pool {
                     if *want != pool.name {
@@ -904,7 +922,8 @@ impl AllocationTable {
 
     /// Gives back whatever the Service holds. Returns whether it held anything.
     fn release(&mut self, key: &str) -> bool {
-        let Some(ServiceState::Allocated { ips, .. }) = self.services.get(key).map(|e| e.state.clone())
+        let Some(ServiceState::Allocated { ips, .. }) =
+            self.services.get(key).map(|e| e.state.clone())
         else {
             return false;
         };
@@ -953,7 +972,14 @@ impl AllocationTable {
     // ---- reads for the admin API ----
 
     /// Pool names with their spec and usage per family.
-    pub fn pool_usage(&self, name: &str) -> Option<(Option<&IpAddressPoolSpec>, pool::FamilyUsage, pool::FamilyUsage)> {
+    pub fn pool_usage(
+        &self,
+        name: &str,
+    ) -> Option<(
+        Option<&IpAddressPoolSpec>,
+        pool::FamilyUsage,
+        pool::FamilyUsage,
+    )> {
         let p = self.pools.get(name)?;
         Some((
             self.pool_spec(name),

@@ -362,7 +362,10 @@ mod tests {
     #[test]
     fn parses_cidrs_ranges_and_addresses() {
         let r = AddressRange::parse("192.168.10.0/24").unwrap();
-        assert_eq!((r.size(), r.display()), (256, "192.168.10.0-192.168.10.255".into()));
+        assert_eq!(
+            (r.size(), r.display()),
+            (256, "192.168.10.0-192.168.10.255".into())
+        );
         let r = AddressRange::parse("10.0.0.5 - 10.0.0.9").unwrap();
         assert_eq!(r.size(), 5);
         let r = AddressRange::parse("fc00::/64").unwrap();
@@ -419,6 +422,9 @@ mod tests {
         let b = AddressRange::parse("10.0.1.0/30").unwrap();
         let p = PoolState::new("p", &[a, b], false);
         assert_eq!(p.lowest_free(Family::V4), Some(ip("10.0.2.0")));
-        assert_eq!(p.position(&ip("10.0.1.1")), Some((1, to_u128(&ip("10.0.1.1")))));
+        assert_eq!(
+            p.position(&ip("10.0.1.1")),
+            Some((1, to_u128(&ip("10.0.1.1"))))
+        );
     }
 }

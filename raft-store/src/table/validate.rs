@@ -45,10 +45,7 @@ fn selectors(field: &str, list: &[LabelSelector]) -> Result<(), FieldError> {
 /// Parses the pool's ranges; overlaps inside one pool are errors too.
 pub fn pool_ranges(spec: &IpAddressPoolSpec) -> Result<Vec<AddressRange>, FieldError> {
     if spec.addresses.is_empty() {
-        return fail(
-            "spec.addresses",
-            "must list at least one CIDR or a-b range",
-        );
+        return fail("spec.addresses", "must list at least one CIDR or a-b range");
     }
     let mut ranges: Vec<AddressRange> = Vec::new();
     for (i, text) in spec.addresses.iter().enumerate() {
@@ -56,7 +53,10 @@ pub fn pool_ranges(spec: &IpAddressPoolSpec) -> Result<Vec<AddressRange>, FieldE
         if let Some(j) = ranges.iter().position(|o| o.overlaps(&r)) {
             return fail(
                 format!("spec.addresses[{i}]"),
-                format!("{text} overlaps spec.addresses[{j}] ({})", spec.addresses[j]),
+                format!(
+                    "{text} overlaps spec.addresses[{j}] ({})",
+                    spec.addresses[j]
+                ),
             );
         }
         ranges.push(r);
@@ -134,7 +134,10 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
             Ok(())
         }
         ObjectSpec::L2Advertisement(spec) => {
-            selectors("spec.ipAddressPoolSelectors", &spec.ip_address_pool_selectors)?;
+            selectors(
+                "spec.ipAddressPoolSelectors",
+                &spec.ip_address_pool_selectors,
+            )?;
             selectors("spec.nodeSelectors", &spec.node_selectors)?;
             selectors("spec.serviceSelectors", &spec.service_selectors)?;
             for (i, p) in spec.preferred_node_selectors.iter().enumerate() {
@@ -157,7 +160,10 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
                     format!("{len} is more than 128"),
                 );
             }
-            selectors("spec.ipAddressPoolSelectors", &spec.ip_address_pool_selectors)?;
+            selectors(
+                "spec.ipAddressPoolSelectors",
+                &spec.ip_address_pool_selectors,
+            )?;
             selectors("spec.nodeSelectors", &spec.node_selectors)?;
             selectors("spec.serviceSelectors", &spec.service_selectors)?;
             Ok(())
@@ -255,10 +261,7 @@ fn bgp_peer(spec: &BgpPeerSpec) -> Result<(), FieldError> {
     let keepalive = duration("spec.keepaliveTime", &spec.keepalive_time)?;
     let connect = duration("spec.connectTime", &spec.connect_time)?;
     if let Some(h) = hold.filter(|h| *h != 0 && *h < 3000) {
-        return fail(
-            "spec.holdTime",
-            format!("{h} ms: must be 0 or at least 3s"),
-        );
+        return fail("spec.holdTime", format!("{h} ms: must be 0 or at least 3s"));
     }
     if let (Some(h), Some(k)) = (hold, keepalive) {
         if k > h {
@@ -276,10 +279,7 @@ fn bgp_peer(spec: &BgpPeerSpec) -> Result<(), FieldError> {
         .as_ref()
         .filter(|r| r.parse::<Ipv4Addr>().is_err())
     {
-        return fail(
-            "spec.routerID",
-            format!("{r:?} is not an IPv4 address"),
-        );
+        return fail("spec.routerID", format!("{r:?} is not an IPv4 address"));
     }
     if spec.password.is_some() && spec.password_secret.is_some() {
         return fail(
@@ -319,7 +319,10 @@ fn service(spec: &ServiceSpec) -> Result<(), FieldError> {
         );
     }
     if spec.service_type == "LoadBalancer" && spec.ports.is_empty() {
-        return fail("spec.ports", "a LoadBalancer Service needs at least one port");
+        return fail(
+            "spec.ports",
+            "a LoadBalancer Service needs at least one port",
+        );
     }
     for (i, p) in spec.ports.iter().enumerate() {
         if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
@@ -388,13 +391,47 @@ mod tests {
         };
         assert!(bgp_peer(&ok).is_ok());
         let cases: Vec<(BgpPeerSpec, &str)> = vec![
-            (BgpPeerSpec { peer_asn: None, ..ok.clone() }, "spec.peerASN"),
-            (BgpPeerSpec { interface: Some("eth0".into()), ..ok.clone() }, "spec.peerAddress"),
-            (BgpPeerSpec { hold_time: Some("2s".into()), ..ok.clone() }, "spec.holdTime"),
-            (BgpPeerSpec { peer_port: Some(20000), ..ok.clone() }, "spec.peerPort"),
-            (BgpPeerSpec { router_id: Some("fc00::1".into()), ..ok.clone() }, "spec.routerID"),
             (
-                BgpPeerSpec { peer_asn: Some(64500), ebgp_multi_hop: true, ..ok.clone() },
+                BgpPeerSpec {
+                    peer_asn: None,
+                    ..ok.clone()
+                },
+                "spec.peerASN",
+            ),
+            (
+                BgpPeerSpec {
+                    interface: Some("eth0".into()),
+                    ..ok.clone()
+                },
+                "spec.peerAddress",
+            ),
+            (
+                BgpPeerSpec {
+                    hold_time: Some("2s".into()),
+                    ..ok.clone()
+                },
+                "spec.holdTime",
+            ),
+            (
+                BgpPeerSpec {
+                    peer_port: Some(20000),
+                    ..ok.clone()
+                },
+                "spec.peerPort",
+            ),
+            (
+                BgpPeerSpec {
+                    router_id: Some("fc00::1".into()),
+                    ..ok.clone()
+                },
+                "spec.routerID",
+            ),
+            (
+                BgpPeerSpec {
+                    peer_asn: Some(64500),
+                    ebgp_multi_hop: true,
+                    ..ok.clone()
+                },
                 "spec.ebgpMultiHop",
             ),
         ];

@@ -1,0 +1,369 @@
+//! The admin gRPC service every peer serves. Reads answer from the local replica; writes go to
+//! the Raft leader through [`network::forward_to_leader`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raftlb_proto::admin::admin_server::Admin;
+use raftlb_proto::admin::*;
+use raftlb_raft_store::store::SharedTable;
+use raftlb_raft_store::table::pool::FamilyUsage as Usage;
+use raftlb_raft_store::table::{
+    ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
+};
+use raftlb_raft_store::{NodeId, Raft};
+use tonic::{Request, Response, Status};
+
+use crate::manifest;
+use crate::network::{self, Forward, ForwardReply};
+use crate::render;
+
+/// How long a write may wait for a leader.
+const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct AdminService {
+    pub raft: Raft,
+    pub table: SharedTable,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn usage(u: Usage) -> FamilyUsage {
+    FamilyUsage {
+        size: u.size.to_string(),
+        used: u.used.to_string(),
+        free: u.free.to_string(),
+    }
+}
+
+pub fn service_message(entry: &ServiceEntry) -> Service {
+    let (state, ips, pool, reason) = match &entry.state {
+        ServiceState::Allocated { pool, ips } => (
+            "Allocated",
+            ips.iter().map(|i| i.to_string()).collect(),
+            pool.clone(),
+            String::new(),
+        ),
+        ServiceState::Pending { reason } => ("Pending", vec![], String::new(), reason.clone()),
+        ServiceState::Ignored { reason } => ("Ignored", vec![], String::new(), reason.clone()),
+    };
+    Service {
+        namespace: entry.spec.namespace.clone(),
+        name: entry.spec.name.clone(),
+        r#type: entry.spec.service_type.clone(),
+        state: state.into(),
+        ips,
+        pool,
+        reason,
+        kubernetes_json: render::service_json(&entry.spec, &entry.state).to_string(),
+    }
+}
+
+fn forward_error(reply: ForwardReply) -> Status {
+    match reply {
+        ForwardReply::Failed(e) => Status::unavailable(e),
+        ForwardReply::NotLeader(_) => Status::unavailable("no leader"),
+        other => Status::internal(format!("unexpected reply {other:?}")),
+    }
+}
+
+impl AdminService {
+    fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let matched = |id: NodeId| {
+            metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|l| l.index)
+        };
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: matched(*id),
+            })
+            .collect()
+    }
+
+    async fn membership(&self, fwd: Forward) -> Result<Response<MembershipReply>, Status> {
+        match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
+            ForwardReply::Membership(message) => Ok(Response::new(MembershipReply {
+                message,
+                members: self.members(),
+            })),
+            other => Err(forward_error(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let role = match m.state {
+            openraft::ServerState::Leader => "Leader",
+            openraft::ServerState::Follower => "Follower",
+            openraft::ServerState::Candidate => "Candidate",
+            openraft::ServerState::Learner => "Learner",
+            openraft::ServerState::Shutdown => "Shutdown",
+        };
+        Ok(Response::new(StatusReply {
+            id: m.id,
+            role: role.into(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members: self.members(),
+            config_generation: t.table.generation,
+            services: t.table.services.len() as u64,
+            pending_services: t.table.pending.len() as u64,
+            pools: t.table.pools.len() as u64,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            load_balancer_class: t.table.load_balancer_class.clone().unwrap_or_default(),
+        }))
+    }
+
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
+        let req = req.into_inner();
+        let source = if req.source.is_empty() {
+            "-".to_string()
+        } else {
+            req.source
+        };
+        let objects = manifest::parse(&req.manifest, &source)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if objects.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{source}: no objects in the manifest"
+            )));
+        }
+        let batch = if req.delete {
+            ApplyBatch {
+                deletes: objects.iter().map(|(d, o)| (*d, o.reference())).collect(),
+                strict: true,
+                now_ms: now_ms(),
+                ..Default::default()
+            }
+        } else {
+            ApplyBatch {
+                objects,
+                strict: true,
+                now_ms: now_ms(),
+                ..Default::default()
+            }
+        };
+        let fwd = Forward::Write(Command::Apply(batch));
+        match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
+            ForwardReply::Written(TableResponse::Applied(outcome)) => {
+                let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+                let services = outcome
+                    .services
+                    .iter()
+                    .map(|(key, state)| {
+                        let mut entry = t.table.services.get(key).cloned().unwrap_or_else(|| {
+                            // Applied, then changed again before this read: report the
+                            // committed answer, not the newer state.
+                            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                            ServiceEntry {
+                                spec: raftlb_raft_store::table::objects::ServiceSpec {
+                                    namespace: namespace.into(),
+                                    name: name.into(),
+                                    ..Default::default()
+                                },
+                                state: state.clone(),
+                            }
+                        });
+                        entry.state = state.clone();
+                        service_message(&entry)
+                    })
+                    .collect();
+                Ok(Response::new(ApplyReply {
+                    changes: outcome
+                        .changes
+                        .iter()
+                        .map(|(r, c)| ObjectChange {
+                            kind: r.kind.to_string(),
+                            namespace: r.namespace.clone(),
+                            name: r.name.clone(),
+                            action: c.as_str().into(),
+                        })
+                        .collect(),
+                    generation: outcome.generation,
+                    services,
+                }))
+            }
+            ForwardReply::Written(TableResponse::Rejected(e)) => {
+                Err(Status::invalid_argument(format!("{source}: {e}")))
+            }
+            other => Err(forward_error(other)),
+        }
+    }
+
+    async fn list_pools(&self, _: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let pools = t
+            .table
+            .pools
+            .keys()
+            .filter_map(|name| {
+                let (spec, v4, v6) = t.table.pool_usage(name)?;
+                let spec = spec?;
+                Some(Pool {
+                    name: name.clone(),
+                    addresses: spec.addresses.clone(),
+                    auto_assign: spec.auto_assign,
+                    avoid_buggy_ips: spec.avoid_buggy_ips,
+                    ipv4: Some(usage(v4)),
+                    ipv6: Some(usage(v6)),
+                    priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
+                })
+            })
+            .collect();
+        Ok(Response::new(PoolList { pools }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<ListRequest>,
+    ) -> Result<Response<ServiceList>, Status> {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let services = t.table.services.values().map(service_message).collect();
+        Ok(Response::new(ServiceList { services }))
+    }
+
+    async fn list_vips(&self, _: Request<ListRequest>) -> Result<Response<VipList>, Status> {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let vips = t
+            .table
+            .addresses
+            .iter()
+            .map(|(ip, usage)| Vip {
+                ip: ip.to_string(),
+                pool: usage.pool.clone(),
+                services: usage.users.keys().cloned().collect(),
+                sharing_key: usage.sharing_key.clone(),
+                owner: String::new(),
+                epoch: 0,
+            })
+            .collect();
+        Ok(Response::new(VipList { vips }))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<EventList>, Status> {
+        let req = req.into_inner();
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let events = t
+            .table
+            .events
+            .iter()
+            .filter(|e| e.seq > req.after_seq && (req.object.is_empty() || e.object == req.object))
+            .map(|e| Event {
+                seq: e.seq,
+                time_ms: e.time_ms,
+                object: e.object.clone(),
+                r#type: e.kind.clone(),
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+            })
+            .collect();
+        Ok(Response::new(EventList { events }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = req.into_inner();
+        if req.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "addr: {:?} is not IP:PORT",
+                req.addr
+            )));
+        }
+        self.membership(Forward::AddLearner {
+            id: req.id,
+            addr: req.addr,
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        req: Request<MemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.membership(Forward::Promote {
+            id: req.into_inner().id,
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<MemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.membership(Forward::Remove {
+            id: req.into_inner().id,
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<MemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.membership(Forward::TransferLeader {
+            to: req.into_inner().id,
+        })
+        .await
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotReply>, Status> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut rx = self.raft.metrics();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied)),
+        )
+        .await;
+        let index = match waited {
+            Ok(Ok(m)) => m.snapshot.map_or(0, |s| s.index),
+            _ => {
+                return Err(Status::deadline_exceeded(
+                    "snapshot not finished within 30s",
+                ))
+            }
+        };
+        Ok(Response::new(SnapshotReply {
+            last_log_index: index,
+        }))
+    }
+}

@@ -1,0 +1,345 @@
+//! `raftlb run`: one Raft peer with its Raft and admin gRPC servers.
+//!
+//! Order of start-up: everything that can be wrong with the configuration (flags, manifests)
+//! is checked before any socket is bound; then the store is opened, both listeners are bound
+//! and logged, the cluster is formed or joined, and given manifests are applied once a leader
+//! exists. SIGTERM or Ctrl-C stops the servers and Raft.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::{BasicNode, SnapshotPolicy};
+use raftlb_proto::admin::admin_client::AdminClient;
+use raftlb_proto::admin::admin_server::AdminServer;
+use raftlb_proto::admin::{AddLearnerRequest, MemberRequest};
+use raftlb_proto::raft::raft_server::RaftServer;
+use raftlb_raft_store::table::objects::Object;
+use raftlb_raft_store::table::{ApplyBatch, Command, Response};
+use raftlb_raft_store::{store, NodeId, Raft};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::admin::{now_ms, AdminService};
+use crate::network::{self, Forward, ForwardReply, NetworkFactory, RaftService};
+
+/// Default ports: Raft transport and admin API.
+pub const DEFAULT_RAFT_PORT: u16 = 7470;
+pub const DEFAULT_ADMIN_PORT: u16 = 7471;
+
+/// Raft timing. `default` aims at sub-second failover with room for fsync on slow disks;
+/// `fast` scales everything down together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Timing {
+    pub fn profile(name: &str) -> Option<Timing> {
+        match name {
+            "default" => Some(Timing {
+                heartbeat_ms: 40,
+                election_min_ms: 150,
+                election_max_ms: 250,
+            }),
+            "fast" => Some(Timing {
+                heartbeat_ms: 15,
+                election_min_ms: 60,
+                election_max_ms: 100,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Everything `run` needs, already checked.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub raft_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The initial voters (id -> Raft address), including this peer; empty with `--join`.
+    pub peers: BTreeMap<NodeId, String>,
+    pub join: Option<String>,
+    /// Parsed manifests to apply once a leader exists: (source name, objects).
+    pub manifests: Vec<(String, Vec<(u32, Object)>)>,
+    pub timing: Timing,
+    pub lb_class: Option<String>,
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+}
+
+/// Why a peer stopped: the process exit code tells them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0}")]
+    Startup(anyhow::Error),
+    #[error("--join: {0}")]
+    Join(String),
+    #[error("{0}")]
+    Runtime(anyhow::Error),
+}
+
+impl PeerError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PeerError::Startup(_) => 3,
+            PeerError::Join(_) => 4,
+            PeerError::Runtime(_) => 1,
+        }
+    }
+}
+
+pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
+    let raft_config = openraft::Config {
+        cluster_name: "raftlb".into(),
+        heartbeat_interval: cfg.timing.heartbeat_ms,
+        election_timeout_min: cfg.timing.election_min_ms,
+        election_timeout_max: cfg.timing.election_max_ms,
+        install_snapshot_timeout: 2000,
+        max_payload_entries: 512,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: cfg.keep_logs,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| PeerError::Startup(anyhow::anyhow!("raft timing: {e}")))?;
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("--data-dir {}: cannot create", cfg.data_dir.display()))
+        .map_err(PeerError::Startup)?;
+    let (log, sm) = store::open(&cfg.data_dir.join("sled"))
+        .with_context(|| {
+            format!(
+                "--data-dir {}: cannot open the store",
+                cfg.data_dir.display()
+            )
+        })
+        .map_err(PeerError::Startup)?;
+    let table = sm.shared();
+
+    let raft_listener = tokio::net::TcpListener::bind(cfg.raft_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (Raft)", cfg.raft_addr))
+        .map_err(PeerError::Startup)?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_addr))
+        .map_err(PeerError::Startup)?;
+    info!(raft = %cfg.raft_addr, admin = %cfg.admin_addr, data_dir = %cfg.data_dir.display(), "listening");
+
+    let raft = Raft::new(cfg.id, Arc::new(raft_config), NetworkFactory, log, sm)
+        .await
+        .map_err(|e| PeerError::Startup(anyhow::anyhow!("raft: {e}")))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let raft_server = Server::builder()
+        .add_service(
+            RaftServer::new(RaftService { raft: raft.clone() }).max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let admin_server = Server::builder()
+        .add_service(
+            AdminServer::new(AdminService {
+                raft: raft.clone(),
+                table: table.clone(),
+            })
+            .max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let servers = tokio::spawn(async move { tokio::try_join!(raft_server, admin_server) });
+
+    let result = async {
+        if !cfg.peers.is_empty() {
+            initialize(&raft, &cfg).await?;
+        }
+        if let Some(url) = &cfg.join {
+            join(&raft, &cfg, url).await?;
+        }
+        let background = tokio::spawn(apply_startup_state(raft.clone(), cfg.clone()));
+        wait_for_signal().await;
+        info!("stopping");
+        background.abort();
+        Ok(())
+    }
+    .await;
+
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    match tokio::time::timeout(Duration::from_secs(5), servers).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
+        Err(_) => warn!("servers did not stop within 5s"),
+        _ => {}
+    }
+    result
+}
+
+/// Forms the cluster from `--peers`, once, from the lowest id. A restart finds the store
+/// initialized and does nothing.
+async fn initialize(raft: &Raft, cfg: &PeerConfig) -> Result<(), PeerError> {
+    let lowest = cfg.peers.keys().next().copied();
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| PeerError::Runtime(e.into()))?;
+    if initialized || lowest != Some(cfg.id) {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = cfg
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => info!(members = ?cfg.peers, "cluster initialized"),
+        // Another start already did it: fine.
+        Err(e) => warn!(error = %e, "initialize"),
+    }
+    Ok(())
+}
+
+/// Asks a running cluster to add this peer as a learner (it returns once we caught up), then
+/// to promote it to voter.
+async fn join(raft: &Raft, cfg: &PeerConfig, url: &str) -> Result<(), PeerError> {
+    if raft.is_initialized().await.unwrap_or(false)
+        && raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == cfg.id)
+    {
+        info!("already a voter; not joining again");
+        return Ok(());
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| PeerError::Join(format!("{url:?} is not a URL: {e}")))?
+        .connect_timeout(Duration::from_secs(2));
+    let mut client = None;
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        match endpoint.connect().await {
+            Ok(ch) => {
+                client = Some(AdminClient::new(ch));
+                break;
+            }
+            Err(e) => {
+                last_error = format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let mut client = client.ok_or_else(|| {
+        PeerError::Join(format!(
+            "cannot reach {url} after 10 attempts ({last_error})"
+        ))
+    })?;
+    let addr = cfg.raft_addr.to_string();
+    client
+        .add_learner(AddLearnerRequest { id: cfg.id, addr })
+        .await
+        .map_err(|s| {
+            PeerError::Join(format!(
+                "{url} refused to add node {} as a learner: {}",
+                cfg.id,
+                s.message()
+            ))
+        })?;
+    info!(url, "joined as a learner");
+    client
+        .promote(MemberRequest { id: cfg.id })
+        .await
+        .map_err(|s| {
+            PeerError::Join(format!(
+                "{url} refused to promote node {}: {}",
+                cfg.id,
+                s.message()
+            ))
+        })?;
+    info!("promoted to voter");
+    Ok(())
+}
+
+/// Applies `--lb-class` and `-f` manifests once a leader exists. Idempotent, so every
+/// restart may do it again.
+async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
+    let mut rx = raft.metrics();
+    if rx.wait_for(|m| m.current_leader.is_some()).await.is_err() {
+        return;
+    }
+    if let Some(class) = &cfg.lb_class {
+        let cmd = Command::SetLoadBalancerClass {
+            class: Some(class.clone()).filter(|c| !c.is_empty()),
+            now_ms: now_ms(),
+        };
+        let reply =
+            network::forward_to_leader(&raft, Forward::Write(cmd), Duration::from_secs(30)).await;
+        if !matches!(reply, ForwardReply::Written(_)) {
+            warn!(?reply, "could not set the loadBalancerClass");
+        }
+    }
+    for (source, objects) in &cfg.manifests {
+        let batch = ApplyBatch {
+            objects: objects.clone(),
+            strict: true,
+            now_ms: now_ms(),
+            ..Default::default()
+        };
+        let reply = network::forward_to_leader(
+            &raft,
+            Forward::Write(Command::Apply(batch)),
+            Duration::from_secs(30),
+        )
+        .await;
+        match reply {
+            ForwardReply::Written(Response::Applied(o)) => {
+                info!(
+                    source,
+                    generation = o.generation,
+                    objects = o.changes.len(),
+                    "manifest applied"
+                )
+            }
+            ForwardReply::Written(Response::Rejected(e)) => {
+                warn!(source, error = %e, "manifest rejected")
+            }
+            other => warn!(source, ?other, "manifest not applied"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

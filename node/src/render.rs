@@ -1,0 +1,156 @@
+//! How the table looks to people and to kubectl-shaped tools: Kubernetes JSON for Services and
+//! text tables for `raftlb ctl`.
+
+use raftlb_raft_store::table::intent::ANN_ALLOCATED_FROM;
+use raftlb_raft_store::table::objects::ServiceSpec;
+use raftlb_raft_store::table::ServiceState;
+use serde_json::{json, Value};
+
+/// A Service as a Kubernetes `v1` object: allocation in `status.loadBalancer.ingress`, the pool
+/// in the `raftlb.io/ip-allocated-from-pool` annotation.
+pub fn service_json(spec: &ServiceSpec, state: &ServiceState) -> Value {
+    let mut annotations = spec.annotations.clone();
+    let mut ingress = Vec::new();
+    if let ServiceState::Allocated { pool, ips } = state {
+        annotations.insert(ANN_ALLOCATED_FROM.to_string(), pool.clone());
+        ingress = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+    }
+    let mut spec_json = json!({
+        "type": spec.service_type,
+        "ports": spec.ports.iter().map(|p| {
+            let mut port = json!({"protocol": p.protocol, "port": p.port});
+            if !p.name.is_empty() {
+                port["name"] = json!(p.name);
+            }
+            port
+        }).collect::<Vec<_>>(),
+    });
+    let optional = [
+        (
+            "selector",
+            (!spec.selector.is_empty()).then(|| json!(spec.selector)),
+        ),
+        (
+            "loadBalancerIP",
+            spec.load_balancer_ip.as_ref().map(|v| json!(v)),
+        ),
+        (
+            "loadBalancerClass",
+            spec.load_balancer_class.as_ref().map(|v| json!(v)),
+        ),
+        (
+            "externalTrafficPolicy",
+            (!spec.external_traffic_policy.is_empty()).then(|| json!(spec.external_traffic_policy)),
+        ),
+        (
+            "ipFamilies",
+            (!spec.ip_families.is_empty()).then(|| json!(spec.ip_families)),
+        ),
+        (
+            "ipFamilyPolicy",
+            (!spec.ip_family_policy.is_empty()).then(|| json!(spec.ip_family_policy)),
+        ),
+        (
+            "clusterIPs",
+            (!spec.cluster_ips.is_empty()).then(|| json!(spec.cluster_ips)),
+        ),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            spec_json[key] = v;
+        }
+    }
+    let mut metadata = json!({"name": spec.name, "namespace": spec.namespace});
+    if !spec.labels.is_empty() {
+        metadata["labels"] = json!(spec.labels);
+    }
+    if !annotations.is_empty() {
+        metadata["annotations"] = json!(annotations);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": spec_json,
+        "status": {"loadBalancer": if ingress.is_empty() { json!({}) } else { json!({"ingress": ingress}) }},
+    })
+}
+
+/// Left-aligned columns, two spaces apart, like kubectl.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// "3s", "5m", "2h", "4d" since `then_ms`.
+pub fn age(now_ms: u64, then_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftlb_raft_store::table::objects::ServicePort;
+
+    #[test]
+    fn allocated_service_is_kubectl_shaped() {
+        let spec = ServiceSpec {
+            namespace: "default".into(),
+            name: "web".into(),
+            service_type: "LoadBalancer".into(),
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: "TCP".into(),
+                port: 80,
+            }],
+            ..Default::default()
+        };
+        let state = ServiceState::Allocated {
+            pool: "p".into(),
+            ips: vec!["10.0.0.1".parse().unwrap()],
+        };
+        let v = service_json(&spec, &state);
+        assert_eq!(v["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1");
+        assert_eq!(
+            v["metadata"]["annotations"]["raftlb.io/ip-allocated-from-pool"],
+            "p"
+        );
+        let pending = service_json(&spec, &ServiceState::Pending { reason: "x".into() });
+        assert!(pending["status"]["loadBalancer"].get("ingress").is_none());
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x");
+    }
+}
