@@ -1,1 +1,10 @@
-//! placeholder
+//! raftlb-chaos: runs real raftlb clusters (real processes, real sled files) on loopback,
+//! injects faults (SIGKILL, restart) and checks invariants. Used by the integration tests and
+//! the benchmark.
+//!
+//! It only ever starts processes it owns and signals them by their PID; every process is
+//! killed when the [`Cluster`] is dropped, also when a test fails.
+
+pub mod cluster;
+
+pub use cluster::{eventually, free_port, raftlb_binary, Cluster};

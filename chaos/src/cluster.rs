@@ -1,0 +1,305 @@
+//! A cluster of `raftlb run` processes on 127.0.0.1 in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use raftlb_proto::admin::admin_client::AdminClient;
+use raftlb_proto::admin::{ApplyRequest, ListRequest, Service, StatusReply, StatusRequest};
+use tonic::transport::Channel;
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The `raftlb` binary: `$RAFTLB_BIN`, else the one beside the running test in target/, built
+/// with cargo if it is missing.
+pub fn raftlb_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("RAFTLB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/raftlb
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    let bin = profile_dir.join("raftlb");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "raftlb-node", "--bin", "raftlb"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .context("running cargo build for the raftlb binary")?;
+        if !status.success() || !bin.exists() {
+            bail!("could not build {}", bin.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes (then the last error).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("condition not met");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: not true after {timeout:?} ({last})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct Peer {
+    pub id: u64,
+    pub raft_port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Peer {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("raftlb.log")).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub peers: Vec<Peer>,
+    /// Extra flags for every `raftlb run`.
+    pub args: Vec<String>,
+    peers_flag: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` voters and waits for a leader.
+    pub async fn start(n: u64, args: &[&str]) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("raftlb-cluster-")
+            .tempdir()?;
+        let peers: Vec<Peer> = (1..=n)
+            .map(|id| Peer {
+                id,
+                raft_port: free_port(),
+                admin_port: free_port(),
+                dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let peers_flag = peers
+            .iter()
+            .map(|p| format!("{}@{}", p.id, p.raft_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            bin: raftlb_binary()?,
+            peers,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            peers_flag,
+            _dir: dir,
+        };
+        for id in 1..=n {
+            cluster.spawn(id)?;
+        }
+        cluster.wait_leader(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    fn peer_mut(&mut self, id: u64) -> &mut Peer {
+        self.peers
+            .iter_mut()
+            .find(|p| p.id == id)
+            .expect("known peer")
+    }
+
+    pub fn peer(&self, id: u64) -> &Peer {
+        self.peers.iter().find(|p| p.id == id).expect("known peer")
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let args = self.args.clone();
+        let peers_flag = self.peers_flag.clone();
+        let peer = self.peer_mut(id);
+        std::fs::create_dir_all(&peer.dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(peer.dir.join("raftlb.log"))?;
+        let child = Command::new(bin)
+            .arg("run")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&peer.dir)
+            .args(["--listen", "127.0.0.1"])
+            .args(["--raft-port", &peer.raft_port.to_string()])
+            .args(["--admin-port", &peer.admin_port.to_string()])
+            .args(["--peers", &peers_flag])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        peer.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.peer_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    /// Admin endpoints of the running peers, comma-separated.
+    pub fn endpoints(&mut self) -> String {
+        let mut urls = Vec::new();
+        for p in &mut self.peers {
+            if p.is_running() {
+                urls.push(p.endpoint());
+            }
+        }
+        urls.join(",")
+    }
+
+    pub async fn client(&self, id: u64) -> anyhow::Result<AdminClient<Channel>> {
+        let ch = tonic::transport::Endpoint::from_shared(self.peer(id).endpoint())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await?;
+        Ok(AdminClient::new(ch).max_decoding_message_size(256 << 20))
+    }
+
+    pub async fn status(&self, id: u64) -> anyhow::Result<StatusReply> {
+        Ok(self
+            .client(id)
+            .await?
+            .status(StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn services(&self, id: u64) -> anyhow::Result<Vec<Service>> {
+        Ok(self
+            .client(id)
+            .await?
+            .list_services(ListRequest {})
+            .await?
+            .into_inner()
+            .services)
+    }
+
+    pub async fn apply(
+        &self,
+        id: u64,
+        manifest: &str,
+    ) -> anyhow::Result<raftlb_proto::admin::ApplyReply> {
+        let reply = self
+            .client(id)
+            .await?
+            .apply(ApplyRequest {
+                manifest: manifest.to_string(),
+                delete: false,
+                source: "test".into(),
+            })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?;
+        Ok(reply.into_inner())
+    }
+
+    /// The leader as seen by a running peer, once all running peers agree.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> anyhow::Result<u64> {
+        let running: Vec<u64> = self
+            .peers
+            .iter_mut()
+            .filter_map(|p| p.is_running().then_some(p.id))
+            .collect();
+        let this = &*self;
+        eventually("a leader all running peers agree on", timeout, || {
+            let running = running.clone();
+            async move {
+                let mut leader = None;
+                for id in running {
+                    let s = this.status(id).await?;
+                    match (leader, s.leader_id) {
+                        (_, None) => return Ok(None),
+                        (None, Some(l)) => leader = Some(l),
+                        (Some(a), Some(b)) if a != b => return Ok(None),
+                        _ => {}
+                    }
+                }
+                // The leader must be one of the running peers.
+                Ok(leader.filter(|l| this.peers.iter().any(|p| p.id == *l)))
+            }
+        })
+        .await
+    }
+
+    /// Waits until peer `id` has applied at least `index`.
+    pub async fn wait_applied(
+        &self,
+        id: u64,
+        index: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<StatusReply> {
+        eventually(
+            &format!("node {id} applied {index}"),
+            timeout,
+            || async move {
+                let s = self.status(id).await?;
+                Ok((s.applied_index >= index).then_some(s))
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.peers {
+            if let Some(mut child) = p.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
