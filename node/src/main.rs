@@ -104,15 +104,7 @@ fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn parse_manifests(
-    files: &[String],
-) -> Result<
-    Vec<(
-        String,
-        Vec<(u32, raftlb_raft_store::table::objects::Object)>,
-    )>,
-    String,
-> {
+fn parse_manifests(files: &[String]) -> Result<Vec<manifest::Manifest>, String> {
     read_manifests(files)?
         .into_iter()
         .map(|(name, text)| {

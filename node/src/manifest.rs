@@ -13,6 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+/// A parsed file: its name and its objects, each with its document number.
+pub type Manifest = (String, Vec<(u32, Object)>);
+
 /// Where a manifest went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{source_name}: document {document} ({object}): {field}: {reason}")]

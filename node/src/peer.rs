@@ -17,7 +17,6 @@ use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::admin::{AddLearnerRequest, MemberRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
-use raftlb_raft_store::table::objects::Object;
 use raftlb_raft_store::table::{ApplyBatch, Command, Response};
 use raftlb_raft_store::{store, NodeId, Raft};
 use tonic::transport::server::TcpIncoming;
@@ -69,7 +68,7 @@ pub struct PeerConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub join: Option<String>,
     /// Parsed manifests to apply once a leader exists: (source name, objects).
-    pub manifests: Vec<(String, Vec<(u32, Object)>)>,
+    pub manifests: Vec<crate::manifest::Manifest>,
     pub timing: Timing,
     pub lb_class: Option<String>,
     pub snapshot_every: u64,
