@@ -187,7 +187,9 @@ impl AllocationTable {
             Command::SetLoadBalancerClass { class, now_ms } => {
                 if self.load_balancer_class != *class {
                     self.load_balancer_class = class.clone();
-                    let keys: Vec<String> = self.services.keys().cloned().collect();
+                    // Holders first: what they give up is free for the others.
+                    let mut keys: Vec<String> = self.services.keys().cloned().collect();
+                    keys.sort_by_key(|k| !self.holds_addresses(k));
                     for key in keys {
                         self.reconcile(&key, *now_ms);
                     }
@@ -462,21 +464,16 @@ impl AllocationTable {
             // reprocess-all does, so a pending Service can never take an address in use.
             let allocated: Vec<String> = self
                 .services
-                .iter()
-                .filter(|(_, e)| matches!(e.state, ServiceState::Allocated { .. }))
-                .map(|(k, _)| k.clone())
+                .keys()
+                .filter(|k| self.holds_addresses(k))
+                .cloned()
                 .collect();
             for key in allocated {
                 self.reconcile(&key, now);
             }
         }
         // Touched services that already hold an address go first, for the same reason.
-        touched.sort_by_key(|k| {
-            !matches!(
-                self.services.get(k).map(|e| &e.state),
-                Some(ServiceState::Allocated { .. })
-            )
-        });
+        touched.sort_by_key(|k| !self.holds_addresses(k));
         for key in &touched {
             self.reconcile(key, now);
         }
@@ -573,6 +570,11 @@ impl AllocationTable {
         if let ServiceState::Allocated { pool, ips } = entry.state.clone() {
             match self.still_valid(key, &intent, &pool, &ips) {
                 Ok(pool) => {
+                    // Refresh the address records: the Service may have changed its ports, or
+                    // (as the sole user) its sharing key.
+                    for ip in &ips {
+                        self.assign(key, &intent, &pool, ip);
+                    }
                     let ips = self.add_second_family(key, &intent, &pool, ips, now);
                     self.set_state(key, ServiceState::Allocated { pool, ips });
                     return;
@@ -597,6 +599,13 @@ impl AllocationTable {
             }
             Err(reason) => self.set_pending(key, now, &reason),
         }
+    }
+
+    fn holds_addresses(&self, key: &str) -> bool {
+        matches!(
+            self.services.get(key).map(|e| &e.state),
+            Some(ServiceState::Allocated { .. })
+        )
     }
 
     fn set_state(&mut self, key: &str, state: ServiceState) {
