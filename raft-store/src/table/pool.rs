@@ -216,6 +216,26 @@ impl FreeIntervals {
         true
     }
 
+    /// Marks the whole span `[start, end]` used, if it lies inside one free interval.
+    /// Used to build large, partly full pools quickly (benchmarks, tests).
+    pub fn take_span(&mut self, start: u128, end: u128) -> bool {
+        let Some((&s, &e)) = self.intervals.range(..=start).next_back() else {
+            return false;
+        };
+        if end > e || start > end {
+            return false;
+        }
+        self.intervals.remove(&s);
+        if s < start {
+            self.intervals.insert(s, start - 1);
+        }
+        if end < e {
+            self.intervals.insert(end + 1, e);
+        }
+        self.free -= end - start + 1;
+        true
+    }
+
     /// Marks `n` free again, merging with its neighbours. Returns false if it was already free.
     pub fn give_back(&mut self, n: u128) -> bool {
         if self.contains(n) {
@@ -399,6 +419,8 @@ mod tests {
         assert!(f.give_back(12));
         assert_eq!((f.interval_count(), f.free_count()), (1, 11));
         assert!(!f.take(21));
+        assert!(f.take_span(12, 15) && !f.take_span(14, 16));
+        assert_eq!((f.lowest(|_| true), f.free_count()), (Some(10), 7));
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! raftlb's benchmark. Prints figures; asserts nothing about speed.
+//!
+//! Rows: commit latency at concurrency 1 and throughput at concurrency 16 (raftlb next to
+//! etcd, both 3 members on loopback with fsync on); 10,000 Services applied in batches;
+//! allocator cost per allocation by pool size and fill; restart-to-ready of a peer holding
+//! 100,000 allocations; RSS of a peer holding 10,000 Services.
+//!
+//! Run: `bash chaos/bench.sh` (installs etcd-server and protobuf-compiler, builds in release).
+//! Without the `etcd` feature the etcd rows say so instead of printing figures.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use raftlb_chaos::Cluster;
+use raftlb_proto::admin::admin_client::AdminClient;
+use raftlb_proto::admin::ApplyRequest;
+use raftlb_raft_store::table::pool::{to_u128, AddressRange, Family, PoolState};
+use tonic::transport::Channel;
+
+const LATENCY_WRITES: usize = 500;
+const THROUGHPUT_WRITES: usize = 4000;
+const CONCURRENCY: usize = 16;
+
+fn service_yaml(ns: &str, name: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    throughput: f64,
+}
+
+async fn admin(endpoint: String) -> anyhow::Result<AdminClient<Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+    Ok(AdminClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+}
+
+async fn apply(client: &mut AdminClient<Channel>, manifest: String) -> anyhow::Result<raftlb_proto::admin::ApplyReply> {
+    Ok(client
+        .apply(ApplyRequest { manifest, delete: false, source: "bench".into() })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner())
+}
+
+async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures> {
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let endpoint = cluster.peer(leader).endpoint();
+    let mut client = admin(endpoint.clone()).await?;
+    apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench}\nspec: {addresses: [198.18.0.0/15]}\n".into()).await?;
+    let mut lat = Vec::with_capacity(LATENCY_WRITES);
+    for i in 0..LATENCY_WRITES {
+        let m = service_yaml("lat", &format!("s{i}"));
+        let t = Instant::now();
+        let r = apply(&mut client, m).await?;
+        lat.push(t.elapsed());
+        anyhow::ensure!(r.services[0].state == "Allocated", "not allocated: {:?}", r.services[0]);
+    }
+    lat.sort();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..CONCURRENCY {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = admin(endpoint).await?;
+            for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
+                apply(&mut client, service_yaml("tput", &format!("s{i}"))).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
+    Ok(Figures { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), throughput })
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    pub struct Etcd(Vec<Child>, tempfile::TempDir);
+
+    impl Drop for Etcd {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    pub async fn figures() -> anyhow::Result<Figures> {
+        let dir = tempfile::tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (raftlb_chaos::free_port(), raftlb_chaos::free_port())).collect();
+        let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
+        let mut children = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
+            children.push(
+                Command::new("etcd")
+                    .args(["--name", &format!("e{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("e{i}")))
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args(["--initial-cluster-state", "new"])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .context("starting etcd (Debian package etcd-server)")?,
+            );
+        }
+        let _guard = Etcd(children, dir);
+        let endpoints: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
+        let value = service_yaml("etcd", "value-of-similar-size");
+        let mut client = raftlb_chaos::eventually("etcd answers", Duration::from_secs(30), || {
+            let endpoints = endpoints.clone();
+            async move {
+                let mut c = etcd_client::Client::connect(endpoints, None).await?;
+                c.put("warmup", "x", None).await?;
+                Ok(Some(c))
+            }
+        })
+        .await?;
+        let mut lat = Vec::with_capacity(LATENCY_WRITES);
+        for i in 0..LATENCY_WRITES {
+            let t = Instant::now();
+            client.put(format!("lat/{i}"), value.clone(), None).await?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..CONCURRENCY {
+            let endpoints = endpoints.clone();
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = etcd_client::Client::connect(endpoints, None).await?;
+                for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
+                    c.put(format!("tput/{i}"), value.clone(), None).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
+        Ok(Figures { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), throughput })
+    }
+}
+
+/// Cost of one allocation in the free-range index (lowest free address, then take it) for a
+/// pool `fill` full, with 1% of the used addresses freed again at scattered places so the
+/// index is fragmented the way deletions leave it.
+fn allocator_cost(cidr: &str, fill: f64) -> (f64, usize) {
+    let range = AddressRange::parse(cidr).expect("cidr");
+    let mut pool = PoolState::new("bench", &[range], false);
+    let size = range.size();
+    let used = ((size as f64) * fill) as u128;
+    let free = &mut pool.ranges[0].1;
+    free.take_span(range.start, range.start + used - 1);
+    // Scatter holes: 1% of the used part, at most 20,000, spread evenly.
+    let holes = ((used / 100) as u64).clamp(1, 20_000) as u128;
+    let step = (used / holes).max(1);
+    for h in 0..holes {
+        free.give_back(range.start + h * step);
+    }
+    let intervals = free.interval_count();
+    let family = range.family;
+    let n = 20_000u32;
+    let t = Instant::now();
+    let mut taken = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let ip = pool.lowest_free(family).expect("free address");
+        pool.take(&ip);
+        taken.push(ip);
+    }
+    let per = t.elapsed().as_secs_f64() * 1e9 / f64::from(n);
+    std::hint::black_box((&taken, to_u128(&taken[0]), Family::of(&taken[0])));
+    (per, intervals)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn batched_services(cluster: &mut Cluster, total: usize, batch: usize, ns: &str, offset: usize) -> anyhow::Result<Duration> {
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let mut client = admin(cluster.peer(leader).endpoint()).await?;
+    let start = Instant::now();
+    for b in (0..total).step_by(batch) {
+        let docs: Vec<String> = (b..(b + batch).min(total)).map(|i| service_yaml(ns, &format!("s{}", i + offset))).collect();
+        let r = apply(&mut client, docs.join("---\n")).await?;
+        anyhow::ensure!(r.services.iter().all(|s| s.state == "Allocated"), "batch {b}: not all allocated");
+    }
+    Ok(start.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    println!("raftlb benchmark — 3 peers on 127.0.0.1, fsync on every append (sled flush)");
+    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+
+    // 1. Commit latency and throughput, next to etcd.
+    let mut cluster = Cluster::start(3, &[]).await?;
+    let ours = raftlb_commit_figures(&mut cluster).await?;
+    drop(cluster);
+    println!("## commit latency (one Service per request, concurrency 1, {LATENCY_WRITES} writes) and throughput (concurrency {CONCURRENCY}, {THROUGHPUT_WRITES} writes)");
+    println!("{:<10} {:>12} {:>12} {:>16}", "system", "p50", "p99", "throughput");
+    println!("{:<10} {:>12} {:>12} {:>12.0} op/s", "raftlb", ms(ours.p50), ms(ours.p99), ours.throughput);
+    #[cfg(feature = "etcd")]
+    {
+        match etcd::figures().await {
+            Ok(e) => {
+                println!("{:<10} {:>12} {:>12} {:>12.0} op/s", "etcd 3.4", ms(e.p50), ms(e.p99), e.throughput);
+                println!(
+                    "{:<10} {:>12.2} {:>12.2} {:>16.2}",
+                    "raftlb/etcd",
+                    ours.p50.as_secs_f64() / e.p50.as_secs_f64(),
+                    ours.p99.as_secs_f64() / e.p99.as_secs_f64(),
+                    ours.throughput / e.throughput
+                );
+            }
+            Err(e) => println!("etcd: not measured ({e:#})"),
+        }
+    }
+    #[cfg(not(feature = "etcd"))]
+    println!("etcd: not measured (build with --features etcd; chaos/bench.sh does)");
+    println!("(raftlb's figure includes YAML parsing, validation and allocation; etcd's is a plain put of a value of the same size)");
+    println!();
+
+    // 2. 10,000 Services in batches; RSS at 10,000; then 100,000 and restart-to-ready.
+    let mut cluster = Cluster::start(3, &[]).await?;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let mut client = admin(cluster.peer(leader).endpoint()).await?;
+    apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n".into()).await?;
+    let t10k = batched_services(&mut cluster, 10_000, 500, "bulk", 0).await?;
+    println!("## bulk");
+    println!("10,000 Services applied in 20 batches of 500: {} ({:.0} Services/s)", ms(t10k), 10_000.0 / t10k.as_secs_f64());
+    let rss: Vec<String> = cluster
+        .peers
+        .iter()
+        .map(|p| format!("node {}: {:.1} MB", p.id, p.pid().and_then(rss_kib).unwrap_or(0) as f64 / 1024.0))
+        .collect();
+    println!("RSS holding 10,000 Services: {}", rss.join(", "));
+    let t90k = batched_services(&mut cluster, 90_000, 1000, "bulk", 10_000).await?;
+    println!("90,000 more in batches of 1,000: {}", ms(t90k));
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let follower = cluster.peers.iter().map(|p| p.id).find(|id| *id != leader).expect("follower");
+    let target = cluster.status(leader).await?.applied_index;
+    cluster.kill(follower);
+    let t = Instant::now();
+    cluster.restart(follower)?;
+    let s = cluster.wait_applied(follower, target, Duration::from_secs(60)).await?;
+    let ready = t.elapsed();
+    println!(
+        "restart-to-ready of a peer holding 100,000 allocations (SIGKILL, restart, until caught up): {} (applied {}, snapshot at {})",
+        ms(ready),
+        s.applied_index,
+        s.snapshot_index.map_or("-".into(), |i| i.to_string())
+    );
+    let pid = cluster.peer(follower).pid().unwrap_or(0);
+    println!("RSS of that peer holding 100,000 Services: {:.1} MB", rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+    drop(cluster);
+    println!();
+
+    // 3. Allocator cost.
+    println!("## allocator: cost of one allocation (lowest free + take) in the free-range index, 20,000 allocations each");
+    println!("{:<16} {:>18} {:>18} {:>18}", "pool", "10% full", "50% full", "99% full");
+    let mut base = 0.0;
+    for cidr in ["10.0.0.0/24", "10.0.0.0/16", "10.0.0.0/8", "fd00::/64"] {
+        let mut cells = Vec::new();
+        for fill in [0.10, 0.50, 0.99] {
+            // A /24 at 99% has 2 free addresses: allocate only what exists.
+            let (per, intervals) = if cidr.ends_with("/24") {
+                let range = AddressRange::parse(cidr).map_err(anyhow::Error::msg)?;
+                let mut pool = PoolState::new("b", &[range], false);
+                let used = (256.0 * fill) as u128;
+                pool.ranges[0].1.take_span(range.start, range.start + used - 1);
+                let n = 256 - used;
+                let t = Instant::now();
+                for _ in 0..n {
+                    let ip = pool.lowest_free(Family::V4).expect("free");
+                    pool.take(&ip);
+                }
+                (t.elapsed().as_secs_f64() * 1e9 / n as f64, 1)
+            } else {
+                allocator_cost(cidr, fill)
+            };
+            if cidr.ends_with("/24") && fill == 0.5 {
+                base = per;
+            }
+            cells.push(format!("{per:>7.0} ns ({intervals} iv)"));
+        }
+        println!("{:<16} {:>18} {:>18} {:>18}", cidr, cells[0], cells[1], cells[2]);
+    }
+    println!("(iv = free intervals in the index; /24 at 50% = {base:.0} ns is the reference for the 2x target)");
+    Ok(())
+}
