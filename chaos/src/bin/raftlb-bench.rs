@@ -41,13 +41,24 @@ struct Figures {
 }
 
 async fn admin(endpoint: String) -> anyhow::Result<AdminClient<Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
-    Ok(AdminClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+    let ch = tonic::transport::Endpoint::from_shared(endpoint)?
+        .connect()
+        .await?;
+    Ok(AdminClient::new(ch)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
 }
 
-async fn apply(client: &mut AdminClient<Channel>, manifest: String) -> anyhow::Result<raftlb_proto::admin::ApplyReply> {
+async fn apply(
+    client: &mut AdminClient<Channel>,
+    manifest: String,
+) -> anyhow::Result<raftlb_proto::admin::ApplyReply> {
     Ok(client
-        .apply(ApplyRequest { manifest, delete: false, source: "bench".into() })
+        .apply(ApplyRequest {
+            manifest,
+            delete: false,
+            source: "bench".into(),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner())
@@ -64,7 +75,11 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
         let t = Instant::now();
         let r = apply(&mut client, m).await?;
         lat.push(t.elapsed());
-        anyhow::ensure!(r.services[0].state == "Allocated", "not allocated: {:?}", r.services[0]);
+        anyhow::ensure!(
+            r.services[0].state == "Allocated",
+            "not allocated: {:?}",
+            r.services[0]
+        );
     }
     lat.sort();
     let start = Instant::now();
@@ -83,7 +98,11 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
         t.await??;
     }
     let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
-    Ok(Figures { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), throughput })
+    Ok(Figures {
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        throughput,
+    })
 }
 
 #[cfg(feature = "etcd")]
@@ -91,7 +110,8 @@ mod etcd {
     use super::*;
     use std::process::{Child, Command, Stdio};
 
-    pub struct Etcd(Vec<Child>, tempfile::TempDir);
+    /// The members, and their data directory (removed when this drops).
+    pub struct Etcd(Vec<Child>, #[allow(dead_code)] tempfile::TempDir);
 
     impl Drop for Etcd {
         fn drop(&mut self) {
@@ -104,8 +124,14 @@ mod etcd {
 
     pub async fn figures() -> anyhow::Result<Figures> {
         let dir = tempfile::tempdir()?;
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (raftlb_chaos::free_port(), raftlb_chaos::free_port())).collect();
-        let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| (raftlb_chaos::free_port(), raftlb_chaos::free_port()))
+            .collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+            .collect();
         let mut children = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
@@ -114,10 +140,19 @@ mod etcd {
                     .args(["--name", &format!("e{i}")])
                     .arg("--data-dir")
                     .arg(dir.path().join(format!("e{i}")))
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
                     .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                    ])
                     .args(["--initial-cluster", &initial.join(",")])
                     .args(["--initial-cluster-state", "new"])
                     .stdout(Stdio::null())
@@ -127,7 +162,10 @@ mod etcd {
             );
         }
         let _guard = Etcd(children, dir);
-        let endpoints: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect();
         let value = service_yaml("etcd", "value-of-similar-size");
         let mut client = raftlb_chaos::eventually("etcd answers", Duration::from_secs(30), || {
             let endpoints = endpoints.clone();
@@ -162,7 +200,11 @@ mod etcd {
             t.await??;
         }
         let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
-        Ok(Figures { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), throughput })
+        Ok(Figures {
+            p50: percentile(&lat, 0.5),
+            p99: percentile(&lat, 0.99),
+            throughput,
+        })
     }
 }
 
@@ -206,14 +248,25 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn batched_services(cluster: &mut Cluster, total: usize, batch: usize, ns: &str, offset: usize) -> anyhow::Result<Duration> {
+async fn batched_services(
+    cluster: &mut Cluster,
+    total: usize,
+    batch: usize,
+    ns: &str,
+    offset: usize,
+) -> anyhow::Result<Duration> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     let mut client = admin(cluster.peer(leader).endpoint()).await?;
     let start = Instant::now();
     for b in (0..total).step_by(batch) {
-        let docs: Vec<String> = (b..(b + batch).min(total)).map(|i| service_yaml(ns, &format!("s{}", i + offset))).collect();
+        let docs: Vec<String> = (b..(b + batch).min(total))
+            .map(|i| service_yaml(ns, &format!("s{}", i + offset)))
+            .collect();
         let r = apply(&mut client, docs.join("---\n")).await?;
-        anyhow::ensure!(r.services.iter().all(|s| s.state == "Allocated"), "batch {b}: not all allocated");
+        anyhow::ensure!(
+            r.services.iter().all(|s| s.state == "Allocated"),
+            "batch {b}: not all allocated"
+        );
     }
     Ok(start.elapsed())
 }
@@ -221,7 +274,10 @@ async fn batched_services(cluster: &mut Cluster, total: usize, batch: usize, ns:
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     println!("raftlb benchmark — 3 peers on 127.0.0.1, fsync on every append (sled flush)");
-    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
 
     // 1. Commit latency and throughput, next to etcd.
@@ -229,13 +285,28 @@ async fn main() -> anyhow::Result<()> {
     let ours = raftlb_commit_figures(&mut cluster).await?;
     drop(cluster);
     println!("## commit latency (one Service per request, concurrency 1, {LATENCY_WRITES} writes) and throughput (concurrency {CONCURRENCY}, {THROUGHPUT_WRITES} writes)");
-    println!("{:<10} {:>12} {:>12} {:>16}", "system", "p50", "p99", "throughput");
-    println!("{:<10} {:>12} {:>12} {:>12.0} op/s", "raftlb", ms(ours.p50), ms(ours.p99), ours.throughput);
+    println!(
+        "{:<10} {:>12} {:>12} {:>16}",
+        "system", "p50", "p99", "throughput"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>12.0} op/s",
+        "raftlb",
+        ms(ours.p50),
+        ms(ours.p99),
+        ours.throughput
+    );
     #[cfg(feature = "etcd")]
     {
         match etcd::figures().await {
             Ok(e) => {
-                println!("{:<10} {:>12} {:>12} {:>12.0} op/s", "etcd 3.4", ms(e.p50), ms(e.p99), e.throughput);
+                println!(
+                    "{:<10} {:>12} {:>12} {:>12.0} op/s",
+                    "etcd 3.4",
+                    ms(e.p50),
+                    ms(e.p99),
+                    e.throughput
+                );
                 println!(
                     "{:<10} {:>12.2} {:>12.2} {:>16.2}",
                     "raftlb/etcd",
@@ -259,22 +330,39 @@ async fn main() -> anyhow::Result<()> {
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n".into()).await?;
     let t10k = batched_services(&mut cluster, 10_000, 500, "bulk", 0).await?;
     println!("## bulk");
-    println!("10,000 Services applied in 20 batches of 500: {} ({:.0} Services/s)", ms(t10k), 10_000.0 / t10k.as_secs_f64());
+    println!(
+        "10,000 Services applied in 20 batches of 500: {} ({:.0} Services/s)",
+        ms(t10k),
+        10_000.0 / t10k.as_secs_f64()
+    );
     let rss: Vec<String> = cluster
         .peers
         .iter()
-        .map(|p| format!("node {}: {:.1} MB", p.id, p.pid().and_then(rss_kib).unwrap_or(0) as f64 / 1024.0))
+        .map(|p| {
+            format!(
+                "node {}: {:.1} MB",
+                p.id,
+                p.pid().and_then(rss_kib).unwrap_or(0) as f64 / 1024.0
+            )
+        })
         .collect();
     println!("RSS holding 10,000 Services: {}", rss.join(", "));
     let t90k = batched_services(&mut cluster, 90_000, 1000, "bulk", 10_000).await?;
     println!("90,000 more in batches of 1,000: {}", ms(t90k));
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let follower = cluster.peers.iter().map(|p| p.id).find(|id| *id != leader).expect("follower");
+    let follower = cluster
+        .peers
+        .iter()
+        .map(|p| p.id)
+        .find(|id| *id != leader)
+        .expect("follower");
     let target = cluster.status(leader).await?.applied_index;
     cluster.kill(follower);
     let t = Instant::now();
     cluster.restart(follower)?;
-    let s = cluster.wait_applied(follower, target, Duration::from_secs(60)).await?;
+    let s = cluster
+        .wait_applied(follower, target, Duration::from_secs(60))
+        .await?;
     let ready = t.elapsed();
     println!(
         "restart-to-ready of a peer holding 100,000 allocations (SIGKILL, restart, until caught up): {} (applied {}, snapshot at {})",
@@ -283,13 +371,19 @@ async fn main() -> anyhow::Result<()> {
         s.snapshot_index.map_or("-".into(), |i| i.to_string())
     );
     let pid = cluster.peer(follower).pid().unwrap_or(0);
-    println!("RSS of that peer holding 100,000 Services: {:.1} MB", rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+    println!(
+        "RSS of that peer holding 100,000 Services: {:.1} MB",
+        rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+    );
     drop(cluster);
     println!();
 
     // 3. Allocator cost.
     println!("## allocator: cost of one allocation (lowest free + take) in the free-range index, 20,000 allocations each");
-    println!("{:<16} {:>18} {:>18} {:>18}", "pool", "10% full", "50% full", "99% full");
+    println!(
+        "{:<16} {:>18} {:>18} {:>18}",
+        "pool", "10% full", "50% full", "99% full"
+    );
     let mut base = 0.0;
     for cidr in ["10.0.0.0/24", "10.0.0.0/16", "10.0.0.0/8", "fd00::/64"] {
         let mut cells = Vec::new();
@@ -299,7 +393,9 @@ async fn main() -> anyhow::Result<()> {
                 let range = AddressRange::parse(cidr).map_err(anyhow::Error::msg)?;
                 let mut pool = PoolState::new("b", &[range], false);
                 let used = (256.0 * fill) as u128;
-                pool.ranges[0].1.take_span(range.start, range.start + used - 1);
+                pool.ranges[0]
+                    .1
+                    .take_span(range.start, range.start + used - 1);
                 let n = 256 - used;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -315,7 +411,10 @@ async fn main() -> anyhow::Result<()> {
             }
             cells.push(format!("{per:>7.0} ns ({intervals} iv)"));
         }
-        println!("{:<16} {:>18} {:>18} {:>18}", cidr, cells[0], cells[1], cells[2]);
+        println!(
+            "{:<16} {:>18} {:>18} {:>18}",
+            cidr, cells[0], cells[1], cells[2]
+        );
     }
     println!("(iv = free intervals in the index; /24 at 50% = {base:.0} ns is the reference for the 2x target)");
     Ok(())

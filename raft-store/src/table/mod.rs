@@ -290,36 +290,35 @@ impl AllocationTable {
             .flatten()
             .collect();
         for (r, (doc, obj)) in &config {
-            let missing = |field: String, kind: Kind, name: &str| {
-                error(*doc, r, (field, format!("{kind} {name:?} does not exist")))
+            // Every name in `names` must be an object of `kind` in the resulting config.
+            let all_exist = |field: &str, kind: Kind, names: &[String]| -> Result<(), ApplyError> {
+                match names.iter().position(|n| !exists(kind, n)) {
+                    None => Ok(()),
+                    Some(i) => Err(error(
+                        *doc,
+                        r,
+                        (
+                            format!("{field}[{i}]"),
+                            format!("{kind} {:?} does not exist", names[i]),
+                        ),
+                    )),
+                }
             };
             match &obj.spec {
                 ObjectSpec::L2Advertisement(s) => {
-                    for (i, p) in s.ip_address_pools.iter().enumerate() {
-                        if !exists(Kind::IPAddressPool, p) {
-                            return Err(missing(
-                                format!("spec.ipAddressPools[{i}]"),
-                                Kind::IPAddressPool,
-                                p,
-                            ));
-                        }
-                    }
+                    all_exist(
+                        "spec.ipAddressPools",
+                        Kind::IPAddressPool,
+                        &s.ip_address_pools,
+                    )?;
                 }
                 ObjectSpec::BgpAdvertisement(s) => {
-                    for (i, p) in s.ip_address_pools.iter().enumerate() {
-                        if !exists(Kind::IPAddressPool, p) {
-                            return Err(missing(
-                                format!("spec.ipAddressPools[{i}]"),
-                                Kind::IPAddressPool,
-                                p,
-                            ));
-                        }
-                    }
-                    for (i, p) in s.peers.iter().enumerate() {
-                        if !exists(Kind::BGPPeer, p) {
-                            return Err(missing(format!("spec.peers[{i}]"), Kind::BGPPeer, p));
-                        }
-                    }
+                    all_exist(
+                        "spec.ipAddressPools",
+                        Kind::IPAddressPool,
+                        &s.ip_address_pools,
+                    )?;
+                    all_exist("spec.peers", Kind::BGPPeer, &s.peers)?;
                     for (i, c) in s.communities.iter().enumerate() {
                         if !validate::is_community_value(c) && !aliases.contains(c.as_str()) {
                             return Err(error(
@@ -334,11 +333,13 @@ impl AllocationTable {
                     }
                 }
                 ObjectSpec::BgpPeer(s) => {
-                    if let Some(p) = &s.bfd_profile {
-                        if !exists(Kind::BFDProfile, p) {
-                            return Err(missing("spec.bfdProfile".into(), Kind::BFDProfile, p));
+                    let profile = s.bfd_profile.iter().cloned().collect::<Vec<_>>();
+                    all_exist("spec.bfdProfile", Kind::BFDProfile, &profile).map_err(|e| {
+                        ApplyError {
+                            field: "spec.bfdProfile".into(),
+                            ..e
                         }
-                    }
+                    })?;
                 }
                 _ => {}
             }

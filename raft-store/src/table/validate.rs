@@ -42,6 +42,17 @@ fn selectors(field: &str, list: &[LabelSelector]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The three selector lists L2 and BGP advertisements share.
+fn advertisement_selectors(
+    pools: &[LabelSelector],
+    nodes: &[LabelSelector],
+    services: &[LabelSelector],
+) -> Result<(), FieldError> {
+    selectors("spec.ipAddressPoolSelectors", pools)?;
+    selectors("spec.nodeSelectors", nodes)?;
+    selectors("spec.serviceSelectors", services)
+}
+
 /// Parses the pool's ranges; overlaps inside one pool are errors too.
 pub fn pool_ranges(spec: &IpAddressPoolSpec) -> Result<Vec<AddressRange>, FieldError> {
     if spec.addresses.is_empty() {
@@ -134,12 +145,11 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
             Ok(())
         }
         ObjectSpec::L2Advertisement(spec) => {
-            selectors(
-                "spec.ipAddressPoolSelectors",
+            advertisement_selectors(
                 &spec.ip_address_pool_selectors,
+                &spec.node_selectors,
+                &spec.service_selectors,
             )?;
-            selectors("spec.nodeSelectors", &spec.node_selectors)?;
-            selectors("spec.serviceSelectors", &spec.service_selectors)?;
             for (i, p) in spec.preferred_node_selectors.iter().enumerate() {
                 if !(1..=100).contains(&p.weight) {
                     return fail(
@@ -160,13 +170,11 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
                     format!("{len} is more than 128"),
                 );
             }
-            selectors(
-                "spec.ipAddressPoolSelectors",
+            advertisement_selectors(
                 &spec.ip_address_pool_selectors,
-            )?;
-            selectors("spec.nodeSelectors", &spec.node_selectors)?;
-            selectors("spec.serviceSelectors", &spec.service_selectors)?;
-            Ok(())
+                &spec.node_selectors,
+                &spec.service_selectors,
+            )
         }
         ObjectSpec::BgpPeer(spec) => bgp_peer(spec),
         ObjectSpec::BfdProfile(spec) => {
