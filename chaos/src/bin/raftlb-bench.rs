@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use raftlb_chaos::Cluster;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::ApplyRequest;
@@ -108,6 +107,7 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
 #[cfg(feature = "etcd")]
 mod etcd {
     use super::*;
+    use anyhow::Context;
     use std::process::{Child, Command, Stdio};
 
     /// The members, and their data directory (removed when this drops).
