@@ -1,6 +1,6 @@
 //! A cluster of `raftlb run` processes on 127.0.0.1 in a temporary directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,13 @@ pub fn raftlb_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/raftlb
-    let profile_dir = exe
+    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/raftlb
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+        .ok_or_else(|| anyhow!("unexpected binary location {}", exe.display()))?;
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
     let bin = profile_dir.join("raftlb");
     if !bin.exists() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");

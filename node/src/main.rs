@@ -79,7 +79,11 @@ enum Cmd {
     /// Talk to a running cluster.
     Ctl {
         /// Admin URLs; the first that answers is used.
-        #[arg(long, env = "RAFTLB_ENDPOINT", default_value = "http://127.0.0.1:7471")]
+        #[arg(
+            long,
+            env = "RAFTLB_ENDPOINT",
+            default_value = "http://127.0.0.1:7471,http://127.0.0.1:7473,http://127.0.0.1:7475"
+        )]
         endpoint: String,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,

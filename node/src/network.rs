@@ -350,9 +350,10 @@ pub async fn forward_to_leader(raft: &Raft, fwd: Forward, deadline: Duration) ->
     let mut clients: BTreeMap<String, RaftClient<Channel>> = BTreeMap::new();
     let mut last = ForwardReply::NotLeader(None);
     while tokio::time::Instant::now() < until {
-        let leader = raft.current_leader().await;
+        // The metrics channel already knows the leader; asking RaftCore would cost a
+        // round-trip through its queue on every write.
         let metrics = raft.metrics().borrow().clone();
-        let me = metrics.id;
+        let (me, leader) = (metrics.id, metrics.current_leader);
         match leader {
             Some(l) if l == me => {
                 last = execute_locally(raft, fwd.clone()).await;
