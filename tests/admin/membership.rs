@@ -64,6 +64,26 @@ async fn a_peer_joins_catches_up_and_is_removed() -> anyhow::Result<()> {
             .await?;
         let members = cluster.status(leader).await?.members;
         assert!(members.iter().all(|m| m.id != 4), "{members:?}");
+
+        // Leadership transfer: openraft 0.9 has none built in, so raftlb's can lose a close
+        // election race; an OK answer must be true, and one of three attempts must succeed.
+        let target = [1u64, 2, 3]
+            .into_iter()
+            .find(|id| *id != leader)
+            .unwrap_or(2);
+        let mut moved = false;
+        for _ in 0..3 {
+            let reply = client
+                .transfer_leader(raftlb_proto::admin::MemberRequest { id: target })
+                .await;
+            let now = cluster.wait_leader(Duration::from_secs(10)).await?;
+            if let Ok(r) = reply {
+                assert_eq!(now, target, "{}", r.into_inner().message);
+                moved = true;
+                break;
+            }
+        }
+        assert!(moved, "leadership never moved to node {target}");
         anyhow::Ok(())
     }
     .await;
