@@ -17,12 +17,21 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The `raftlb` binary: `$RAFTLB_BIN`, else the one beside the running test in target/, built
-/// with cargo if it is missing.
+/// The `raftlb` binary: `$RAFTLB_BIN`, else the one beside the running test in target/,
+/// brought up to date with `cargo build` once per process (`cargo test` builds only the
+/// binaries of the package under test, so without this a stale binary could be tested).
 pub fn raftlb_binary() -> anyhow::Result<PathBuf> {
+    static BINARY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     if let Ok(p) = std::env::var("RAFTLB_BIN") {
         return Ok(PathBuf::from(p));
     }
+    BINARY
+        .get_or_init(|| build_binary().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/raftlb
     let mut profile_dir = exe
@@ -32,19 +41,17 @@ pub fn raftlb_binary() -> anyhow::Result<PathBuf> {
         profile_dir = profile_dir.parent().unwrap_or(profile_dir);
     }
     let bin = profile_dir.join("raftlb");
-    if !bin.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "raftlb-node", "--bin", "raftlb"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .context("running cargo build for the raftlb binary")?;
-        if !status.success() || !bin.exists() {
-            bail!("could not build {}", bin.display());
-        }
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .context("running cargo build for the raftlb binary")?;
+    if !status.success() || !bin.exists() {
+        bail!("could not build {}", bin.display());
     }
     Ok(bin)
 }
