@@ -81,27 +81,43 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
         );
     }
     lat.sort();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..CONCURRENCY {
+    let throughput = throughput(|w| {
         let endpoint = endpoint.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut client = admin(endpoint).await?;
             for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
                 apply(&mut client, service_yaml("tput", &format!("s{i}"))).await?;
             }
             anyhow::Ok(())
-        }));
-    }
+        }
+    })
+    .await?;
+    Ok(Figures::new(&lat, throughput))
+}
+
+/// Runs `writer(w)` for w in 0..CONCURRENCY at once; each writes its share of
+/// THROUGHPUT_WRITES. Returns writes per second.
+async fn throughput<F, Fut>(writer: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY).map(|w| tokio::spawn(writer(w))).collect();
     for t in tasks {
         t.await??;
     }
-    let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
-    Ok(Figures {
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        throughput,
-    })
+    Ok(THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64())
+}
+
+impl Figures {
+    fn new(sorted_latencies: &[Duration], throughput: f64) -> Figures {
+        Figures {
+            p50: percentile(sorted_latencies, 0.5),
+            p99: percentile(sorted_latencies, 0.99),
+            throughput,
+        }
+    }
 }
 
 #[cfg(feature = "etcd")]
@@ -183,28 +199,18 @@ mod etcd {
             lat.push(t.elapsed());
         }
         lat.sort();
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..CONCURRENCY {
-            let endpoints = endpoints.clone();
-            let value = value.clone();
-            tasks.push(tokio::spawn(async move {
+        let throughput = throughput(|w| {
+            let (endpoints, value) = (endpoints.clone(), value.clone());
+            async move {
                 let mut c = etcd_client::Client::connect(endpoints, None).await?;
                 for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
                     c.put(format!("tput/{i}"), value.clone(), None).await?;
                 }
                 anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let throughput = THROUGHPUT_WRITES as f64 / start.elapsed().as_secs_f64();
-        Ok(Figures {
-            p50: percentile(&lat, 0.5),
-            p99: percentile(&lat, 0.99),
-            throughput,
+            }
         })
+        .await?;
+        Ok(Figures::new(&lat, throughput))
     }
 }
 
