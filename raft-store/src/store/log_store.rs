@@ -58,6 +58,16 @@ impl LogStore {
     fn last_purged(&self) -> StorageResult<Option<LogId<NodeId>>> {
         self.get_meta(KEY_LAST_PURGED)
     }
+
+    /// Removes the log entries whose index (as a big-endian key) falls in `range`.
+    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(range) {
+            let (k, _) = kv.map_err(write_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(write_err)
+    }
 }
 
 fn bound(b: Bound<&u64>) -> Bound<[u8; 8]> {
@@ -149,12 +159,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(write_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
+        self.remove_entries(log_id.index.to_be_bytes()..)?;
         self.db.flush_async().await.map_err(write_err)?;
         Ok(())
     }
@@ -163,12 +168,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash between the two steps leaves extra entries,
         // never a hole.
         self.put_meta(KEY_LAST_PURGED, &log_id).await?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(write_err)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+        self.remove_entries(..=log_id.index.to_be_bytes())
     }
 }

@@ -168,6 +168,10 @@ fn config_ref(kind: Kind, name: &str) -> ObjectRef {
     }
 }
 
+fn does_not_exist(kind: Kind, name: &str) -> String {
+    format!("{kind} {name:?} does not exist")
+}
+
 fn service_key(r: &ObjectRef) -> String {
     format!("{}/{}", r.namespace, r.name)
 }
@@ -246,9 +250,8 @@ impl AllocationTable {
             .iter()
             .map(|(r, o)| (r.clone(), (0, o)))
             .collect();
-        for (doc, r) in &batch.deletes {
+        for (_, r) in &batch.deletes {
             config.remove(&self.normalize(r.clone()));
-            let _ = doc;
         }
         for (doc, obj) in &batch.objects {
             if obj.spec.kind() != Kind::Service {
@@ -257,9 +260,12 @@ impl AllocationTable {
         }
         // Pools: no address in two pools.
         let mut ranges: Vec<(AddressRange, &str, String, u32)> = Vec::new();
+        // The resulting pools, kept for the requested-IP check below.
+        let mut resulting_pools: Vec<PoolState> = Vec::new();
         for (r, (doc, obj)) in &config {
             if let ObjectSpec::IpAddressPool(spec) = &obj.spec {
                 let parsed = validate::pool_ranges(spec).map_err(|e| error(*doc, r, e))?;
+                resulting_pools.push(PoolState::new(&r.name, &parsed, spec.avoid_buggy_ips));
                 for (i, range) in parsed.into_iter().enumerate() {
                     if let Some((_, other, other_text, _)) =
                         ranges.iter().find(|(o, _, _, _)| o.overlaps(&range))
@@ -297,10 +303,7 @@ impl AllocationTable {
                     Some(i) => Err(error(
                         *doc,
                         r,
-                        (
-                            format!("{field}[{i}]"),
-                            format!("{kind} {:?} does not exist", names[i]),
-                        ),
+                        (format!("{field}[{i}]"), does_not_exist(kind, &names[i])),
                     )),
                 }
             };
@@ -333,13 +336,14 @@ impl AllocationTable {
                     }
                 }
                 ObjectSpec::BgpPeer(s) => {
-                    let profile = s.bfd_profile.iter().cloned().collect::<Vec<_>>();
-                    all_exist("spec.bfdProfile", Kind::BFDProfile, &profile).map_err(|e| {
-                        ApplyError {
-                            field: "spec.bfdProfile".into(),
-                            ..e
-                        }
-                    })?;
+                    if let Some(p) = s
+                        .bfd_profile
+                        .as_ref()
+                        .filter(|p| !exists(Kind::BFDProfile, p))
+                    {
+                        let reason = does_not_exist(Kind::BFDProfile, p);
+                        return Err(error(*doc, r, ("spec.bfdProfile".into(), reason)));
+                    }
                 }
                 _ => {}
             }
@@ -357,13 +361,7 @@ impl AllocationTable {
                     continue; // already reported by validate::object
                 };
                 for ip in &intent.requested {
-                    let in_pool = config.values().any(|(_, o)| match &o.spec {
-                        ObjectSpec::IpAddressPool(p) => validate::pool_ranges(p)
-                            .map(|rs| PoolState::new(&o.name, &rs, p.avoid_buggy_ips).admits(ip))
-                            .unwrap_or(false),
-                        _ => false,
-                    });
-                    if !in_pool {
+                    if !resulting_pools.iter().any(|p| p.admits(ip)) {
                         return Err(error(
                             *doc,
                             &obj.reference(),
