@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raftlb_proto::admin::admin_server::Admin;
 use raftlb_proto::admin::*;
 use raftlb_raft_store::store::SharedTable;
+use raftlb_raft_store::table::objects::Object;
 use raftlb_raft_store::table::pool::FamilyUsage as Usage;
 use raftlb_raft_store::table::{
     ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
@@ -71,7 +72,23 @@ fn forward_error(reply: ForwardReply) -> Status {
     }
 }
 
+/// A batch as an operator applies it (`ctl apply`, `run -f`): strict, stamped now.
+pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
+    ApplyBatch {
+        objects,
+        deletes: Vec::new(),
+        strict: true,
+        now_ms: now_ms(),
+    }
+}
+
 impl AdminService {
+    /// The applied state; a poisoned lock still holds a consistent table (apply never panics
+    /// half-way through a write), so read it anyway.
+    fn read_table(&self) -> std::sync::RwLockReadGuard<'_, raftlb_raft_store::store::Applied> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn members(&self) -> Vec<Member> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -109,7 +126,7 @@ impl AdminService {
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let m = self.raft.metrics().borrow().clone();
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.read_table();
         let role = match m.state {
             openraft::ServerState::Leader => "Leader",
             openraft::ServerState::Follower => "Follower",
@@ -153,22 +170,15 @@ impl Admin for AdminService {
         let batch = if req.delete {
             ApplyBatch {
                 deletes: objects.iter().map(|(d, o)| (*d, o.reference())).collect(),
-                strict: true,
-                now_ms: now_ms(),
-                ..Default::default()
+                ..operator_batch(Vec::new())
             }
         } else {
-            ApplyBatch {
-                objects,
-                strict: true,
-                now_ms: now_ms(),
-                ..Default::default()
-            }
+            operator_batch(objects)
         };
         let fwd = Forward::Write(Command::Apply(batch));
         match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
             ForwardReply::Written(TableResponse::Applied(outcome)) => {
-                let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+                let t = self.read_table();
                 let services = outcome
                     .services
                     .iter()
@@ -213,7 +223,7 @@ impl Admin for AdminService {
     }
 
     async fn list_pools(&self, _: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.read_table();
         let pools = t
             .table
             .pools
@@ -239,13 +249,13 @@ impl Admin for AdminService {
         &self,
         _: Request<ListRequest>,
     ) -> Result<Response<ServiceList>, Status> {
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.read_table();
         let services = t.table.services.values().map(service_message).collect();
         Ok(Response::new(ServiceList { services }))
     }
 
     async fn list_vips(&self, _: Request<ListRequest>) -> Result<Response<VipList>, Status> {
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.read_table();
         let vips = t
             .table
             .addresses
@@ -267,7 +277,7 @@ impl Admin for AdminService {
         req: Request<EventsRequest>,
     ) -> Result<Response<EventList>, Status> {
         let req = req.into_inner();
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.read_table();
         let events = t
             .table
             .events

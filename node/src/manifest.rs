@@ -335,31 +335,25 @@ fn parse_value(
             }
         }
         _ => {
+            // A config document: its metadata, and its spec wrapped into ObjectSpec.
+            fn config<S: DeserializeOwned>(
+                value: Value,
+                object: &str,
+                fail: &dyn Fn(&str, &str, String) -> ManifestError,
+                wrap: fn(S) -> ObjectSpec,
+            ) -> Result<(Metadata, ObjectSpec), ManifestError> {
+                let d: Doc<S> = typed(value, object, fail)?;
+                Ok((d.metadata, wrap(d.spec)))
+            }
             let (metadata, spec) = match kind {
-                Kind::IPAddressPool => {
-                    let d: Doc<IpAddressPoolSpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::IpAddressPool(d.spec))
-                }
-                Kind::L2Advertisement => {
-                    let d: Doc<L2AdvertisementSpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::L2Advertisement(d.spec))
-                }
+                Kind::IPAddressPool => config(value, &object, fail, ObjectSpec::IpAddressPool)?,
+                Kind::L2Advertisement => config(value, &object, fail, ObjectSpec::L2Advertisement)?,
                 Kind::BGPAdvertisement => {
-                    let d: Doc<BgpAdvertisementSpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::BgpAdvertisement(d.spec))
+                    config(value, &object, fail, ObjectSpec::BgpAdvertisement)?
                 }
-                Kind::BGPPeer => {
-                    let d: Doc<BgpPeerSpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::BgpPeer(d.spec))
-                }
-                Kind::BFDProfile => {
-                    let d: Doc<BfdProfileSpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::BfdProfile(d.spec))
-                }
-                Kind::Community => {
-                    let d: Doc<CommunitySpec> = typed(value, &object, fail)?;
-                    (d.metadata, ObjectSpec::Community(d.spec))
-                }
+                Kind::BGPPeer => config(value, &object, fail, ObjectSpec::BgpPeer)?,
+                Kind::BFDProfile => config(value, &object, fail, ObjectSpec::BfdProfile)?,
+                Kind::Community => config(value, &object, fail, ObjectSpec::Community)?,
                 Kind::Namespace | Kind::Service => unreachable!("handled above"),
             };
             Object {

@@ -17,13 +17,13 @@ use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::admin::{AddLearnerRequest, MemberRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
-use raftlb_raft_store::table::{ApplyBatch, Command, Response};
+use raftlb_raft_store::table::{Command, Response};
 use raftlb_raft_store::{store, NodeId, Raft};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::admin::{now_ms, AdminService};
+use crate::admin::{now_ms, operator_batch, AdminService};
 use crate::network::{self, Forward, ForwardReply, NetworkFactory, RaftService};
 
 /// Default ports: Raft transport and admin API.
@@ -300,12 +300,7 @@ async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
         }
     }
     for (source, objects) in &cfg.manifests {
-        let batch = ApplyBatch {
-            objects: objects.clone(),
-            strict: true,
-            now_ms: now_ms(),
-            ..Default::default()
-        };
+        let batch = operator_batch(objects.clone());
         let reply = network::forward_to_leader(
             &raft,
             Forward::Write(Command::Apply(batch)),

@@ -39,15 +39,6 @@ struct Figures {
     throughput: f64,
 }
 
-async fn admin(endpoint: String) -> anyhow::Result<AdminClient<Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(endpoint)?
-        .connect()
-        .await?;
-    Ok(AdminClient::new(ch)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20))
-}
-
 async fn apply(
     client: &mut AdminClient<Channel>,
     manifest: String,
@@ -66,7 +57,7 @@ async fn apply(
 async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     let endpoint = cluster.peer(leader).endpoint();
-    let mut client = admin(endpoint.clone()).await?;
+    let mut client = raftlb_node::ctl::connect(&endpoint).await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench}\nspec: {addresses: [198.18.0.0/15]}\n".into()).await?;
     let mut lat = Vec::with_capacity(LATENCY_WRITES);
     for i in 0..LATENCY_WRITES {
@@ -84,7 +75,7 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
     let throughput = throughput(|w| {
         let endpoint = endpoint.clone();
         async move {
-            let mut client = admin(endpoint).await?;
+            let mut client = raftlb_node::ctl::connect(&endpoint).await?;
             for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
                 apply(&mut client, service_yaml("tput", &format!("s{i}"))).await?;
             }
@@ -263,7 +254,7 @@ async fn batched_services(
     offset: usize,
 ) -> anyhow::Result<Duration> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let mut client = admin(cluster.peer(leader).endpoint()).await?;
+    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
     let start = Instant::now();
     for b in (0..total).step_by(batch) {
         let docs: Vec<String> = (b..(b + batch).min(total))
@@ -333,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. 10,000 Services in batches; RSS at 10,000; then 100,000 and restart-to-ready.
     let mut cluster = Cluster::start(3, &[]).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let mut client = admin(cluster.peer(leader).endpoint()).await?;
+    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n".into()).await?;
     let t10k = batched_services(&mut cluster, 10_000, 500, "bulk", 0).await?;
     println!("## bulk");

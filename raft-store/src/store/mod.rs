@@ -17,7 +17,7 @@ mod log_store;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedTable, StateMachine};
+pub use state_machine::{Applied, SharedTable, StateMachine};
 
 use std::path::Path;
 
