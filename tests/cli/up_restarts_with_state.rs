@@ -8,12 +8,32 @@ use std::time::{Duration, Instant};
 
 use raftlb_chaos::{free_port, raftlb_binary};
 
+/// `raftlb up` under test. Dropping it (also when the test fails) sends SIGTERM so `up`
+/// stops the peers it started; SIGKILL would orphan them. SIGKILL only if it does not stop.
 struct Up(Child);
+
+impl Up {
+    /// SIGTERM, then wait up to 15 s. Returns whether it stopped by itself.
+    fn terminate(&mut self) -> bool {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if !self.terminate() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -68,18 +88,9 @@ fn ctl(base: u16, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn stop(up: Up) -> anyhow::Result<()> {
-    let pid = up.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status()?;
-    let mut up = up;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if up.0.try_wait()?.is_some() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::bail!("raftlb up did not stop on SIGTERM")
+fn stop(mut up: Up) -> anyhow::Result<()> {
+    anyhow::ensure!(up.terminate(), "raftlb up did not stop on SIGTERM");
+    Ok(())
 }
 
 #[test]
