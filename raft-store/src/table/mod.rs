@@ -11,6 +11,7 @@
 
 pub mod intent;
 pub mod objects;
+pub mod ownership;
 pub mod pool;
 pub mod selector;
 pub mod validate;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use intent::{Intent, IntentError};
 use objects::*;
+use ownership::{NodeFacts, NodeRecord, OwnershipBatch, VipMove, VipRecord};
 use pool::{AddressRange, Family, PoolState};
 
 /// How many events the table keeps (oldest dropped first).
@@ -35,6 +37,22 @@ pub enum Command {
     Apply(ApplyBatch),
     /// Which `loadBalancerClass` this cluster serves (None: Services without a class).
     SetLoadBalancerClass { class: Option<String>, now_ms: u64 },
+    /// A node announces itself (name, Raft id, labels, interfaces).
+    RegisterNode { facts: NodeFacts, now_ms: u64 },
+    /// The leader's liveness and ownership decisions.
+    Ownership(OwnershipBatch),
+    /// An operator drains a node (its VIPs move away) or undoes it.
+    Drain {
+        node: String,
+        drain: bool,
+        now_ms: u64,
+    },
+    /// An operator moves a VIP to a node (break-before-make).
+    MoveVip {
+        vip: IpAddr,
+        node: String,
+        now_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,11 +174,24 @@ pub struct AllocationTable {
     pub pending: BTreeSet<String>,
     pub events: VecDeque<Event>,
     pub next_event_seq: u64,
+    /// Nodes that may announce, by name.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Owner of every address that was ever allocated.
+    pub vips: BTreeMap<IpAddr, VipRecord>,
+    /// The last [`ownership::MAX_HISTORY`] changes of owner.
+    pub history: VecDeque<VipMove>,
+    /// (term, node) of the leader that committed the last ownership batch with its name.
+    pub leader: Option<(u64, String)>,
+    /// Log index of the last change of owner: a node's lease is only granted once it has
+    /// applied this far.
+    pub ownership_index: u64,
+    /// Index of the log entry being applied (set by the state machine before each apply).
+    pub log_index: u64,
 }
 
 /// Config keys ignore the namespace: MetalLB's CRs all live in one namespace and refer to each
 /// other by name.
-fn config_ref(kind: Kind, name: &str) -> ObjectRef {
+pub(crate) fn config_ref(kind: Kind, name: &str) -> ObjectRef {
     ObjectRef {
         kind,
         namespace: String::new(),
@@ -183,7 +214,21 @@ impl AllocationTable {
 
     /// Applies one command. Deterministic.
     pub fn apply(&mut self, command: &Command) -> Response {
+        let response = self.apply_command(command);
+        self.sync_vips();
+        response
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Response {
         match command {
+            Command::RegisterNode { facts, now_ms } => self.register_node(facts, *now_ms),
+            Command::Ownership(batch) => self.apply_ownership(batch),
+            Command::Drain {
+                node,
+                drain,
+                now_ms,
+            } => self.drain(node, *drain, *now_ms),
+            Command::MoveVip { vip, node, now_ms } => self.move_vip(vip, node, *now_ms),
             Command::Apply(batch) => match self.validate_batch(batch) {
                 Err(e) => Response::Rejected(e),
                 Ok(()) => Response::Applied(self.apply_batch(batch)),
@@ -378,7 +423,7 @@ impl AllocationTable {
     }
 
     fn normalize(&self, r: ObjectRef) -> ObjectRef {
-        if r.kind == Kind::Service {
+        if r.kind.keeps_namespace() {
             r
         } else {
             config_ref(r.kind, &r.name)
@@ -408,7 +453,7 @@ impl AllocationTable {
                     outcome.changes.push((r, Change::Deleted));
                 }
             } else if self.objects.remove(&r).is_some() {
-                config_changed = true;
+                config_changed |= r.kind != Kind::EndpointSlice;
                 outcome.changes.push((r, Change::Deleted));
             }
         }
@@ -449,7 +494,8 @@ impl AllocationTable {
                     };
                     if change != Change::Unchanged {
                         self.objects.insert(r.clone(), obj.clone());
-                        config_changed = true;
+                        // Endpoints change who may announce, not what is allocated.
+                        config_changed |= r.kind != Kind::EndpointSlice;
                     }
                     outcome.changes.push((r, change));
                 }

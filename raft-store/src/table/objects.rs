@@ -20,10 +20,13 @@ pub enum Kind {
     BGPAdvertisement,
     L2Advertisement,
     Service,
+    /// `discovery.k8s.io/v1` EndpointSlice: which nodes host ready endpoints of a Service
+    /// (for `externalTrafficPolicy: Local`).
+    EndpointSlice,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::IPAddressPool,
         Kind::Community,
@@ -32,6 +35,7 @@ impl Kind {
         Kind::BGPAdvertisement,
         Kind::L2Advertisement,
         Kind::Service,
+        Kind::EndpointSlice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Kind {
             Kind::BGPAdvertisement => "BGPAdvertisement",
             Kind::L2Advertisement => "L2Advertisement",
             Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -54,6 +59,12 @@ impl Kind {
     /// Services and Namespaces are Kubernetes core objects; the rest are raftlb's CRDs.
     pub fn is_namespaced(self) -> bool {
         !matches!(self, Kind::Namespace)
+    }
+
+    /// Kinds whose identity includes the namespace (Kubernetes objects that are not raftlb's
+    /// configuration: MetalLB's CRs all live in one namespace and refer to each other by name).
+    pub fn keeps_namespace(self) -> bool {
+        matches!(self, Kind::Service | Kind::EndpointSlice)
     }
 }
 
@@ -73,7 +84,7 @@ pub struct ObjectRef {
 
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.namespace.is_empty() || self.kind != Kind::Service {
+        if self.namespace.is_empty() || !self.kind.keeps_namespace() {
             write!(f, "{}/{}", self.kind, self.name)
         } else {
             write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
@@ -306,6 +317,23 @@ impl ServiceSpec {
     }
 }
 
+/// One endpoint of an EndpointSlice, as far as announcing cares.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// `nodeName`; an endpoint without one is on no node.
+    pub node_name: Option<String>,
+    /// `conditions.ready`; Kubernetes reads an unset condition as ready.
+    pub ready: bool,
+}
+
+/// The announcing-relevant part of a `discovery.k8s.io/v1` EndpointSlice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSliceSpec {
+    /// The Service it belongs to: the `kubernetes.io/service-name` label.
+    pub service: String,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
 /// A configuration object as stored in the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectSpec {
@@ -317,6 +345,7 @@ pub enum ObjectSpec {
     BgpAdvertisement(BgpAdvertisementSpec),
     L2Advertisement(L2AdvertisementSpec),
     Service(ServiceSpec),
+    EndpointSlice(EndpointSliceSpec),
 }
 
 impl ObjectSpec {
@@ -330,6 +359,7 @@ impl ObjectSpec {
             ObjectSpec::BgpAdvertisement(_) => Kind::BGPAdvertisement,
             ObjectSpec::L2Advertisement(_) => Kind::L2Advertisement,
             ObjectSpec::Service(_) => Kind::Service,
+            ObjectSpec::EndpointSlice(_) => Kind::EndpointSlice,
         }
     }
 }

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-fn pool(name: &str, addrs: &[&str]) -> Object {
+pub(super) fn pool(name: &str, addrs: &[&str]) -> Object {
     pool_with(name, addrs, |_| {})
 }
 
-fn pool_with(name: &str, addrs: &[&str], f: impl FnOnce(&mut IpAddressPoolSpec)) -> Object {
+pub(super) fn pool_with(
+    name: &str,
+    addrs: &[&str],
+    f: impl FnOnce(&mut IpAddressPoolSpec),
+) -> Object {
     let mut spec = IpAddressPoolSpec {
         addresses: addrs.iter().map(|s| s.to_string()).collect(),
         auto_assign: true,
@@ -25,11 +29,11 @@ fn pool_with(name: &str, addrs: &[&str], f: impl FnOnce(&mut IpAddressPoolSpec))
     }
 }
 
-fn svc(ns: &str, name: &str) -> Object {
+pub(super) fn svc(ns: &str, name: &str) -> Object {
     svc_with(ns, name, |_| {})
 }
 
-fn svc_with(ns: &str, name: &str, f: impl FnOnce(&mut ServiceSpec)) -> Object {
+pub(super) fn svc_with(ns: &str, name: &str, f: impl FnOnce(&mut ServiceSpec)) -> Object {
     let mut spec = ServiceSpec {
         namespace: ns.into(),
         name: name.into(),
@@ -67,7 +71,7 @@ fn namespace(name: &str, labels: &[(&str, &str)]) -> Object {
     }
 }
 
-fn batch(objects: Vec<Object>, strict: bool) -> Command {
+pub(super) fn batch(objects: Vec<Object>, strict: bool) -> Command {
     Command::Apply(ApplyBatch {
         objects: objects
             .into_iter()

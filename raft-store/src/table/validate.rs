@@ -213,6 +213,15 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
             Ok(())
         }
         ObjectSpec::Service(spec) => service(spec),
+        ObjectSpec::EndpointSlice(spec) => {
+            if spec.service.is_empty() {
+                return fail(
+                    "metadata.labels[kubernetes.io/service-name]",
+                    "missing: an EndpointSlice names its Service with this label",
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,373 @@
+//! The planner, one rule per test, against the pure table.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::super::tests::{batch, pool, svc, svc_with};
+use super::*;
+use crate::table::objects::*;
+use crate::table::{Command, Response};
+
+fn l2(name: &str, f: impl FnOnce(&mut L2AdvertisementSpec)) -> Object {
+    let mut spec = L2AdvertisementSpec::default();
+    f(&mut spec);
+    Object {
+        namespace: String::new(),
+        name: name.into(),
+        labels: BTreeMap::new(),
+        spec: ObjectSpec::L2Advertisement(spec),
+    }
+}
+
+fn node(t: &mut AllocationTable, name: &str, id: u64, labels: &[(&str, &str)], ifs: &[&str]) {
+    let facts = NodeFacts {
+        name: name.into(),
+        raft_id: id,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        interfaces: ifs.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(
+        t.apply(&Command::RegisterNode { facts, now_ms: 1 }),
+        Response::Ok
+    );
+}
+
+fn ok(t: &mut AllocationTable, c: Command) {
+    let r = t.apply(&c);
+    assert!(
+        !matches!(r, Response::Rejected(_)),
+        "{c:?} was rejected: {r:?}"
+    );
+}
+
+fn commit(t: &mut AllocationTable, liveness: Vec<(&str, bool)>, assignments: Vec<AssignVip>) {
+    t.log_index += 1;
+    let b = OwnershipBatch {
+        leader: None,
+        liveness: liveness
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l))
+            .collect(),
+        assignments,
+        now_ms: 2,
+    };
+    ok(t, Command::Ownership(b));
+}
+
+/// Plans and commits until the plan is empty; returns every assignment made.
+fn settle(t: &mut AllocationTable, confirmed: bool) -> Vec<AssignVip> {
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        let p = plan(t, &|_, _| confirmed);
+        if p.is_empty() {
+            return all;
+        }
+        all.extend(p.clone());
+        commit(t, vec![], p);
+    }
+    panic!("the plan did not settle: {all:?}");
+}
+
+fn owner(t: &AllocationTable, ip: &str) -> Option<String> {
+    t.vips[&ip.parse::<IpAddr>().unwrap()].owner.clone()
+}
+
+fn owners(t: &AllocationTable) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in t.vips.values() {
+        if let Some(o) = &r.owner {
+            *m.entry(o.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// A pool of 8, one L2Advertisement for everything, nodes a b c, `n` Services.
+fn cluster(n: usize) -> AllocationTable {
+    let mut t = AllocationTable::new();
+    ok(
+        &mut t,
+        batch(vec![pool("p", &["10.0.0.0/29"]), l2("all", |_| {})], true),
+    );
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        node(&mut t, name, i as u64 + 1, &[], &["eth0"]);
+    }
+    let services = (0..n).map(|i| svc("ns", &format!("s{i}"))).collect();
+    ok(&mut t, batch(services, true));
+    t
+}
+
+#[test]
+fn spreads_fewest_first_ties_by_name() {
+    let mut t = cluster(4);
+    settle(&mut t, true);
+    assert_eq!(owner(&t, "10.0.0.0").as_deref(), Some("a"));
+    assert_eq!(owner(&t, "10.0.0.1").as_deref(), Some("b"));
+    assert_eq!(owner(&t, "10.0.0.2").as_deref(), Some("c"));
+    assert_eq!(owner(&t, "10.0.0.3").as_deref(), Some("a"));
+    assert_eq!(t.owned_by("a").len(), 2);
+    assert_eq!(t.owned_by("a")[&"10.0.0.0".parse().unwrap()], vec!["eth0"]);
+}
+
+#[test]
+fn down_owner_loses_its_vips_in_one_batch_and_gets_none_back() {
+    let mut t = cluster(6);
+    settle(&mut t, true);
+    let before = t.history.len();
+    commit(&mut t, vec![("a", false)], vec![]);
+    let p = plan(&t, &|_, _| false);
+    // Straight to new owners: a's lease ran out before it was declared down.
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|a| a.node.is_some()));
+    commit(&mut t, vec![], p);
+    assert_eq!(
+        owners(&t),
+        BTreeMap::from([("b".into(), 3), ("c".into(), 3)])
+    );
+    assert!(settle(&mut t, true).is_empty());
+    // a comes back: sticky, no failback.
+    commit(&mut t, vec![("a", true)], vec![]);
+    assert!(settle(&mut t, true).is_empty());
+    assert!(t.owned_by("a").is_empty());
+    assert_eq!(t.history.len(), before + 2);
+    assert!(t.history.iter().any(|m| m.cause == "node a is down"));
+}
+
+#[test]
+fn new_node_takes_new_vips_but_moves_nothing() {
+    let mut t = cluster(2);
+    settle(&mut t, true);
+    node(&mut t, "d", 4, &[], &["eth0"]);
+    assert!(settle(&mut t, true).is_empty());
+    ok(&mut t, batch(vec![svc("ns", "late")], true));
+    let made = settle(&mut t, true);
+    assert_eq!(made.len(), 1);
+    // c and d hold nothing; c sorts first.
+    assert_eq!(made[0].node.as_deref(), Some("c"));
+}
+
+#[test]
+fn drain_releases_first_and_waits_for_confirmation() {
+    let mut t = cluster(3);
+    settle(&mut t, true);
+    ok(
+        &mut t,
+        Command::Drain {
+            node: "b".into(),
+            drain: true,
+            now_ms: 3,
+        },
+    );
+    let p = plan(&t, &|_, _| false);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].node, None, "break before make");
+    commit(&mut t, vec![], p);
+    let vip: IpAddr = "10.0.0.1".parse().unwrap();
+    let rel = t.vips[&vip].released.clone().expect("b must confirm");
+    assert_eq!(rel.node, "b");
+    assert_eq!(rel.index, t.log_index);
+    // Not confirmed: nobody takes it.
+    assert!(plan(&t, &|_, _| false).is_empty());
+    assert!(t.unowned_reason(&vip).contains("waiting for b"));
+    // Confirmed: it goes to the least loaded usable node.
+    let p = plan(&t, &|_, _| true);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].node.as_deref(), Some("a"));
+    commit(&mut t, vec![], p);
+    assert!(t.owned_by("b").is_empty());
+}
+
+#[test]
+fn move_goes_where_the_operator_says_after_the_old_owner_stops() {
+    let mut t = cluster(2);
+    settle(&mut t, true);
+    let vip: IpAddr = "10.0.0.0".parse().unwrap();
+    ok(
+        &mut t,
+        Command::MoveVip {
+            vip,
+            node: "c".into(),
+            now_ms: 3,
+        },
+    );
+    let made = settle(&mut t, true);
+    let steps: Vec<Option<&str>> = made.iter().map(|a| a.node.as_deref()).collect();
+    assert_eq!(steps, vec![None, Some("c")]);
+    assert_eq!(owner(&t, "10.0.0.0").as_deref(), Some("c"));
+    assert_eq!(t.vips[&vip].move_to, None);
+    // Moving to an unknown node or an unallocated address is refused, naming the field.
+    let r = t.apply(&Command::MoveVip {
+        vip,
+        node: "zz".into(),
+        now_ms: 4,
+    });
+    let Response::Rejected(e) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(e.field, "node");
+    let r = t.apply(&Command::MoveVip {
+        vip: "10.0.0.7".parse().unwrap(),
+        node: "a".into(),
+        now_ms: 4,
+    });
+    assert!(matches!(r, Response::Rejected(e) if e.field == "vip"));
+}
+
+#[test]
+fn node_selectors_and_interfaces_restrict_owners() {
+    let mut t = AllocationTable::new();
+    let adv = l2("racks", |s| {
+        s.node_selectors = vec![LabelSelector {
+            match_labels: [("rack".to_string(), "r1".to_string())].into(),
+            ..Default::default()
+        }];
+        s.interfaces = vec!["eth1".into()];
+    });
+    ok(&mut t, batch(vec![pool("p", &["10.0.0.0/29"]), adv], true));
+    node(&mut t, "a", 1, &[("rack", "r1")], &["eth0"]);
+    node(&mut t, "b", 2, &[("rack", "r2")], &["eth1"]);
+    node(&mut t, "c", 3, &[("rack", "r1")], &["eth0", "eth1"]);
+    ok(&mut t, batch(vec![svc("ns", "s0"), svc("ns", "s1")], true));
+    settle(&mut t, true);
+    assert_eq!(owners(&t), BTreeMap::from([("c".into(), 2)]));
+    let vip: IpAddr = "10.0.0.0".parse().unwrap();
+    assert_eq!(t.owned_by("c")[&vip], vec!["eth1"]);
+    let why = t.eligible(&vip, "a").unwrap_err();
+    assert!(why.contains("interfaces [eth1]"), "{why}");
+    let why = t.eligible(&vip, "b").unwrap_err();
+    assert!(why.contains("nodeSelectors"), "{why}");
+    // c goes down: nobody else qualifies, the VIP is unowned and says why.
+    commit(&mut t, vec![("c", false)], vec![]);
+    settle(&mut t, true);
+    assert_eq!(owner(&t, "10.0.0.0"), None);
+    let why = t.unowned_reason(&vip);
+    assert!(
+        why.contains("c: down") && why.contains("a: L2Advertisement racks"),
+        "{why}"
+    );
+}
+
+#[test]
+fn no_advertisement_no_owner() {
+    let mut t = AllocationTable::new();
+    ok(&mut t, batch(vec![pool("p", &["10.0.0.0/29"])], true));
+    node(&mut t, "a", 1, &[], &["eth0"]);
+    ok(&mut t, batch(vec![svc("ns", "s0")], true));
+    assert!(settle(&mut t, true).is_empty());
+    let vip: IpAddr = "10.0.0.0".parse().unwrap();
+    assert!(t
+        .unowned_reason(&vip)
+        .contains("no L2Advertisement selects pool p"));
+}
+
+fn slice(ns: &str, service: &str, nodes: &[(&str, bool)]) -> Object {
+    Object {
+        namespace: ns.into(),
+        name: format!("{service}-abc"),
+        labels: BTreeMap::new(),
+        spec: ObjectSpec::EndpointSlice(EndpointSliceSpec {
+            service: service.into(),
+            endpoints: nodes
+                .iter()
+                .map(|(n, ready)| EndpointInfo {
+                    node_name: Some(n.to_string()),
+                    ready: *ready,
+                })
+                .collect(),
+        }),
+    }
+}
+
+#[test]
+fn local_policy_follows_ready_endpoints() {
+    let mut t = cluster(0);
+    let local = svc_with("ns", "web", |s| s.external_traffic_policy = "Local".into());
+    let gen = t.generation;
+    ok(
+        &mut t,
+        batch(
+            vec![local, slice("ns", "web", &[("a", false), ("b", true)])],
+            true,
+        ),
+    );
+    assert_eq!(t.generation, gen, "endpoints are not configuration");
+    settle(&mut t, true);
+    assert_eq!(owner(&t, "10.0.0.0").as_deref(), Some("b"));
+    // The endpoint moves to c: b is live, so it releases first, then c takes over.
+    ok(
+        &mut t,
+        batch(vec![slice("ns", "web", &[("b", false), ("c", true)])], true),
+    );
+    let made = settle(&mut t, true);
+    let steps: Vec<Option<&str>> = made.iter().map(|a| a.node.as_deref()).collect();
+    assert_eq!(steps, vec![None, Some("c")]);
+    assert!(
+        made[0].cause.contains("no ready endpoint of ns/web"),
+        "{made:?}"
+    );
+}
+
+#[test]
+fn services_sharing_an_ip_share_its_owner() {
+    let mut t = cluster(0);
+    let share = |name: &str, port: u16| {
+        svc_with("ns", name, |s| {
+            s.annotations
+                .insert("metallb.io/allow-shared-ip".into(), "k".into());
+            s.ports[0].port = port;
+        })
+    };
+    ok(
+        &mut t,
+        batch(vec![share("dns-tcp", 53), share("dns-udp", 54)], true),
+    );
+    assert_eq!(t.addresses.len(), 1);
+    let made = settle(&mut t, true);
+    assert_eq!(made.len(), 1, "one VIP, one owner: {made:?}");
+    assert_eq!(t.vips.len(), 1);
+}
+
+#[test]
+fn released_addresses_are_given_up_and_stale_plans_are_skipped() {
+    let mut t = cluster(1);
+    settle(&mut t, true);
+    let vip: IpAddr = "10.0.0.0".parse().unwrap();
+    let stale = plan(&t, &|_, _| true);
+    assert!(stale.is_empty());
+    let epoch = t.vips[&vip].epoch;
+    // An assignment planned at an old epoch changes nothing.
+    commit(
+        &mut t,
+        vec![],
+        vec![AssignVip {
+            vip,
+            node: Some("c".into()),
+            epoch,
+            cause: "stale".into(),
+        }],
+    );
+    assert_eq!(owner(&t, "10.0.0.0").as_deref(), Some("a"));
+    // The Service goes away: its owner gives the address up.
+    let del = Command::Apply(crate::table::ApplyBatch {
+        deletes: vec![(
+            1,
+            ObjectRef {
+                kind: Kind::Service,
+                namespace: "ns".into(),
+                name: "s0".into(),
+            },
+        )],
+        strict: true,
+        now_ms: 5,
+        ..Default::default()
+    });
+    ok(&mut t, del);
+    let made = settle(&mut t, true);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].node, None);
+    assert_eq!(owner(&t, "10.0.0.0"), None);
+    assert!(t.owned_by("a").is_empty());
+}
