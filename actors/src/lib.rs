@@ -1,3 +1,11 @@
-//! raftlb-actors: the announcement side (per-Service and per-VIP actors, ARP/NDP responders,
-//! BGP sessions). Empty until the layer-2 milestone; it stays a leaf crate that does not depend
-//! on raft-store, and gets what it needs through messages.
+//! Announcement actors (DESIGN.md §3): one `ServiceActor` per Service, one `VipActor` per VIP
+//! this node owns, and per interface an `ArpResponder` and an `NdpResponder`.
+//!
+//! Sockets and the clock are injected ([`responder::FrameSink`], [`lease::Clock`]) so the
+//! actors are tested without root; [`responder::open_interface`] binds the real AF_PACKET
+//! socket (pnet) for an interface.
+
+pub mod announce;
+pub mod lease;
+pub mod responder;
+pub mod wire;

@@ -1,0 +1,272 @@
+//! The actors above the responders: the `Announcer` (one per node) reconciles what the table
+//! says this node owns into one `VipActor` per owned VIP and one `ServiceActor` per Service.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use crate::responder::{Announce, Answerer, ArpResponder, NdpResponder, Reannounce, Withdraw};
+
+/// When announcements go out after a takeover: at once, then again.
+pub const DEFAULT_REPEATS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+/// One interface as the announcer sees it.
+#[derive(Clone)]
+pub struct InterfaceHandle {
+    pub answerer: Arc<Answerer>,
+    pub arp: Addr<ArpResponder>,
+    pub ndp: Addr<NdpResponder>,
+}
+
+impl InterfaceHandle {
+    fn tell<M>(&self, vip: IpAddr, make: fn(IpAddr) -> M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        ArpResponder: Handler<M>,
+        NdpResponder: Handler<M>,
+    {
+        if vip.is_ipv4() {
+            self.arp.do_send(make(vip));
+        } else {
+            self.ndp.do_send(make(vip));
+        }
+    }
+}
+
+/// Announces one VIP on its interfaces for as long as it lives.
+pub struct VipActor {
+    vip: IpAddr,
+    interfaces: Vec<InterfaceHandle>,
+    repeats: Vec<Duration>,
+}
+
+impl Actor for VipActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for i in &self.interfaces {
+            i.tell(self.vip, Announce);
+        }
+        for d in self.repeats.clone() {
+            ctx.run_later(d, |act, _| {
+                for i in &act.interfaces {
+                    i.tell(act.vip, Reannounce);
+                }
+            });
+        }
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        for i in &self.interfaces {
+            i.answerer.withdraw(&self.vip);
+            i.tell(self.vip, Withdraw);
+        }
+        Running::Stop
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for VipActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for ServiceActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Where one Service is announced from this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub ips: Vec<IpAddr>,
+    /// The Service's IPs this node announces, with the interfaces.
+    pub announced: Vec<(IpAddr, Vec<String>)>,
+}
+
+/// Tracks one Service: its IPs and which of them this node announces; logs each change once.
+pub struct ServiceActor {
+    key: String,
+    status: ServiceStatus,
+}
+
+impl Actor for ServiceActor {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Update(ServiceStatus);
+
+impl Handler<Update> for ServiceActor {
+    type Result = ();
+    fn handle(&mut self, Update(status): Update, _: &mut Context<Self>) {
+        if status != self.status {
+            if status.announced != self.status.announced {
+                info!(service = %self.key, announced = ?status.announced, "announcing");
+            }
+            self.status = status;
+        }
+    }
+}
+
+/// Reads one Service's status.
+#[derive(Message)]
+#[rtype(result = "ServiceStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for ServiceActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status.clone())
+    }
+}
+
+/// What the table says, for this node.
+#[derive(Message, Debug, Clone, Default)]
+#[rtype(result = "SyncReport")]
+pub struct Sync {
+    /// VIPs this node owns -> the interfaces to announce each on.
+    pub owned: BTreeMap<IpAddr, Vec<String>>,
+    /// Service key -> its IPs.
+    pub services: BTreeMap<String, Vec<IpAddr>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub started: Vec<IpAddr>,
+    /// Withdrawn before this reply: no answerer of this node answers for them any more.
+    pub withdrawn: Vec<IpAddr>,
+}
+
+pub struct Announcer {
+    interfaces: BTreeMap<String, InterfaceHandle>,
+    vips: BTreeMap<IpAddr, (Vec<String>, Addr<VipActor>)>,
+    services: BTreeMap<String, Addr<ServiceActor>>,
+    repeats: Vec<Duration>,
+}
+
+impl Announcer {
+    pub fn new(interfaces: BTreeMap<String, InterfaceHandle>, repeats: Vec<Duration>) -> Self {
+        Announcer {
+            interfaces,
+            vips: BTreeMap::new(),
+            services: BTreeMap::new(),
+            repeats,
+        }
+    }
+}
+
+impl Actor for Announcer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Sync> for Announcer {
+    type Result = MessageResult<Sync>;
+
+    fn handle(&mut self, sync: Sync, ctx: &mut Context<Self>) -> Self::Result {
+        let mut report = SyncReport::default();
+        // Withdraw first, synchronously, so the reply can be taken as "stopped".
+        let gone: Vec<IpAddr> = self
+            .vips
+            .iter()
+            .filter(|(ip, (ifs, _))| sync.owned.get(ip) != Some(ifs))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in gone {
+            let (ifs, actor) = self.vips.remove(&ip).expect("listed above");
+            for name in &ifs {
+                if let Some(i) = self.interfaces.get(name) {
+                    i.answerer.withdraw(&ip);
+                }
+            }
+            actor.do_send(Stop);
+            report.withdrawn.push(ip);
+        }
+        for (ip, ifs) in &sync.owned {
+            if self.vips.contains_key(ip) {
+                continue;
+            }
+            let handles: Vec<InterfaceHandle> = ifs
+                .iter()
+                .filter_map(|n| {
+                    let h = self.interfaces.get(n).cloned();
+                    if h.is_none() {
+                        warn!(vip = %ip, interface = %n, "owned VIP on an interface this node does not announce on");
+                    }
+                    h
+                })
+                .collect();
+            let actor = VipActor {
+                vip: *ip,
+                interfaces: handles,
+                repeats: self.repeats.clone(),
+            }
+            .start();
+            self.vips.insert(*ip, (ifs.clone(), actor));
+            report.started.push(*ip);
+        }
+        // Services.
+        let stale: Vec<String> = self
+            .services
+            .keys()
+            .filter(|k| !sync.services.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in stale {
+            if let Some(a) = self.services.remove(&k) {
+                a.do_send(Stop);
+            }
+        }
+        for (key, ips) in &sync.services {
+            let status = ServiceStatus {
+                ips: ips.clone(),
+                announced: ips
+                    .iter()
+                    .filter_map(|ip| sync.owned.get(ip).map(|ifs| (*ip, ifs.clone())))
+                    .collect(),
+            };
+            let actor = self.services.entry(key.clone()).or_insert_with(|| {
+                ServiceActor {
+                    key: key.clone(),
+                    status: ServiceStatus::default(),
+                }
+                .start()
+            });
+            actor.do_send(Update(status));
+        }
+        let _ = ctx;
+        MessageResult(report)
+    }
+}
+
+/// The Service actor of `key`, to ask it for its status.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ServiceActor>>")]
+pub struct ServiceAddr(pub String);
+
+impl Handler<ServiceAddr> for Announcer {
+    type Result = Option<Addr<ServiceActor>>;
+    fn handle(&mut self, ServiceAddr(key): ServiceAddr, _: &mut Context<Self>) -> Self::Result {
+        self.services.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+#[path = "announce_tests.rs"]
+mod tests;

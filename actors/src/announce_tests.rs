@@ -1,0 +1,163 @@
+//! The actors with a recording sink and a hand-driven clock: no sockets, no root.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pnet_datalink::MacAddr;
+
+use super::*;
+use crate::lease::{Clock, Lease};
+use crate::responder::{Answerer, FrameSink, Responder, SharedSink};
+use crate::wire;
+
+struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl FrameSink for Recorder {
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(frame.to_vec());
+        Ok(())
+    }
+}
+
+struct HandClock(AtomicU64);
+
+impl Clock for HandClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+const MAC: MacAddr = MacAddr(2, 0, 0, 0, 0, 0x0b);
+
+fn who_has(target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x64, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x64, 10, 77, 0, 100]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+struct Rig {
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    clock: Arc<HandClock>,
+    lease: Arc<Lease>,
+    answerer: Arc<Answerer>,
+    announcer: Addr<Announcer>,
+}
+
+fn rig(repeats: Vec<Duration>) -> Rig {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let clock = Arc::new(HandClock(AtomicU64::new(1_000)));
+    let lease = Arc::new(Lease::new());
+    lease.extend_to(1_000_000);
+    let answerer = Arc::new(Answerer::new("eth0", MAC, lease.clone(), clock.clone()));
+    let sink: SharedSink = Arc::new(Mutex::new(Box::new(Recorder(sent.clone()))));
+    let handle = InterfaceHandle {
+        answerer: answerer.clone(),
+        arp: Responder::new(answerer.clone(), sink.clone()).start(),
+        ndp: Responder::new(answerer.clone(), sink).start(),
+    };
+    let announcer = Announcer::new(BTreeMap::from([("eth0".to_string(), handle)]), repeats).start();
+    Rig {
+        sent,
+        clock,
+        lease,
+        answerer,
+        announcer,
+    }
+}
+
+fn owned(ips: &[IpAddr]) -> Sync {
+    Sync {
+        owned: ips
+            .iter()
+            .map(|ip| (*ip, vec!["eth0".to_string()]))
+            .collect(),
+        services: BTreeMap::from([("ns/web".to_string(), ips.to_vec())]),
+    }
+}
+
+async fn settle() {
+    actix::clock::sleep(Duration::from_millis(30)).await;
+}
+
+#[actix::test]
+async fn takeover_announces_at_once_answers_while_the_lease_holds_and_repeats() {
+    let r = rig(vec![Duration::from_millis(60)]);
+    let v4: IpAddr = "10.77.0.200".parse().unwrap();
+    let v6: IpAddr = "fd00:77::c8".parse().unwrap();
+    let report = r.announcer.send(owned(&[v4, v6])).await.unwrap();
+    assert_eq!(report.started, vec![v4, v6]);
+    settle().await;
+    {
+        let sent = r.sent.lock().unwrap();
+        let IpAddr::V4(a) = v4 else { unreachable!() };
+        let IpAddr::V6(b) = v6 else { unreachable!() };
+        assert!(sent.contains(&wire::gratuitous_arp(MAC, a)), "GARP at once");
+        assert!(
+            sent.contains(&wire::unsolicited_advert(MAC, b)),
+            "NA at once"
+        );
+        assert_eq!(sent.len(), 2);
+    }
+    // The receive path answers for the VIP, not for other addresses.
+    let q = who_has(Ipv4Addr::new(10, 77, 0, 200));
+    assert!(r.answerer.answer(&q).is_some());
+    assert!(r
+        .answerer
+        .answer(&who_has(Ipv4Addr::new(10, 77, 0, 201)))
+        .is_none());
+    // The repeat goes out.
+    actix::clock::sleep(Duration::from_millis(80)).await;
+    assert_eq!(r.sent.lock().unwrap().len(), 4);
+    // The service actor knows where it is announced.
+    let svc = r
+        .announcer
+        .send(ServiceAddr("ns/web".into()))
+        .await
+        .unwrap()
+        .expect("a ServiceActor");
+    let status = svc.send(GetStatus).await.unwrap();
+    assert_eq!(status.announced.len(), 2);
+}
+
+#[actix::test]
+async fn an_expired_lease_silences_answers_and_announcements() {
+    let r = rig(vec![Duration::from_millis(40)]);
+    let v4: IpAddr = "10.77.0.200".parse().unwrap();
+    r.announcer.send(owned(&[v4])).await.unwrap();
+    settle().await;
+    let before = r.sent.lock().unwrap().len();
+    // Time jumps past the deadline (a paused process waking up).
+    r.clock.0.store(r.lease.deadline_ns(), Ordering::SeqCst);
+    let q = who_has(Ipv4Addr::new(10, 77, 0, 200));
+    assert!(r.answerer.answer(&q).is_none());
+    assert_eq!(r.answerer.stats.refused_no_lease.load(Ordering::SeqCst), 1);
+    actix::clock::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        r.sent.lock().unwrap().len(),
+        before,
+        "no repeat without a lease"
+    );
+    // A renewal brings it back.
+    r.lease.extend_to(r.lease.deadline_ns() + 1_000);
+    assert!(r.answerer.answer(&q).is_some());
+}
+
+#[actix::test]
+async fn losing_ownership_withdraws_before_the_sync_returns() {
+    let r = rig(vec![]);
+    let v4: IpAddr = "10.77.0.200".parse().unwrap();
+    r.announcer.send(owned(&[v4])).await.unwrap();
+    let q = who_has(Ipv4Addr::new(10, 77, 0, 200));
+    settle().await;
+    assert!(r.answerer.answer(&q).is_some());
+    let report = r.announcer.send(owned(&[])).await.unwrap();
+    assert_eq!(report.withdrawn, vec![v4]);
+    // No waiting: withdrawn means silent, with the lease still valid.
+    assert!(r.answerer.answer(&q).is_none());
+    assert!(r.lease.valid_at(r.clock.now_ns()));
+}

@@ -1,0 +1,325 @@
+//! Per interface: the answerer on the receive path, and the `ArpResponder` / `NdpResponder`
+//! actors that register VIPs with it and send announcements.
+//!
+//! The receive path does not go through a mailbox: a plain thread reads the AF_PACKET socket
+//! (pnet's receive blocks) and asks the [`Answerer`], which checks the VIP is registered and
+//! the lease is valid *now*, for every packet, before it builds a reply.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+use pnet_datalink::{Channel, MacAddr};
+use tracing::{debug, warn};
+
+use crate::lease::{Clock, Lease};
+use crate::wire;
+
+/// Where frames go out. The real one is a pnet datalink sender; tests record.
+pub trait FrameSink: Send + 'static {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+}
+
+pub type SharedSink = Arc<Mutex<Box<dyn FrameSink>>>;
+
+fn send(sink: &SharedSink, frame: &[u8]) {
+    let result = match sink.lock() {
+        Ok(mut s) => s.send(frame),
+        Err(poisoned) => poisoned.into_inner().send(frame),
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "sending a frame failed");
+    }
+}
+
+/// Counters an operator can read.
+#[derive(Debug, Default)]
+pub struct AnswerStats {
+    pub answered: AtomicU64,
+    /// Questions for a registered VIP that were not answered because the lease had run out.
+    pub refused_no_lease: AtomicU64,
+}
+
+/// The receive-path state of one interface: its MAC, the VIPs registered on it, the lease.
+pub struct Answerer {
+    pub interface: String,
+    pub mac: MacAddr,
+    v4: RwLock<BTreeSet<Ipv4Addr>>,
+    v6: RwLock<BTreeSet<Ipv6Addr>>,
+    lease: Arc<Lease>,
+    clock: Arc<dyn Clock>,
+    pub stats: AnswerStats,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Answerer {
+    pub fn new(interface: &str, mac: MacAddr, lease: Arc<Lease>, clock: Arc<dyn Clock>) -> Self {
+        Answerer {
+            interface: interface.to_string(),
+            mac,
+            v4: RwLock::default(),
+            v6: RwLock::default(),
+            lease,
+            clock,
+            stats: AnswerStats::default(),
+        }
+    }
+
+    /// The reply to `frame`, if it asks for a VIP registered here and the lease holds now.
+    pub fn answer(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        let reply = if let Some(q) = wire::arp_question(frame) {
+            if !read(&self.v4).contains(&q.target) {
+                return None;
+            }
+            wire::arp_reply(self.mac, q.target, &q)
+        } else if let Some(q) = wire::ndp_question(frame) {
+            if !read(&self.v6).contains(&q.target) {
+                return None;
+            }
+            wire::ndp_reply(self.mac, q.target, &q)
+        } else {
+            return None;
+        };
+        if !self.lease.valid_at(self.clock.now_ns()) {
+            self.stats.refused_no_lease.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.answered.fetch_add(1, Ordering::Relaxed);
+        Some(reply)
+    }
+
+    pub fn is_registered(&self, vip: &IpAddr) -> bool {
+        match vip {
+            IpAddr::V4(a) => read(&self.v4).contains(a),
+            IpAddr::V6(a) => read(&self.v6).contains(a),
+        }
+    }
+
+    /// Stops answering for `vip` at once (the caller may then confirm it to the leader).
+    pub fn withdraw(&self, vip: &IpAddr) {
+        match vip {
+            IpAddr::V4(a) => write(&self.v4).remove(a),
+            IpAddr::V6(a) => write(&self.v6).remove(a),
+        };
+    }
+
+    fn register(&self, vip: &IpAddr) {
+        match vip {
+            IpAddr::V4(a) => write(&self.v4).insert(*a),
+            IpAddr::V6(a) => write(&self.v6).insert(*a),
+        };
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.lease.valid_at(self.clock.now_ns())
+    }
+}
+
+/// What differs between ARP and NDP for a responder: the address family and the announcement.
+pub trait Family: Unpin + 'static {
+    const NAME: &'static str;
+    fn accepts(vip: &IpAddr) -> bool;
+    fn announcement(mac: MacAddr, vip: &IpAddr) -> Option<Vec<u8>>;
+}
+
+pub struct Arp;
+pub struct Ndp;
+
+impl Family for Arp {
+    const NAME: &'static str = "arp";
+    fn accepts(vip: &IpAddr) -> bool {
+        vip.is_ipv4()
+    }
+    fn announcement(mac: MacAddr, vip: &IpAddr) -> Option<Vec<u8>> {
+        match vip {
+            IpAddr::V4(a) => Some(wire::gratuitous_arp(mac, *a)),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl Family for Ndp {
+    const NAME: &'static str = "ndp";
+    fn accepts(vip: &IpAddr) -> bool {
+        vip.is_ipv6()
+    }
+    fn announcement(mac: MacAddr, vip: &IpAddr) -> Option<Vec<u8>> {
+        match vip {
+            IpAddr::V6(a) => Some(wire::unsolicited_advert(mac, *a)),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// Registers VIPs of one family on one interface and sends their announcements.
+pub struct Responder<F: Family> {
+    answerer: Arc<Answerer>,
+    sink: SharedSink,
+    family: PhantomData<F>,
+}
+
+pub type ArpResponder = Responder<Arp>;
+pub type NdpResponder = Responder<Ndp>;
+
+impl<F: Family> Responder<F> {
+    pub fn new(answerer: Arc<Answerer>, sink: SharedSink) -> Self {
+        Responder {
+            answerer,
+            sink,
+            family: PhantomData,
+        }
+    }
+}
+
+impl<F: Family> Actor for Responder<F> {
+    type Context = Context<Self>;
+}
+
+/// Start answering for a VIP and announce it (gratuitous ARP / unsolicited NA).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Announce(pub IpAddr);
+
+/// Announce again (the repeats after a takeover); nothing if no longer registered.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Reannounce(pub IpAddr);
+
+/// Stop answering for a VIP.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Withdraw(pub IpAddr);
+
+impl<F: Family> Responder<F> {
+    fn announce(&self, vip: &IpAddr) {
+        if !self.answerer.lease_valid() {
+            debug!(%vip, family = F::NAME, "no lease: announcement held back");
+            return;
+        }
+        if let Some(frame) = F::announcement(self.answerer.mac, vip) {
+            send(&self.sink, &frame);
+        }
+    }
+}
+
+impl<F: Family> Handler<Announce> for Responder<F> {
+    type Result = ();
+    fn handle(&mut self, Announce(vip): Announce, _: &mut Context<Self>) {
+        if F::accepts(&vip) {
+            self.answerer.register(&vip);
+            self.announce(&vip);
+        }
+    }
+}
+
+impl<F: Family> Handler<Reannounce> for Responder<F> {
+    type Result = ();
+    fn handle(&mut self, Reannounce(vip): Reannounce, _: &mut Context<Self>) {
+        if F::accepts(&vip) && self.answerer.is_registered(&vip) {
+            self.announce(&vip);
+        }
+    }
+}
+
+impl<F: Family> Handler<Withdraw> for Responder<F> {
+    type Result = ();
+    fn handle(&mut self, Withdraw(vip): Withdraw, _: &mut Context<Self>) {
+        self.answerer.withdraw(&vip);
+    }
+}
+
+/// A real interface: its AF_PACKET socket (pnet), the answerer and the receive thread.
+pub struct Interface {
+    pub answerer: Arc<Answerer>,
+    pub sink: SharedSink,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct PnetSink(Box<dyn pnet_datalink::DataLinkSender>);
+
+impl FrameSink for PnetSink {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self.0.send_to(frame, None) {
+            Some(r) => r,
+            None => Err(io::Error::other("the datalink sender refused the frame")),
+        }
+    }
+}
+
+/// Opens `name` with an AF_PACKET socket (needs CAP_NET_RAW) and starts answering on it.
+pub fn open_interface(
+    name: &str,
+    lease: Arc<Lease>,
+    clock: Arc<dyn Clock>,
+) -> io::Result<Interface> {
+    let iface = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))?;
+    let mac = iface
+        .mac
+        .ok_or_else(|| io::Error::other(format!("interface {name} has no MAC address")))?;
+    let config = pnet_datalink::Config {
+        read_timeout: Some(Duration::from_millis(100)),
+        // Solicited-node multicast for a VIP is not a group the kernel joined.
+        promiscuous: true,
+        ..Default::default()
+    };
+    let (tx, mut rx) = match pnet_datalink::channel(&iface, config)? {
+        Channel::Ethernet(tx, rx) => (tx, rx),
+        _ => return Err(io::Error::other("not an Ethernet channel")),
+    };
+    let answerer = Arc::new(Answerer::new(name, mac, lease, clock));
+    let sink: SharedSink = Arc::new(Mutex::new(Box::new(PnetSink(tx))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (answerer, sink, stop) = (answerer.clone(), sink.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("rx-{name}"))
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match rx.next() {
+                        Ok(frame) => {
+                            if let Some(reply) = answerer.answer(frame) {
+                                send(&sink, &reply);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                        Err(e) => {
+                            warn!(interface = %answerer.interface, error = %e, "receive failed");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            })?
+    };
+    Ok(Interface {
+        answerer,
+        sink,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl Drop for Interface {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
