@@ -14,6 +14,7 @@ use raftlb_raft_store::table::{
 use raftlb_raft_store::{NodeId, Raft};
 use tonic::{Request, Response, Status};
 
+use crate::lease::LeaseView;
 use crate::manifest;
 use crate::network::{self, Forward, ForwardReply};
 use crate::render;
@@ -111,6 +112,33 @@ impl AdminService {
             .collect()
     }
 
+    /// Every node's lease from the leader, if one answers quickly.
+    async fn leases(&self) -> Option<Vec<LeaseView>> {
+        match network::forward_to_leader(&self.raft, Forward::Leases, Duration::from_millis(500))
+            .await
+        {
+            ForwardReply::Leases(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    async fn operator_write(
+        &self,
+        cmd: Command,
+        done: String,
+    ) -> Result<Response<MembershipReply>, Status> {
+        match network::forward_to_leader(&self.raft, Forward::Write(cmd), WRITE_DEADLINE).await {
+            ForwardReply::Written(TableResponse::Rejected(e)) => Err(Status::invalid_argument(
+                format!("{}: {}: {}", e.object, e.field, e.reason),
+            )),
+            ForwardReply::Written(_) => Ok(Response::new(MembershipReply {
+                message: done,
+                members: self.members(),
+            })),
+            other => Err(forward_error(other)),
+        }
+    }
+
     async fn membership(&self, fwd: Forward) -> Result<Response<MembershipReply>, Status> {
         match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
             ForwardReply::Membership(message) => Ok(Response::new(MembershipReply {
@@ -125,8 +153,31 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let leases = self.leases().await;
         let m = self.raft.metrics().borrow().clone();
         let t = self.read_table();
+        let nodes = t
+            .table
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let lease = leases
+                    .as_ref()
+                    .and_then(|l| l.iter().find(|v| v.node == *name));
+                NodeStatus {
+                    name: name.clone(),
+                    raft_id: n.facts.raft_id,
+                    live: n.live,
+                    draining: n.draining,
+                    interfaces: n.facts.interfaces.clone(),
+                    labels: n.facts.labels.clone().into_iter().collect(),
+                    vips: t.table.owned_by(name).len() as u64,
+                    since_renewal_ms: lease.and_then(|v| v.since_renewal_ms),
+                    lease_left_ms: lease.map(|v| v.lease_left_ms),
+                    applied_index: lease.map_or(0, |v| v.applied),
+                }
+            })
+            .collect();
         let role = match m.state {
             openraft::ServerState::Leader => "Leader",
             openraft::ServerState::Follower => "Follower",
@@ -150,6 +201,7 @@ impl Admin for AdminService {
             pools: t.table.pools.len() as u64,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             load_balancer_class: t.table.load_balancer_class.clone().unwrap_or_default(),
+            nodes,
         }))
     }
 
@@ -254,22 +306,101 @@ impl Admin for AdminService {
         Ok(Response::new(ServiceList { services }))
     }
 
-    async fn list_vips(&self, _: Request<ListRequest>) -> Result<Response<VipList>, Status> {
+    async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
+        let leases = self.leases().await;
         let t = self.read_table();
         let vips = t
             .table
             .addresses
             .iter()
-            .map(|(ip, usage)| Vip {
-                ip: ip.to_string(),
-                pool: usage.pool.clone(),
-                services: usage.users.keys().cloned().collect(),
-                sharing_key: usage.sharing_key.clone(),
-                owner: String::new(),
-                epoch: 0,
+            .map(|(ip, usage)| {
+                let rec = t.table.vips.get(ip).cloned().unwrap_or_default();
+                let owner = rec.owner.clone().unwrap_or_default();
+                let lease = match (&rec.owner, &leases) {
+                    (None, _) => String::new(),
+                    (Some(_), None) => "unknown".to_string(),
+                    (Some(o), Some(l)) => match l.iter().find(|v| v.node == *o) {
+                        Some(v) if v.lease_left_ms > 0 => {
+                            format!("held ({} ms left)", v.lease_left_ms)
+                        }
+                        Some(_) => "expired".to_string(),
+                        None => "unknown".to_string(),
+                    },
+                };
+                Vip {
+                    ip: ip.to_string(),
+                    pool: usage.pool.clone(),
+                    services: usage.users.keys().cloned().collect(),
+                    sharing_key: usage.sharing_key.clone(),
+                    interfaces: rec
+                        .owner
+                        .as_ref()
+                        .and_then(|o| t.table.eligible(ip, o).ok())
+                        .unwrap_or_default(),
+                    reason: if rec.owner.is_none() {
+                        t.table.unowned_reason(ip)
+                    } else {
+                        String::new()
+                    },
+                    owner,
+                    epoch: rec.epoch,
+                    since_ms: rec.since_ms,
+                    lease,
+                }
             })
             .collect();
-        Ok(Response::new(VipList { vips }))
+        let history = if req.into_inner().history {
+            t.table
+                .history
+                .iter()
+                .map(|m| VipMove {
+                    time_ms: m.time_ms,
+                    vip: m.vip.to_string(),
+                    epoch: m.epoch,
+                    from: m.from.clone().unwrap_or_default(),
+                    to: m.to.clone().unwrap_or_default(),
+                    cause: m.cause.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(VipList { vips, history }))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipReply>, Status> {
+        let req = req.into_inner();
+        let cmd = Command::Drain {
+            node: req.node.clone(),
+            drain: !req.undo,
+            now_ms: now_ms(),
+        };
+        let done = if req.undo {
+            format!("node {} may own VIPs again", req.node)
+        } else {
+            format!(
+                "node {} drained: its VIPs move away (break-before-make)",
+                req.node
+            )
+        };
+        self.operator_write(cmd, done).await
+    }
+
+    async fn move_vip(
+        &self,
+        req: Request<MoveVipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = req.into_inner();
+        let vip: std::net::IpAddr = req.vip.parse().map_err(|_| {
+            Status::invalid_argument(format!("vip: {:?} is not an IP address", req.vip))
+        })?;
+        let done = format!("{vip} moves to node {} (break-before-make)", req.node);
+        let cmd = Command::MoveVip {
+            vip,
+            node: req.node,
+            now_ms: now_ms(),
+        };
+        self.operator_write(cmd, done).await
     }
 
     async fn list_events(

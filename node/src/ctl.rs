@@ -40,7 +40,18 @@ pub enum CtlCommand {
         /// events: only this object, e.g. Service/default/web
         #[arg(long)]
         object: Option<String>,
+        /// vips: also the recent changes of owner (time, from, to, cause).
+        #[arg(long)]
+        history: bool,
     },
+    /// Move every VIP off a node, break-before-make (--undo lets it own VIPs again).
+    Drain {
+        node: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Move one VIP to a node, break-before-make.
+    Move { vip: String, node: String },
     /// Membership changes.
     Members {
         #[command(subcommand)]
@@ -156,6 +167,45 @@ fn members_table(members: &[Member], leader: Option<u64>) -> String {
     )
 }
 
+fn nodes_table(nodes: &[NodeStatus]) -> String {
+    table(
+        &[
+            "NODE",
+            "RAFT-ID",
+            "LIVENESS",
+            "VIPS",
+            "INTERFACES",
+            "LAST-RENEWAL",
+            "LEASE-LEFT",
+        ],
+        &nodes
+            .iter()
+            .map(|n| {
+                let liveness = match (n.live, n.draining) {
+                    (false, _) => "down",
+                    (true, true) => "live, drained",
+                    (true, false) => "live",
+                };
+                vec![
+                    n.name.clone(),
+                    n.raft_id.to_string(),
+                    liveness.into(),
+                    n.vips.to_string(),
+                    if n.interfaces.is_empty() {
+                        "-".into()
+                    } else {
+                        n.interfaces.join(",")
+                    },
+                    n.since_renewal_ms
+                        .map_or("-".into(), |m| format!("{m} ms ago")),
+                    n.lease_left_ms
+                        .map_or("unknown".into(), |m| format!("{m} ms")),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow::Result<()> {
     let mut client = connect(endpoints).await?;
     match command {
@@ -174,6 +224,12 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
                 "millisSinceQuorumAck": s.millis_since_quorum_ack,
                 "loadBalancerClass": s.load_balancer_class,
                 "members": members_value(&s.members),
+                "nodes": s.nodes.iter().map(|n| json!({
+                    "name": n.name, "raftId": n.raft_id, "live": n.live, "draining": n.draining,
+                    "interfaces": n.interfaces, "labels": n.labels, "vips": n.vips,
+                    "sinceRenewalMs": n.since_renewal_ms, "leaseLeftMs": n.lease_left_ms,
+                    "appliedIndex": n.applied_index,
+                })).collect::<Vec<_>>(),
             });
             print(output, &value, || {
                 format!(
@@ -191,12 +247,36 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
                     s.services,
                     s.pending_services,
                     members_table(&s.members, s.leader_id)
-                )
+                ) + "\n\n" + &nodes_table(&s.nodes)
             })
         }
         CtlCommand::Apply { file } => apply(&mut client, output, &file, false).await,
         CtlCommand::Delete { file } => apply(&mut client, output, &file, true).await,
-        CtlCommand::Get { what, object } => get(&mut client, output, what, object).await,
+        CtlCommand::Get {
+            what,
+            object,
+            history,
+        } => get(&mut client, output, what, object, history).await,
+        CtlCommand::Drain { node, undo } => {
+            let reply = client
+                .drain(DrainRequest { node, undo })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(output, &json!({"message": reply.message}), || {
+                reply.message.clone()
+            })
+        }
+        CtlCommand::Move { vip, node } => {
+            let reply = client
+                .move_vip(MoveVipRequest { vip, node })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(output, &json!({"message": reply.message}), || {
+                reply.message.clone()
+            })
+        }
         CtlCommand::Members { op } => {
             let reply = match op {
                 MembersOp::AddLearner { id, addr } => {
@@ -302,6 +382,7 @@ async fn get(
     output: Output,
     what: GetWhat,
     object: Option<String>,
+    history: bool,
 ) -> anyhow::Result<()> {
     match what {
         GetWhat::Pools => {
@@ -404,41 +485,88 @@ async fn get(
             })
         }
         GetWhat::Vips => {
-            let vips = client
-                .list_vips(ListRequest {})
+            let list = client
+                .list_vips(VipsRequest { history })
                 .await
                 .map_err(status_error)?
-                .into_inner()
-                .vips;
-            let value =
-                json!(vips.iter().map(|v| json!({
-                "ip": v.ip, "pool": v.pool, "services": v.services, "sharingKey": v.sharing_key,
-                "owner": v.owner, "epoch": v.epoch,
-            })).collect::<Vec<_>>());
+                .into_inner();
+            let now = now_ms();
+            let value = json!({
+                "vips": list.vips.iter().map(|v| json!({
+                    "ip": v.ip, "pool": v.pool, "services": v.services, "sharingKey": v.sharing_key,
+                    "owner": v.owner, "epoch": v.epoch, "sinceMs": v.since_ms,
+                    "interfaces": v.interfaces, "lease": v.lease, "reason": v.reason,
+                })).collect::<Vec<_>>(),
+                "history": list.history.iter().map(|m| json!({
+                    "timeMs": m.time_ms, "vip": m.vip, "epoch": m.epoch, "from": m.from,
+                    "to": m.to, "cause": m.cause,
+                })).collect::<Vec<_>>(),
+            });
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
             print(output, &value, || {
-                table(
-                    &["VIP", "POOL", "SERVICES", "SHARING-KEY", "OWNER"],
-                    &vips
+                let mut text = table(
+                    &[
+                        "VIP",
+                        "SERVICES",
+                        "OWNER",
+                        "EPOCH",
+                        "SINCE",
+                        "INTERFACES",
+                        "LEASE",
+                        "REASON",
+                    ],
+                    &list
+                        .vips
                         .iter()
                         .map(|v| {
                             vec![
                                 v.ip.clone(),
-                                v.pool.clone(),
                                 v.services.join(","),
-                                if v.sharing_key.is_empty() {
-                                    "-".into()
-                                } else {
-                                    v.sharing_key.clone()
-                                },
                                 if v.owner.is_empty() {
                                     "<none>".into()
                                 } else {
                                     v.owner.clone()
                                 },
+                                v.epoch.to_string(),
+                                if v.since_ms == 0 {
+                                    "-".into()
+                                } else {
+                                    age(now, v.since_ms)
+                                },
+                                dash(&v.interfaces.join(",")),
+                                dash(&v.lease),
+                                dash(&v.reason),
                             ]
                         })
                         .collect::<Vec<_>>(),
-                )
+                );
+                if history {
+                    text.push_str("\n\n");
+                    text.push_str(&table(
+                        &["AGE", "VIP", "EPOCH", "FROM", "TO", "CAUSE"],
+                        &list
+                            .history
+                            .iter()
+                            .map(|m| {
+                                vec![
+                                    age(now, m.time_ms),
+                                    m.vip.clone(),
+                                    m.epoch.to_string(),
+                                    dash(&m.from),
+                                    dash(&m.to),
+                                    m.cause.clone(),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    ));
+                }
+                text
             })
         }
         GetWhat::Events => {

@@ -13,6 +13,7 @@ use raftlb_node::ctl::{self, CtlCommand, Output};
 use raftlb_node::manifest;
 use raftlb_node::peer::{self, PeerConfig, Timing, DEFAULT_ADMIN_PORT, DEFAULT_RAFT_PORT};
 use raftlb_node::up::{self, UpConfig};
+use raftlb_raft_store::table::ownership::NodeFacts;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,20 @@ enum Cmd {
         /// Log entries kept behind a snapshot, for slow followers.
         #[arg(long, default_value_t = 1000)]
         keep_logs: u64,
+        /// Override single timing knobs of the profile, e.g.
+        /// follower_lease_ms=700,down_after_ms=800 (checked against the fencing inequalities).
+        #[arg(long, value_delimiter = ',')]
+        timing: Vec<String>,
+        /// This node's name in the table (default node-ID).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// This node's labels, KEY=VALUE, comma-separated (L2Advertisement nodeSelectors).
+        #[arg(long, value_delimiter = ',')]
+        node_labels: Vec<String>,
+        /// Interfaces to answer ARP/NDP on (raw sockets: needs root or CAP_NET_RAW). None: the
+        /// node can own VIPs in the table but announces nothing.
+        #[arg(long, value_delimiter = ',')]
+        interfaces: Vec<String>,
     },
     /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
     Up {
@@ -137,6 +152,39 @@ fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
     Ok(peers)
 }
 
+fn parse_labels(list: &[String]) -> Result<BTreeMap<String, String>, String> {
+    list.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("--node-labels: {l:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
+fn override_timing(mut t: Timing, overrides: &[String]) -> Result<Timing, String> {
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("--timing: {o:?} is not KNOB=MILLISECONDS"))?;
+        let v: u64 = v
+            .parse()
+            .map_err(|_| format!("--timing: {k}: {v:?} is not a number of milliseconds"))?;
+        let knob = match k {
+            "heartbeat_ms" => &mut t.heartbeat_ms,
+            "election_min_ms" => &mut t.election_min_ms,
+            "election_max_ms" => &mut t.election_max_ms,
+            "leader_lease_ms" => &mut t.leader_lease_ms,
+            "follower_lease_ms" => &mut t.follower_lease_ms,
+            "renew_every_ms" => &mut t.renew_every_ms,
+            "down_after_ms" => &mut t.down_after_ms,
+            _ => return Err(format!("--timing: unknown knob {k:?} (heartbeat_ms, election_min_ms, election_max_ms, leader_lease_ms, follower_lease_ms, renew_every_ms, down_after_ms)")),
+        };
+        *knob = v;
+    }
+    t.check().map_err(|e| format!("--timing: {e}"))?;
+    Ok(t)
+}
+
 fn usage_error(msg: String) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(2)
@@ -176,10 +224,22 @@ fn main() {
                 lb_class,
                 snapshot_every,
                 keep_logs,
+                timing: overrides,
+                node_name,
+                node_labels,
+                interfaces,
             } => {
                 let timing = Timing::profile(&profile).unwrap_or_else(|| {
                     usage_error(format!("--profile: {profile:?} is not default or fast"))
                 });
+                let timing = override_timing(timing, &overrides).unwrap_or_else(|e| usage_error(e));
+                let labels = parse_labels(&node_labels).unwrap_or_else(|e| usage_error(e));
+                let facts = NodeFacts {
+                    name: node_name.unwrap_or_else(|| format!("node-{id}")),
+                    raft_id: id,
+                    labels,
+                    interfaces,
+                };
                 let peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
                 if !peers.is_empty() && !peers.contains_key(&id) {
                     usage_error(format!("--peers does not list this node (--id {id})"));
@@ -200,6 +260,7 @@ fn main() {
                     lb_class,
                     snapshot_every,
                     keep_logs,
+                    facts,
                 };
                 match peer::run(cfg).await {
                     Ok(()) => 0,

@@ -114,6 +114,32 @@ fn cluster_ip_type() -> String {
     "ClusterIP".into()
 }
 
+/// `discovery.k8s.io/v1` EndpointSlice: the fields announcing reads; the others are accepted.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointSliceDoc {
+    metadata: Metadata,
+    #[serde(default)]
+    endpoints: Vec<K8sEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct K8sEndpoint {
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    conditions: K8sEndpointConditions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct K8sEndpointConditions {
+    /// Unset means ready (Kubernetes' reading).
+    #[serde(default)]
+    ready: Option<bool>,
+}
+
 /// `v1` ServiceSpec: every Kubernetes field accepted.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -251,6 +277,8 @@ fn parse_value(
     let core = matches!(kind, Kind::Service | Kind::Namespace);
     let version_ok = if core {
         api_version == "v1"
+    } else if kind == Kind::EndpointSlice {
+        api_version == "discovery.k8s.io/v1"
     } else if kind == Kind::BGPPeer {
         CONFIG_API_VERSIONS.contains(&api_version.as_str())
     } else {
@@ -259,6 +287,8 @@ fn parse_value(
     if !version_ok {
         let valid = if core {
             "v1".to_string()
+        } else if kind == Kind::EndpointSlice {
+            "discovery.k8s.io/v1".to_string()
         } else if kind == Kind::BGPPeer {
             CONFIG_API_VERSIONS.join(", ")
         } else {
@@ -334,6 +364,31 @@ fn parse_value(
                 spec: ObjectSpec::Service(spec),
             }
         }
+        Kind::EndpointSlice => {
+            let d: EndpointSliceDoc = typed(value, &object, fail)?;
+            let service = d
+                .metadata
+                .labels
+                .get("kubernetes.io/service-name")
+                .cloned()
+                .unwrap_or_default();
+            Object {
+                namespace: d.metadata.namespace.unwrap_or_else(|| "default".into()),
+                name: d.metadata.name,
+                labels: d.metadata.labels,
+                spec: ObjectSpec::EndpointSlice(EndpointSliceSpec {
+                    service,
+                    endpoints: d
+                        .endpoints
+                        .into_iter()
+                        .map(|e| EndpointInfo {
+                            node_name: e.node_name,
+                            ready: e.conditions.ready.unwrap_or(true),
+                        })
+                        .collect(),
+                }),
+            }
+        }
         _ => {
             // A config document: its metadata, and its spec wrapped into ObjectSpec.
             fn config<S: DeserializeOwned>(
@@ -354,7 +409,9 @@ fn parse_value(
                 Kind::BGPPeer => config(value, &object, fail, ObjectSpec::BgpPeer)?,
                 Kind::BFDProfile => config(value, &object, fail, ObjectSpec::BfdProfile)?,
                 Kind::Community => config(value, &object, fail, ObjectSpec::Community)?,
-                Kind::Namespace | Kind::Service => unreachable!("handled above"),
+                Kind::Namespace | Kind::Service | Kind::EndpointSlice => {
+                    unreachable!("handled above")
+                }
             };
             Object {
                 namespace: metadata.namespace.unwrap_or_default(),

@@ -6,6 +6,7 @@
 //! hands to the leader. The leader never forwards again, so a request cannot loop.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::error::{
@@ -46,6 +47,8 @@ pub enum Forward {
     },
     /// To the transfer target: start an election now.
     Elect,
+    /// Leader only: every node's lease as the leader sees it.
+    Leases,
 }
 
 /// The leader's answer to a [`Forward`].
@@ -56,9 +59,18 @@ pub enum ForwardReply {
     /// Not (or no longer) the leader; the sender should retry with this one.
     NotLeader(Option<(NodeId, String)>),
     Failed(String),
+    Leases(Vec<crate::lease::LeaseView>),
 }
 
-fn channel(addr: &str) -> Result<Channel, String> {
+/// Set while this peer hands its leadership over: its lease task must not send the heartbeats
+/// that would keep followers from electing the target.
+static TRANSFERRING: AtomicBool = AtomicBool::new(false);
+
+pub fn transferring() -> bool {
+    TRANSFERRING.load(Ordering::Acquire)
+}
+
+pub fn channel(addr: &str) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad peer address {addr:?}: {e}"))
         .map(|e| {
@@ -162,6 +174,8 @@ impl RaftNetwork<TypeConfig> for Network {
 /// The gRPC side: hands incoming RPCs to the local Raft.
 pub struct RaftService {
     pub raft: Raft,
+    pub table: raftlb_raft_store::store::SharedTable,
+    pub keeper: std::sync::Arc<crate::lease::LeaseKeeper>,
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<tonic::Response<Payload>, tonic::Status> {
@@ -209,6 +223,14 @@ impl RaftGrpc for RaftService {
     ) -> Result<tonic::Response<Payload>, tonic::Status> {
         let fwd: Forward = request(req)?;
         reply(&execute_locally(&self.raft, fwd).await)
+    }
+
+    async fn renew_lease(
+        &self,
+        req: tonic::Request<Payload>,
+    ) -> Result<tonic::Response<Payload>, tonic::Status> {
+        let r: crate::lease::RenewRequest = request(req)?;
+        reply(&self.keeper.renew(&self.raft, &self.table, &r))
     }
 }
 
@@ -284,6 +306,15 @@ pub async fn execute_locally(raft: &Raft, fwd: Forward) -> ForwardReply {
             )
         }
         Forward::TransferLeader { to } => transfer_leader(raft, to).await,
+        Forward::Leases => match crate::lease::keeper() {
+            Some(k)
+                if raft.metrics().borrow().current_leader == Some(raft.metrics().borrow().id) =>
+            {
+                ForwardReply::Leases(k.report())
+            }
+            Some(_) => ForwardReply::NotLeader(None),
+            None => ForwardReply::Failed("leases are not running on this peer".into()),
+        },
         Forward::Elect => match raft.trigger().elect().await {
             Ok(()) => ForwardReply::Membership("election started".into()),
             Err(e) => ForwardReply::Failed(e.to_string()),
@@ -311,6 +342,7 @@ pub async fn transfer_leader(raft: &Raft, to: NodeId) -> ForwardReply {
         return ForwardReply::Failed(format!("node {to} has no address"));
     };
     let lease = Duration::from_millis(raft.config().election_timeout_max + 20);
+    TRANSFERRING.store(true, Ordering::Release);
     raft.runtime_config().heartbeat(false);
     tokio::time::sleep(lease).await;
     let asked = match channel(&addr) {
@@ -331,6 +363,7 @@ pub async fn transfer_leader(raft: &Raft, to: NodeId) -> ForwardReply {
     )
     .await;
     raft.runtime_config().heartbeat(true);
+    TRANSFERRING.store(false, Ordering::Release);
     let leader = raft.metrics().borrow().current_leader;
     match (leader, asked) {
         (Some(l), _) if l == to => ForwardReply::Membership(format!("node {to} now leads")),

@@ -23,39 +23,21 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
+use actix::Actor;
+use raftlb_actors::announce::{Announcer, InterfaceHandle, DEFAULT_REPEATS};
+use raftlb_actors::lease::Clock;
+use raftlb_actors::responder::{open_interface, ArpResponder, NdpResponder};
+use raftlb_raft_store::table::ownership::NodeFacts;
+
 use crate::admin::{now_ms, operator_batch, AdminService};
+use crate::lease::{LeaseKeeper, Tasks};
 use crate::network::{self, Forward, ForwardReply, NetworkFactory, RaftService};
 
 /// Default ports: Raft transport and admin API.
 pub const DEFAULT_RAFT_PORT: u16 = 7470;
 pub const DEFAULT_ADMIN_PORT: u16 = 7471;
 
-/// Raft timing. `default` aims at sub-second failover with room for fsync on slow disks;
-/// `fast` scales everything down together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    pub heartbeat_ms: u64,
-    pub election_min_ms: u64,
-    pub election_max_ms: u64,
-}
-
-impl Timing {
-    pub fn profile(name: &str) -> Option<Timing> {
-        match name {
-            "default" => Some(Timing {
-                heartbeat_ms: 40,
-                election_min_ms: 150,
-                election_max_ms: 250,
-            }),
-            "fast" => Some(Timing {
-                heartbeat_ms: 15,
-                election_min_ms: 60,
-                election_max_ms: 100,
-            }),
-            _ => None,
-        }
-    }
-}
+pub use crate::lease::Timing;
 
 /// Everything `run` needs, already checked.
 #[derive(Debug, Clone)]
@@ -73,6 +55,9 @@ pub struct PeerConfig {
     pub lb_class: Option<String>,
     pub snapshot_every: u64,
     pub keep_logs: u64,
+    /// What this node registers: name, labels, and the interfaces it announces on (none:
+    /// it owns VIPs in the table but opens no socket).
+    pub facts: NodeFacts,
 }
 
 /// Why a peer stopped: the process exit code tells them apart.
@@ -123,6 +108,12 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         })
         .map_err(PeerError::Startup)?;
     let table = sm.shared();
+    let keeper = LeaseKeeper::install(&cfg.facts.name, cfg.timing);
+    let announcer = if cfg.facts.interfaces.is_empty() {
+        None
+    } else {
+        Some(start_announcer(&cfg.facts.interfaces, &keeper).map_err(PeerError::Startup)?)
+    };
 
     let raft_listener = tokio::net::TcpListener::bind(cfg.raft_addr)
         .await
@@ -144,7 +135,12 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     };
     let raft_server = Server::builder()
         .add_service(
-            RaftServer::new(RaftService { raft: raft.clone() }).max_decoding_message_size(64 << 20),
+            RaftServer::new(RaftService {
+                raft: raft.clone(),
+                table: table.clone(),
+                keeper: keeper.clone(),
+            })
+            .max_decoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
@@ -172,9 +168,22 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
             join(&raft, &cfg, url).await?;
         }
         let background = tokio::spawn(apply_startup_state(raft.clone(), cfg.clone()));
+        let lease_tasks = Tasks {
+            raft: raft.clone(),
+            table: table.clone(),
+            keeper: keeper.clone(),
+            facts: cfg.facts.clone(),
+            announcer,
+        }
+        .spawn();
         wait_for_signal().await;
         info!("stopping");
         background.abort();
+        for t in lease_tasks {
+            t.abort();
+        }
+        // Stop answering before the process goes: the lease ends now.
+        keeper.lease.set(0);
         Ok(())
     }
     .await;
@@ -322,6 +331,55 @@ async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
             other => warn!(source, ?other, "manifest not applied"),
         }
     }
+}
+
+/// Opens every `--interfaces` socket and starts the actors on their own actix system thread.
+fn start_announcer(
+    interfaces: &[String],
+    keeper: &Arc<LeaseKeeper>,
+) -> anyhow::Result<actix::Addr<Announcer>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let names = interfaces.to_vec();
+    let lease = keeper.lease.clone();
+    let clock: Arc<dyn Clock> = keeper.clock.clone();
+    std::thread::Builder::new()
+        .name("actors".into())
+        .spawn(move || {
+            let system = actix::System::new();
+            let opened = system.block_on(async move {
+                let mut handles = BTreeMap::new();
+                let mut opened = Vec::new();
+                for name in names {
+                    match open_interface(&name, lease.clone(), clock.clone()) {
+                        Ok(i) => {
+                            let a = i.answerer.clone();
+                            handles.insert(
+                                name,
+                                InterfaceHandle {
+                                    answerer: a.clone(),
+                                    arp: ArpResponder::new(a.clone(), i.sink.clone()).start(),
+                                    ndp: NdpResponder::new(a, i.sink.clone()).start(),
+                                },
+                            );
+                            opened.push(i);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(anyhow::anyhow!(
+                                "--interfaces {name}: cannot open a raw socket: {e} (needs root or CAP_NET_RAW)"
+                            )));
+                            return opened;
+                        }
+                    }
+                }
+                let addr = Announcer::new(handles, DEFAULT_REPEATS.to_vec()).start();
+                let _ = tx.send(Ok(addr));
+                opened
+            });
+            let _ = system.run();
+            drop(opened);
+        })?;
+    rx.recv()
+        .map_err(|_| anyhow::anyhow!("the actor thread stopped before it started"))?
 }
 
 async fn wait_for_signal() {
