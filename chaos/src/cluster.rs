@@ -26,30 +26,39 @@ pub fn raftlb_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     BINARY
-        .get_or_init(|| build_binary().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_binary("raftlb-node", "raftlb").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build_binary() -> anyhow::Result<PathBuf> {
+/// The lab helper (`raftlb-labd`), built the same way.
+pub fn labd_binary() -> anyhow::Result<PathBuf> {
+    static BINARY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| build_binary("raftlb-chaos", "raftlb-labd").map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/raftlb
+    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/<name>
     let mut profile_dir = exe
         .parent()
         .ok_or_else(|| anyhow!("unexpected binary location {}", exe.display()))?;
     if profile_dir.file_name().is_some_and(|n| n == "deps") {
         profile_dir = profile_dir.parent().unwrap_or(profile_dir);
     }
-    let bin = profile_dir.join("raftlb");
+    let bin = profile_dir.join(name);
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
     if release {
         cmd.arg("--release");
     }
     let status = cmd
         .status()
-        .context("running cargo build for the raftlb binary")?;
+        .with_context(|| format!("running cargo build for {name}"))?;
     if !status.success() || !bin.exists() {
         bail!("could not build {}", bin.display());
     }

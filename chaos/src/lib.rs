@@ -6,5 +6,6 @@
 //! killed when the [`Cluster`] is dropped, also when a test fails.
 
 pub mod cluster;
+pub mod lab;
 
-pub use cluster::{eventually, free_port, raftlb_binary, Cluster};
+pub use cluster::{eventually, free_port, labd_binary, raftlb_binary, Cluster};

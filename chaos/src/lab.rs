@@ -1,0 +1,648 @@
+//! The layer-2 lab (shared/PEERS.md): a bridge in its own namespace, N node namespaces with
+//! the VIPs on a NOARP `ifb` device, and a client namespace whose kernel resolves the VIPs.
+//!
+//! Needs root. Every namespace carries a prefix unique to this process, every process is one
+//! this lab started (killed by PID), and everything is removed on drop, also when a test
+//! fails. Traffic stays inside these namespaces.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+use crate::cluster::{labd_binary, raftlb_binary};
+
+pub const VIP4: &str = "10.77.0.240";
+pub const VIP6: &str = "fd00:77::f0";
+pub const PORT: u16 = 8080;
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// One lab node.
+#[derive(Debug, Clone)]
+pub struct LabNode {
+    /// n1, n2, ...
+    pub name: String,
+    pub ns: String,
+    pub ip: String,
+    pub ip6: String,
+    /// Its port on the bridge (in the bridge namespace).
+    pub port: String,
+    pub mac: String,
+}
+
+/// What an announcer process is.
+#[derive(Debug, Clone)]
+pub enum Announcer {
+    Raftlb { profile: String },
+    /// keepalived with this VRRP version and advertisement interval (seconds).
+    Keepalived { version: u8, advert: f64 },
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub nodes: Vec<LabNode>,
+    pub client_ns: String,
+    bridge_ns: String,
+    dir: tempfile::TempDir,
+    raftlb: PathBuf,
+    labd: PathBuf,
+    announcer: Announcer,
+    /// Per node: its announcer process (raftlb or keepalived).
+    procs: BTreeMap<usize, Child>,
+    helpers: Vec<Child>,
+    namespaces: Vec<String>,
+}
+
+/// One answer for a VIP seen from the client namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub time_us: u64,
+    /// The observer's request it answers; None for an unsolicited announcement.
+    pub request: Option<u64>,
+    pub mac: String,
+}
+
+impl Lab {
+    /// Builds the topology and starts the identity servers (no announcer yet).
+    pub fn build(nodes: usize, announcer: Announcer) -> anyhow::Result<Lab> {
+        if !nix_is_root() {
+            bail!("the layer-2 lab needs root (network namespaces, raw sockets)");
+        }
+        let raftlb = raftlb_binary()?;
+        let labd = labd_binary()?;
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let prefix = format!("rl{}x{n}", std::process::id());
+        let mut lab = Lab {
+            bridge_ns: format!("{prefix}-br"),
+            client_ns: format!("{prefix}-c"),
+            prefix: prefix.clone(),
+            nodes: Vec::new(),
+            dir: tempfile::tempdir()?,
+            raftlb,
+            labd,
+            announcer,
+            procs: BTreeMap::new(),
+            helpers: Vec::new(),
+            namespaces: Vec::new(),
+        };
+        lab.topology(nodes)?;
+        Ok(lab)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn topology(&mut self, nodes: usize) -> anyhow::Result<()> {
+        let br = self.bridge_ns.clone();
+        self.add_ns(&br)?;
+        ip(&["-n", &br, "link", "add", "name", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        let plug = |lab: &mut Lab, ns: &str, port: &str| -> anyhow::Result<()> {
+            lab.add_ns(ns)?;
+            ip(&[
+                "-n", &br, "link", "add", "name", port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", port, "master", "br0", "up"])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            Ok(())
+        };
+        let client = self.client_ns.clone();
+        plug(self, &client, "vc")?;
+        ip(&["-n", &client, "addr", "add", "10.77.0.100/24", "dev", "eth0"])?;
+        ip(&["-n", &client, "addr", "add", "fd00:77::64/64", "dev", "eth0", "nodad"])?;
+        for i in 1..=nodes {
+            let ns = format!("{}-n{i}", self.prefix);
+            let port = format!("v{i}");
+            plug(self, &ns, &port)?;
+            let ipv4 = format!("10.77.0.{}", 10 + i);
+            let ipv6 = format!("fd00:77::{}", 10 + i);
+            ip(&["-n", &ns, "addr", "add", &format!("{ipv4}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"])?;
+            // The VIPs on a NOARP device: accepted here, answered by nobody but the owner.
+            ip(&["-n", &ns, "link", "add", "name", "lbvip0", "type", "ifb"])?;
+            ip(&["-n", &ns, "link", "set", "lbvip0", "up"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{VIP4}/32"), "dev", "lbvip0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{VIP6}/128"), "dev", "lbvip0", "nodad"])?;
+            run(in_ns(&ns, "sysctl").args([
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ]))?;
+            let link: Value = serde_json::from_str(&ip(&["-n", &ns, "-j", "link", "show", "eth0"])?)?;
+            let mac = link[0]["address"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no MAC for eth0 in {ns}"))?
+                .to_string();
+            let server = in_ns(&ns, self.labd.to_str().unwrap_or("raftlb-labd"))
+                .args(["serve", "--name", &format!("n{i}"), "--port", &PORT.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            self.helpers.push(server);
+            self.nodes.push(LabNode {
+                name: format!("n{i}"),
+                ns,
+                ip: ipv4,
+                ip6: ipv6,
+                port,
+                mac,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn node_of_mac(&self, mac: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.mac.eq_ignore_ascii_case(mac))
+            .map(|n| n.name.as_str())
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("a lab node name")
+    }
+
+    /// Starts node `name`'s announcer (raftlb peer or keepalived).
+    pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.index(name);
+        let node = self.nodes[i].clone();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        let child = match self.announcer.clone() {
+            Announcer::Raftlb { profile } => {
+                let peers: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| format!("{}@{}:7470", j + 1, n.ip))
+                    .collect();
+                in_ns(&node.ns, self.raftlb.to_str().unwrap_or("raftlb"))
+                    .args(["run", "--id", &(i + 1).to_string()])
+                    .args(["--listen", &node.ip, "--profile", &profile])
+                    .arg("--data-dir")
+                    .arg(self.dir.path().join(name))
+                    .args(["--peers", &peers.join(",")])
+                    .args(["--node-name", name, "--interfaces", "eth0"])
+                    .env("RUST_LOG", "info")
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?
+            }
+            Announcer::Keepalived { version, advert } => {
+                let conf = self.dir.path().join(format!("{name}-ka.conf"));
+                let priority = 200 - i * 10;
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "global_defs {{\n  vrrp_version {version}\n  script_user root\n}}\n\
+                         vrrp_instance lab {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 77\n\
+                         priority {priority}\n  advert_int {advert}\n  nopreempt\n\
+                         virtual_ipaddress {{\n    {VIP4}/32 dev eth0\n  }}\n}}\n"
+                    ),
+                )?;
+                let pid = |s: &str| self.dir.path().join(format!("{name}-{s}.pid"));
+                in_ns(&node.ns, "keepalived")
+                    .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+                    .arg(&conf)
+                    .arg("-p")
+                    .arg(pid("ka"))
+                    .arg("-r")
+                    .arg(pid("vrrp"))
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?
+            }
+        };
+        self.procs.insert(i, child);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.start(&n)?;
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(&self.index(name)).map(Child::id)
+    }
+
+    fn signal(&self, name: &str, sig: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(name)
+            .ok_or_else(|| anyhow!("{name} is not running"))?;
+        run(Command::new("kill").args([sig, &pid.to_string()]))?;
+        Ok(())
+    }
+
+    /// SIGKILL the node's announcer and take its link down (a crashed machine).
+    pub fn crash(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.index(name);
+        self.link(name, false)?;
+        if let Some(mut c) = self.procs.remove(&i) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGKILL only (the link stays up).
+    pub fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut c) = self.procs.remove(&i) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn link(&self, name: &str, up: bool) -> anyhow::Result<()> {
+        let port = &self.nodes[self.index(name)].port;
+        ip(&["-n", &self.bridge_ns, "link", "set", port, if up { "up" } else { "down" }])?;
+        Ok(())
+    }
+
+    pub fn pause(&self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, "-STOP")
+    }
+
+    pub fn resume(&self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, "-CONT")
+    }
+
+    /// Cuts `name` off from the other nodes (the client still reaches it). `one_way`: only
+    /// what it sends to them is dropped; it still hears them.
+    pub fn partition(&self, name: &str, one_way: bool) -> anyhow::Result<()> {
+        let me = &self.nodes[self.index(name)].port;
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(|n| format!("\"{}\"", n.port))
+            .collect();
+        let others = others.join(", ");
+        let back = if one_way {
+            String::new()
+        } else {
+            format!("    iifname {{ {others} }} oifname \"{me}\" drop\n")
+        };
+        let rules = format!(
+            "table bridge part {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" oifname {{ {others} }} drop\n{back}  }}\n}}\n"
+        );
+        let path = self.dir.path().join("part.nft");
+        std::fs::write(&path, rules)?;
+        run(in_ns(&self.bridge_ns, "nft").arg("-f").arg(&path))?;
+        Ok(())
+    }
+
+    pub fn heal(&self) -> anyhow::Result<()> {
+        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "part"]))?;
+        Ok(())
+    }
+
+    /// `raftlb ctl ARGS -o json` from inside a running node's namespace.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<Value> {
+        self.ctl_except(None, args)
+    }
+
+    /// Like [`Lab::ctl`], never asking node `skip` (a cut-off node answers from a stale table).
+    pub fn ctl_except(&self, skip: Option<&str>, args: &[&str]) -> anyhow::Result<Value> {
+        let mut last = anyhow!("no raftlb node is running");
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.procs.contains_key(&i) || skip == Some(n.name.as_str()) {
+                continue;
+            }
+            let endpoint = format!("http://{}:7471", n.ip);
+            let out = in_ns(&n.ns, self.raftlb.to_str().unwrap_or("raftlb"))
+                .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
+                .args(args)
+                .output()?;
+            if out.status.success() {
+                return Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null));
+            }
+            last = anyhow!("ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(last)
+    }
+
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("apply.yaml");
+        std::fs::write(&path, yaml)?;
+        let p = path.to_string_lossy().into_owned();
+        self.ctl(&["apply", "-f", &p]).map(|_| ())
+    }
+
+    /// Owner (node name) of `vip` in the table.
+    pub fn owner(&self, vip: &str) -> anyhow::Result<Option<String>> {
+        self.owner_seen_by_others(vip, None)
+    }
+
+    /// Owner of `vip` as the nodes other than `skip` see it.
+    pub fn owner_seen_by_others(
+        &self,
+        vip: &str,
+        skip: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let v = self.ctl_except(skip, &["get", "vips"])?;
+        Ok(v["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["ip"] == vip)
+            .and_then(|x| x["owner"].as_str())
+            .filter(|o| !o.is_empty())
+            .map(str::to_string))
+    }
+
+    pub fn leader(&self) -> anyhow::Result<Option<String>> {
+        let s = self.ctl(&["status"])?;
+        let id = s["leader"].as_u64();
+        Ok(id.and_then(|id| self.nodes.get(id as usize - 1).map(|n| n.name.clone())))
+    }
+
+    /// Waits until `check` holds.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Lab) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let end = Instant::now() + timeout;
+        let mut last = String::from("never checked");
+        while Instant::now() < end {
+            match check(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => last = "not yet".into(),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{what}: not within {timeout:?} ({last})")
+    }
+
+    /// The standard lab configuration: one pool with the two VIPs, an L2Advertisement on
+    /// eth0, and a dual-stack Service.
+    pub fn apply_standard(&self) -> anyhow::Result<()> {
+        self.apply(&format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab}}\n\
+             spec: {{addresses: [{VIP4}/32, {VIP6}/128]}}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lab}}\n\
+             spec: {{ipAddressPools: [lab], interfaces: [eth0]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+             spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: {PORT}}}]}}\n"
+        ))
+    }
+
+    /// Starts a raftlb cluster with the standard configuration and waits until both VIPs
+    /// have owners.
+    pub fn start_raftlb(&mut self) -> anyhow::Result<()> {
+        self.start_all()?;
+        self.wait("a leader", Duration::from_secs(30), |l| l.leader())?;
+        self.wait("the configuration applied", Duration::from_secs(20), |l| {
+            l.apply_standard().map(Some)
+        })?;
+        for vip in [VIP4, VIP6] {
+            self.wait(&format!("an owner for {vip}"), Duration::from_secs(20), |l| {
+                l.owner(vip)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn labd(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = in_ns(ns, self.labd.to_str().unwrap_or("raftlb-labd"));
+        c.args(args);
+        c
+    }
+
+    /// One TCP connect from the client to `vip`: the node that answered.
+    pub fn reach(&self, vip: &str) -> anyhow::Result<Option<String>> {
+        let target = target(vip);
+        let out = run(&mut self.labd(
+            &self.client_ns,
+            &["probe", "--target", &target, "--every-ms", "10", "--for-ms", "10"],
+        ))?;
+        Ok(out
+            .lines()
+            .find_map(|l| l.split_whitespace().nth(2).map(str::to_string)))
+    }
+
+    /// Starts the observer in the client namespace for `ms` milliseconds.
+    pub fn observe(&mut self, vip: &str, ms: u64) -> anyhow::Result<Background> {
+        let out = self.dir.path().join(format!("observe-{}.txt", now_us()));
+        let child = self
+            .labd(
+                &self.client_ns,
+                &["observe", "--iface", "eth0", "--vip", vip, "--every-ms", "10", "--for-ms", &ms.to_string()],
+            )
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Background { child: Some(child), out })
+    }
+
+    /// Starts the TCP probe in the client namespace for `ms` milliseconds.
+    pub fn probe(&mut self, vip: &str, every_ms: u64, ms: u64) -> anyhow::Result<Background> {
+        let out = self.dir.path().join(format!("probe-{}.txt", now_us()));
+        let child = self
+            .labd(
+                &self.client_ns,
+                &["probe", "--target", &target(vip), "--every-ms", &every_ms.to_string(), "--for-ms", &ms.to_string()],
+            )
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Background { child: Some(child), out })
+    }
+
+    /// ARP request latency from the client to `target` (p50/p99 line from raftlb-labd).
+    pub fn arp_latency(&self, target: &str, rate: u64, count: u64) -> anyhow::Result<String> {
+        run(&mut self.labd(
+            &self.client_ns,
+            &["arplat", "--iface", "eth0", "--target", target, "--rate", &rate.to_string(), "--count", &count.to_string()],
+        ))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+fn target(vip: &str) -> String {
+    if vip.contains(':') {
+        format!("[{vip}]:{PORT}")
+    } else {
+        format!("{vip}:{PORT}")
+    }
+}
+
+fn nix_is_root() -> bool {
+    run(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0")
+}
+
+/// A helper process in the client namespace writing lines to a file.
+pub struct Background {
+    child: Option<Child>,
+    out: PathBuf,
+}
+
+impl Background {
+    /// Waits for it to finish and returns its lines.
+    pub fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        if let Some(mut c) = self.child.take() {
+            c.wait()?;
+        }
+        Ok(std::fs::read_to_string(&self.out)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn answers(lines: &[String]) -> Vec<Answer> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(Answer {
+                time_us: f.first()?.parse().ok()?,
+                request: f.get(2)?.parse().ok(),
+                mac: f.get(3)?.to_lowercase(),
+            })
+        })
+        .collect()
+}
+
+/// Split-brain evidence: one request answered by two MACs, or the answering MAC going
+/// X -> Y -> X within a second (both were answering).
+pub fn dual_answers(answers: &[Answer]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut by_request: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for a in answers {
+        if let Some(r) = a.request {
+            let macs = by_request.entry(r).or_default();
+            if !macs.contains(&a.mac.as_str()) {
+                macs.push(&a.mac);
+            }
+        }
+    }
+    for (r, macs) in &by_request {
+        if macs.len() > 1 {
+            out.push(format!("request {r} answered by {}", macs.join(" and ")));
+        }
+    }
+    // Runs of the same MAC, in time order.
+    let mut runs: Vec<(&str, u64, u64)> = Vec::new();
+    for a in answers {
+        match runs.last_mut() {
+            Some((m, _, end)) if *m == a.mac => *end = a.time_us,
+            _ => runs.push((&a.mac, a.time_us, a.time_us)),
+        }
+    }
+    for w in runs.windows(3) {
+        let (x, _, x_end) = w[0];
+        let (y, _, _) = w[1];
+        let (z, z_start, _) = w[2];
+        if x == z && z_start.saturating_sub(x_end) < 1_000_000 {
+            out.push(format!(
+                "{x} answered, then {y}, then {x} again within {} ms",
+                (z_start - x_end) / 1000
+            ));
+        }
+    }
+    out
+}
+
+/// (attempt start, node) of every successful probe attempt.
+pub fn probe_hits(lines: &[String]) -> Vec<(u64, String)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"ok")).then(|| Some((f[0].parse().ok()?, f.get(2)?.to_string())))?
+        })
+        .collect()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.procs) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for mut c in self.helpers.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if std::env::var_os("RAFTLB_LAB_KEEP_LOGS").is_some() {
+            let keep = self.dir.path().to_path_buf();
+            let _ = std::fs::create_dir_all("/tmp/raftlb-lab-logs");
+            for n in &self.nodes {
+                let _ = std::fs::copy(
+                    keep.join(format!("{}.log", n.name)),
+                    format!("/tmp/raftlb-lab-logs/{}-{}.log", self.prefix, n.name),
+                );
+            }
+        }
+    }
+}
