@@ -18,7 +18,8 @@ fn lab() -> Lab {
         },
     )
     .expect("the lab topology");
-    lab.start_raftlb().expect("a raftlb cluster owning both VIPs");
+    lab.start_raftlb()
+        .expect("a raftlb cluster owning both VIPs");
     lab
 }
 
@@ -39,8 +40,7 @@ fn mac_of(lab: &Lab, node: &str) -> String {
 /// `old`; returns it.
 fn new_owner(lab: &Lab, vip: &str, old: &str) -> String {
     lab.wait("a new owner", Duration::from_secs(20), |l| {
-        Ok(l.owner_seen_by_others(vip, Some(old))?
-            .filter(|o| o != old))
+        Ok(l.owner_seen_by_others(vip, Some(old))?.filter(|o| o != old))
     })
     .unwrap()
 }
@@ -59,7 +59,19 @@ fn a_arping_sees_exactly_the_owners_mac() {
     let lab = lab();
     let o = owner(&lab, VIP4);
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.client_ns, "arping", "-c", "3", "-w", "5", "-I", "eth0", VIP4])
+        .args([
+            "netns",
+            "exec",
+            &lab.client_ns,
+            "arping",
+            "-c",
+            "3",
+            "-w",
+            "5",
+            "-I",
+            "eth0",
+            VIP4,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
@@ -68,8 +80,15 @@ fn a_arping_sees_exactly_the_owners_mac() {
         .filter(|l| l.contains("reply from"))
         .filter_map(|l| l.split('[').nth(1)?.split(']').next())
         .collect();
-    assert!(macs.len() >= 3, "arping saw {} replies:\n{text}", macs.len());
-    assert!(macs.iter().all(|m| *m == mac_of(&lab, &o)), "{macs:?} vs owner {o}");
+    assert!(
+        macs.len() >= 3,
+        "arping saw {} replies:\n{text}",
+        macs.len()
+    );
+    assert!(
+        macs.iter().all(|m| *m == mac_of(&lab, &o)),
+        "{macs:?} vs owner {o}"
+    );
     // The client's kernel resolves the VIP and TCP reaches the owner, for both families.
     assert_eq!(lab.reach(VIP4).unwrap().as_deref(), Some(o.as_str()));
     let o6 = owner(&lab, VIP6);
@@ -77,7 +96,11 @@ fn a_arping_sees_exactly_the_owners_mac() {
 }
 
 /// Crash (SIGKILL + link down) `victim`; returns (observer lines, probe hits, kill time).
-fn crash_and_watch(lab: &mut Lab, vip: &str, victim: &str) -> (Vec<String>, Vec<(u64, String)>, u64) {
+fn crash_and_watch(
+    lab: &mut Lab,
+    vip: &str,
+    victim: &str,
+) -> (Vec<String>, Vec<(u64, String)>, u64) {
     let obs = lab.observe(vip, 5000).unwrap();
     let probe = lab.probe(vip, 10, 5000).unwrap();
     std::thread::sleep(Duration::from_millis(800));
@@ -88,20 +111,31 @@ fn crash_and_watch(lab: &mut Lab, vip: &str, victim: &str) -> (Vec<String>, Vec<
     (lines, hits, t0)
 }
 
-fn check_takeover(lab: &Lab, vip: &str, victim: &str, lines: &[String], hits: &[(u64, String)], t0: u64) {
+fn check_takeover(
+    lab: &Lab,
+    vip: &str,
+    victim: &str,
+    lines: &[String],
+    hits: &[(u64, String)],
+    t0: u64,
+) {
     let next = new_owner(lab, vip, victim);
     assert_ne!(next, victim);
     let a = assert_single_answerer(lines);
     let victim_mac = mac_of(lab, victim);
     assert!(
-        a.iter().all(|x| x.mac != victim_mac || x.time_us < t0 + 50_000),
+        a.iter()
+            .all(|x| x.mac != victim_mac || x.time_us < t0 + 50_000),
         "the crashed node answered after its crash"
     );
     let first = hits
         .iter()
         .find(|(t, n)| *t > t0 && *n == next)
         .unwrap_or_else(|| panic!("the probe never reached {next}: {hits:?}"));
-    println!("{vip}: {victim} crashed, {next} reached after {} ms", (first.0 - t0) / 1000);
+    println!(
+        "{vip}: {victim} crashed, {next} reached after {} ms",
+        (first.0 - t0) / 1000
+    );
     assert!(
         hits.iter().all(|(t, n)| *t < t0 || n != victim),
         "the probe reached the crashed node"
@@ -174,11 +208,18 @@ fn partition_case(one_way: bool, owner_is_leader: bool) {
     let (Some(last_old), Some(first_new)) = (last_old, first_new) else {
         panic!("expected answers from both {victim} and {next}: {a:?}");
     };
-    assert!(last_old < first_new, "the cut-off owner answered after the new owner started");
+    assert!(
+        last_old < first_new,
+        "the cut-off owner answered after the new owner started"
+    );
     println!(
         "cut {} ({}): last answer from {victim} {} ms after the cut, first from {next} {} ms after",
         if one_way { "one way" } else { "both ways" },
-        if owner_is_leader { "leader" } else { "follower" },
+        if owner_is_leader {
+            "leader"
+        } else {
+            "follower"
+        },
         (last_old.saturating_sub(t0)) / 1000,
         (first_new - t0) / 1000
     );
@@ -231,7 +272,13 @@ fn f_drain_and_move_are_break_before_make() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = lab();
     let first = owner(&lab, VIP4);
-    let target = lab.nodes.iter().find(|n| n.name != first).unwrap().name.clone();
+    let target = lab
+        .nodes
+        .iter()
+        .find(|n| n.name != first)
+        .unwrap()
+        .name
+        .clone();
     let obs = lab.observe(VIP4, 8000).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     move_to(&lab, VIP4, &target);
@@ -249,7 +296,10 @@ fn f_drain_and_move_are_break_before_make() {
     }
     assert_eq!(gaps.len(), 2, "two handovers expected: {a:?}");
     println!("move then drain: answer gaps {gaps:?} ms (observer asks every 10 ms)");
-    assert!(gaps.iter().all(|g| *g < 5000), "a handover left the VIP dark for {gaps:?} ms");
+    assert!(
+        gaps.iter().all(|g| *g < 5000),
+        "a handover left the VIP dark for {gaps:?} ms"
+    );
     let hist = lab.ctl(&["get", "vips", "--history"]).unwrap();
     let causes: Vec<String> = hist["history"]
         .as_array()
@@ -258,7 +308,10 @@ fn f_drain_and_move_are_break_before_make() {
         .filter(|m| m["vip"] == VIP4)
         .map(|m| m["cause"].as_str().unwrap_or("").to_string())
         .collect();
-    assert!(causes.iter().any(|c| c.contains("operator moves it")), "{causes:?}");
+    assert!(
+        causes.iter().any(|c| c.contains("operator moves it")),
+        "{causes:?}"
+    );
     assert!(causes.iter().any(|c| c.contains("drained")), "{causes:?}");
 }
 
@@ -269,4 +322,12 @@ fn g_ipv6_owner_crash_moves_the_vip_over_ndp() {
     let victim = owner(&lab, VIP6);
     let (lines, hits, t0) = crash_and_watch(&mut lab, VIP6, &victim);
     check_takeover(&lab, VIP6, &victim, &lines, &hits, t0);
+}
+
+/// Builds the lab and keeps it for a minute, for poking at by hand (`--ignored`).
+#[test]
+#[ignore]
+fn zz_hold_the_lab_for_a_minute() {
+    let _lab = lab();
+    std::thread::sleep(Duration::from_secs(60));
 }

@@ -78,9 +78,12 @@ fn main() {
 
 async fn serve(name: String, port: u16) {
     use tokio::io::AsyncWriteExt;
-    let v4 = tokio::net::TcpListener::bind(("0.0.0.0", port)).await;
-    let v6 = tokio::net::TcpListener::bind(("::", port)).await;
-    let listeners: Vec<_> = [v4, v6].into_iter().filter_map(Result::ok).collect();
+    // [::] takes IPv4 too (v6only is off by default on Linux); 0.0.0.0 only if it cannot.
+    let listener = match tokio::net::TcpListener::bind(("::", port)).await {
+        Ok(l) => Ok(l),
+        Err(_) => tokio::net::TcpListener::bind(("0.0.0.0", port)).await,
+    };
+    let listeners: Vec<_> = listener.into_iter().collect();
     if listeners.is_empty() {
         eprintln!("raftlb-labd serve: cannot listen on port {port}");
         std::process::exit(1);
@@ -136,7 +139,12 @@ async fn probe(target: SocketAddr, every_ms: u64, for_ms: u64) {
 
 const OBSERVER_MAC: MacAddr = MacAddr(0x02, 0x6c, 0x61, 0x62, 0x00, 0x01);
 
-fn open(iface: &str) -> (Box<dyn pnet_datalink::DataLinkSender>, Box<dyn pnet_datalink::DataLinkReceiver>) {
+fn open(
+    iface: &str,
+) -> (
+    Box<dyn pnet_datalink::DataLinkSender>,
+    Box<dyn pnet_datalink::DataLinkReceiver>,
+) {
     let i = pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == iface)
@@ -256,7 +264,8 @@ fn answer_for(frame: &[u8], vip: &IpAddr) -> Option<(Option<u64>, MacAddr)> {
             let dst: [u8; 16] = ip[24..40].try_into().ok()?;
             let dst = Ipv6Addr::from(dst);
             let seg = dst.segments();
-            let ours = seg[..7] == [0xfd00, 0x77, 0, 0, 0, 0, 0] && (0x1a0..0x1e0).contains(&seg[7]);
+            let ours =
+                seg[..7] == [0xfd00, 0x77, 0, 0, 0, 0, 0] && (0x1a0..0x1e0).contains(&seg[7]);
             Some((ours.then(|| u64::from(seg[7] - 0x1a0)), mac))
         }
         _ => None,
@@ -317,7 +326,9 @@ fn arplat(iface: &str, target: Ipv4Addr, rate: u64, count: u64) {
                     std::hint::spin_loop();
                 }
                 let frame = arp_request(OBSERVER_MAC, observer_v4(s), target);
-                sent.lock().unwrap_or_else(|p| p.into_inner()).insert(s % 64, Instant::now());
+                sent.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(s % 64, Instant::now());
                 let _ = tx.send_to(&frame, None);
             }
         })
