@@ -622,6 +622,35 @@ impl Lab {
     }
 }
 
+/// Set once SIGINT or SIGTERM arrives (the default action, which would skip the lab's
+/// cleanup, is replaced). Programs check it between steps and return, dropping the lab.
+pub fn interrupted() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        eprintln!("\ninterrupted: finishing this step, then tearing the lab down");
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    flag
+}
+
 fn target(vip: &str) -> String {
     if vip.contains(':') {
         format!("[{vip}]:{PORT}")

@@ -12,7 +12,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use raftlb_chaos::lab::{answers, dual_answers, now_us, probe_hits, Announcer, Lab, VIP4};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use raftlb_chaos::lab::{
+    answers, dual_answers, interrupted, now_us, probe_hits, Announcer, Lab, VIP4,
+};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -49,7 +53,7 @@ fn trial(lab: &mut Lab, raftlb: bool, window_ms: u64, i: usize) -> anyhow::Resul
     if raftlb {
         let leader = lab.leader()?.context("a leader")?;
         let owner = lab.owner(VIP4)?.context("an owner")?;
-        let want = if i % 2 == 0 {
+        let want = if i.is_multiple_of(2) {
             leader.clone()
         } else {
             lab.nodes
@@ -96,7 +100,12 @@ fn trial(lab: &mut Lab, raftlb: bool, window_ms: u64, i: usize) -> anyhow::Resul
     Ok((ms, was_leader))
 }
 
-fn failover(name: &str, announcer: Announcer, trials: usize) -> anyhow::Result<()> {
+fn failover(
+    name: &str,
+    announcer: Announcer,
+    trials: usize,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let raftlb = matches!(announcer, Announcer::Raftlb { .. });
     let window = match &announcer {
         Announcer::Keepalived { advert, .. } => (advert * 6000.0) as u64 + 1000,
@@ -112,6 +121,9 @@ fn failover(name: &str, announcer: Announcer, trials: usize) -> anyhow::Result<(
     let mut all = Vec::new();
     let (mut leader, mut follower) = (Vec::new(), Vec::new());
     for i in 0..trials {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         match trial(&mut lab, raftlb, window, i) {
             Ok((ms, was_leader)) => {
                 eprintln!(
@@ -209,7 +221,8 @@ fn main() -> anyhow::Result<()> {
             .map(String::from)
             .to_vec()
         });
-    let want = |k: &str| only.iter().any(|o| o == k);
+    let stop = interrupted();
+    let want = |k: &str| only.iter().any(|o| o == k) && !stop.load(Ordering::SeqCst);
     println!(
         "## Failover: owner crash -> first TCP connect to the new owner (ms), probe every 10 ms\n"
     );
@@ -222,6 +235,7 @@ fn main() -> anyhow::Result<()> {
                 profile: "default".into(),
             },
             trials,
+            &stop,
         )?;
     }
     if want("raftlb-fast") {
@@ -231,6 +245,7 @@ fn main() -> anyhow::Result<()> {
                 profile: "fast".into(),
             },
             trials,
+            &stop,
         )?;
     }
     if want("ka-v2") {
@@ -241,6 +256,7 @@ fn main() -> anyhow::Result<()> {
                 advert: 1.0,
             },
             trials,
+            &stop,
         )?;
     }
     if want("ka-v3") {
@@ -251,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 advert: 0.1,
             },
             trials,
+            &stop,
         )?;
     }
     if want("ka-partition") {

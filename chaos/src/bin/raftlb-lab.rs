@@ -6,11 +6,10 @@
 //! `raftlb-lab [--profile default|fast]`
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use raftlb_chaos::lab::{now_us, probe_hits, Announcer, Lab, VIP4, VIP6};
+use raftlb_chaos::lab::{interrupted, now_us, probe_hits, Announcer, Lab, VIP4, VIP6};
 
 fn show_vips(lab: &Lab) -> anyhow::Result<()> {
     let v = lab.ctl(&["get", "vips"])?;
@@ -41,7 +40,9 @@ fn demo(lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<()> {
 
     step("the client's kernel resolves the VIPs and connects over TCP")?;
     for vip in [VIP4, VIP6] {
-        let who = lab.reach(vip)?.context("the client could not reach the VIP")?;
+        let who = lab
+            .reach(vip)?
+            .context("the client could not reach the VIP")?;
         println!("    client -> {vip}:8080 answered by {who}");
     }
 
@@ -85,28 +86,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "default".into());
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            eprintln!("\ninterrupted: finishing this step, then tearing the lab down");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let stop = interrupted();
     let code = match Lab::build(3, Announcer::Raftlb { profile }) {
         Err(e) => {
             eprintln!("error: {e:#}");
