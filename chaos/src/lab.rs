@@ -547,24 +547,11 @@ impl Lab {
             .find_map(|l| l.split_whitespace().nth(2).map(str::to_string)))
     }
 
-    /// Starts the observer in the client namespace for `ms` milliseconds.
-    pub fn observe(&mut self, vip: &str, ms: u64) -> anyhow::Result<Background> {
-        let out = self.dir.path().join(format!("observe-{}.txt", now_us()));
+    /// Runs `raftlb-labd ARGS` in the client namespace in the background, its lines to a file.
+    fn background(&self, what: &str, args: &[&str]) -> anyhow::Result<Background> {
+        let out = self.dir.path().join(format!("{what}-{}.txt", now_us()));
         let child = self
-            .labd(
-                &self.client_ns,
-                &[
-                    "observe",
-                    "--iface",
-                    "eth0",
-                    "--vip",
-                    vip,
-                    "--every-ms",
-                    "10",
-                    "--for-ms",
-                    &ms.to_string(),
-                ],
-            )
+            .labd(&self.client_ns, args)
             .stdout(std::fs::File::create(&out)?)
             .stderr(Stdio::null())
             .spawn()?;
@@ -574,29 +561,40 @@ impl Lab {
         })
     }
 
+    /// Starts the observer in the client namespace for `ms` milliseconds.
+    pub fn observe(&mut self, vip: &str, ms: u64) -> anyhow::Result<Background> {
+        let ms = ms.to_string();
+        self.background(
+            "observe",
+            &[
+                "observe",
+                "--iface",
+                "eth0",
+                "--vip",
+                vip,
+                "--every-ms",
+                "10",
+                "--for-ms",
+                &ms,
+            ],
+        )
+    }
+
     /// Starts the TCP probe in the client namespace for `ms` milliseconds.
     pub fn probe(&mut self, vip: &str, every_ms: u64, ms: u64) -> anyhow::Result<Background> {
-        let out = self.dir.path().join(format!("probe-{}.txt", now_us()));
-        let child = self
-            .labd(
-                &self.client_ns,
-                &[
-                    "probe",
-                    "--target",
-                    &target(vip),
-                    "--every-ms",
-                    &every_ms.to_string(),
-                    "--for-ms",
-                    &ms.to_string(),
-                ],
-            )
-            .stdout(std::fs::File::create(&out)?)
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Background {
-            child: Some(child),
-            out,
-        })
+        let (every, ms) = (every_ms.to_string(), ms.to_string());
+        self.background(
+            "probe",
+            &[
+                "probe",
+                "--target",
+                &target(vip),
+                "--every-ms",
+                &every,
+                "--for-ms",
+                &ms,
+            ],
+        )
     }
 
     /// ARP request latency from the client to `target` (p50/p99 line from raftlb-labd).

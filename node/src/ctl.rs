@@ -257,22 +257,16 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
             object,
             history,
         } => get(&mut client, output, what, object, history).await,
-        CtlCommand::Drain { node, undo } => {
-            let reply = client
-                .drain(DrainRequest { node, undo })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print(output, &json!({"message": reply.message}), || {
-                reply.message.clone()
-            })
-        }
-        CtlCommand::Move { vip, node } => {
-            let reply = client
-                .move_vip(MoveVipRequest { vip, node })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+        CtlCommand::Drain { .. } | CtlCommand::Move { .. } => {
+            let reply = match command {
+                CtlCommand::Drain { node, undo } => client.drain(DrainRequest { node, undo }).await,
+                CtlCommand::Move { vip, node } => {
+                    client.move_vip(MoveVipRequest { vip, node }).await
+                }
+                _ => unreachable!("matched above"),
+            }
+            .map_err(status_error)?
+            .into_inner();
             print(output, &json!({"message": reply.message}), || {
                 reply.message.clone()
             })
