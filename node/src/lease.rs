@@ -634,6 +634,43 @@ impl Tasks {
         }
     }
 
+    /// Hands the table's view of this node to the announcer; records how far it got.
+    async fn announce(&self, a: &actix::Addr<Announcer>) {
+        let k = &self.keeper;
+        let (sync, index) = {
+            let g = self.table.read().unwrap_or_else(|p| p.into_inner());
+            let services = g
+                .table
+                .services
+                .iter()
+                .filter_map(|(key, e)| match &e.state {
+                    ServiceState::Allocated { ips, .. } => Some((key.clone(), ips.clone())),
+                    _ => None,
+                })
+                .collect();
+            let sync = AnnounceSync {
+                owned: g.table.owned_by(&k.name),
+                services,
+            };
+            (sync, g.last_applied.map_or(0, |l| l.index))
+        };
+        match a.send(sync).await {
+            Ok(report) => {
+                if !report.started.is_empty() {
+                    info!(started = ?report.started, "answering");
+                }
+                k.announced_index.fetch_max(index, Ordering::AcqRel);
+                if !report.withdrawn.is_empty() {
+                    info!(withdrawn = ?report.withdrawn, "stopped answering");
+                    // Tell the leader now, so the next owner need not wait a renewal.
+                    k.wake_renew.notify_one();
+                    k.wake_control.notify_one();
+                }
+            }
+            Err(e) => warn!(error = %e, "announcer unavailable"),
+        }
+    }
+
     /// Keeps the announcer in step with the table; records how far it got.
     async fn sync(self) {
         let k = &self.keeper;
@@ -643,42 +680,17 @@ impl Tasks {
             let applied = rx.borrow_and_update().last_applied.map(|l| l.index);
             if applied != last {
                 last = applied;
-                let (sync, index) = {
-                    let g = self.table.read().unwrap_or_else(|p| p.into_inner());
-                    let services = g
-                        .table
-                        .services
-                        .iter()
-                        .filter_map(|(key, e)| match &e.state {
-                            ServiceState::Allocated { ips, .. } => Some((key.clone(), ips.clone())),
-                            _ => None,
-                        })
-                        .collect();
-                    let sync = AnnounceSync {
-                        owned: g.table.owned_by(&k.name),
-                        services,
-                    };
-                    (sync, g.last_applied.map_or(0, |l| l.index))
-                };
-                if let Some(a) = &self.announcer {
-                    match a.send(sync).await {
-                        Ok(report) if !report.withdrawn.is_empty() => {
-                            info!(withdrawn = ?report.withdrawn, "stopped answering");
-                            k.announced_index.fetch_max(index, Ordering::AcqRel);
-                            k.wake_renew.notify_one();
-                            k.wake_control.notify_one();
-                        }
-                        Ok(report) => {
-                            if !report.started.is_empty() {
-                                info!(started = ?report.started, "answering");
-                            }
-                            k.announced_index.fetch_max(index, Ordering::AcqRel);
-                        }
-                        Err(e) => warn!(error = %e, "announcer unavailable"),
+                match &self.announcer {
+                    Some(a) => self.announce(a).await,
+                    None => {
+                        // Nothing to announce: the table itself is all this node acts on.
+                        let index = self
+                            .table
+                            .read()
+                            .map_or(0, |g| g.last_applied.map_or(0, |l| l.index));
+                        k.announced_index.fetch_max(index, Ordering::AcqRel);
+                        k.wake_control.notify_one();
                     }
-                } else {
-                    k.announced_index.fetch_max(index, Ordering::AcqRel);
-                    k.wake_control.notify_one();
                 }
             }
             if rx.changed().await.is_err() {
