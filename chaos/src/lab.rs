@@ -42,6 +42,16 @@ fn ip(args: &[&str]) -> anyhow::Result<String> {
     run(Command::new("ip").args(args))
 }
 
+/// `ip -n NS addr add CIDR dev DEV`; IPv6 without duplicate address detection (the lab's
+/// addresses are its own, and DAD would delay the first test by a second).
+fn add_addr(ns: &str, cidr: &str, dev: &str) -> anyhow::Result<()> {
+    let mut args = vec!["-n", ns, "addr", "add", cidr, "dev", dev];
+    if cidr.contains(':') {
+        args.push("nodad");
+    }
+    ip(&args).map(|_| ())
+}
+
 fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
@@ -150,72 +160,21 @@ impl Lab {
         };
         let client = self.client_ns.clone();
         plug(self, &client, "vc")?;
-        ip(&[
-            "-n",
-            &client,
-            "addr",
-            "add",
-            "10.77.0.100/24",
-            "dev",
-            "eth0",
-        ])?;
-        ip(&[
-            "-n",
-            &client,
-            "addr",
-            "add",
-            "fd00:77::64/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
+        add_addr(&client, "10.77.0.100/24", "eth0")?;
+        add_addr(&client, "fd00:77::64/64", "eth0")?;
         for i in 1..=nodes {
             let ns = format!("{}-n{i}", self.prefix);
             let port = format!("v{i}");
             plug(self, &ns, &port)?;
             let ipv4 = format!("10.77.0.{}", 10 + i);
             let ipv6 = format!("fd00:77::{}", 10 + i);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ipv4}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ipv6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
+            add_addr(&ns, &format!("{ipv4}/24"), "eth0")?;
+            add_addr(&ns, &format!("{ipv6}/64"), "eth0")?;
             // The VIPs on a NOARP device: accepted here, answered by nobody but the owner.
             ip(&["-n", &ns, "link", "add", "name", "lbvip0", "type", "ifb"])?;
             ip(&["-n", &ns, "link", "set", "lbvip0", "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{VIP4}/32"),
-                "dev",
-                "lbvip0",
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "lbvip0",
-                "nodad",
-            ])?;
+            add_addr(&ns, &format!("{VIP4}/32"), "lbvip0")?;
+            add_addr(&ns, &format!("{VIP6}/128"), "lbvip0")?;
             run(in_ns(&ns, "sysctl").args([
                 "-qw",
                 "net.ipv4.conf.all.arp_ignore=1",
