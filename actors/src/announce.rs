@@ -179,7 +179,7 @@ impl Actor for Announcer {
 impl Handler<Sync> for Announcer {
     type Result = MessageResult<Sync>;
 
-    fn handle(&mut self, sync: Sync, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, sync: Sync, _: &mut Context<Self>) -> Self::Result {
         let mut report = SyncReport::default();
         // Withdraw first, synchronously, so the reply can be taken as "stopped".
         let gone: Vec<IpAddr> = self
@@ -250,7 +250,6 @@ impl Handler<Sync> for Announcer {
             });
             actor.do_send(Update(status));
         }
-        let _ = ctx;
         MessageResult(report)
     }
 }

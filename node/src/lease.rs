@@ -143,14 +143,6 @@ impl Timing {
     fn expiry_bound_ms(&self) -> u64 {
         self.follower_lease_ms + self.follower_lease_ms * DRIFT_PERCENT / 100 + MARGIN_MS
     }
-
-    pub fn raft_config(&self) -> (u64, u64, u64) {
-        (
-            self.heartbeat_ms,
-            self.election_min_ms,
-            self.election_max_ms,
-        )
-    }
 }
 
 fn ms(v: u64) -> u64 {
@@ -605,16 +597,8 @@ impl Tasks {
             if leader == me {
                 continue;
             }
-            let client = match clients.get(&addr) {
-                Some(c) => c.clone(),
-                None => match network::channel(&addr) {
-                    Ok(ch) => {
-                        let c = RaftClient::new(ch);
-                        clients.insert(addr.clone(), c.clone());
-                        c
-                    }
-                    Err(_) => continue,
-                },
+            let Ok(client) = network::cached_client(&mut clients, &addr) else {
+                continue;
             };
             let req = RenewRequest {
                 node: k.name.clone(),

@@ -377,6 +377,20 @@ pub async fn transfer_leader(raft: &Raft, to: NodeId) -> ForwardReply {
     }
 }
 
+/// A Raft client for `addr`, made once and kept in `clients` (a tonic channel reconnects by
+/// itself).
+pub fn cached_client(
+    clients: &mut BTreeMap<String, RaftClient<Channel>>,
+    addr: &str,
+) -> Result<RaftClient<Channel>, String> {
+    if let Some(c) = clients.get(addr) {
+        return Ok(c.clone());
+    }
+    let c = RaftClient::new(channel(addr)?);
+    clients.insert(addr.to_string(), c.clone());
+    Ok(c)
+}
+
 /// Sends `fwd` to whoever leads, following redirects, until `deadline`.
 pub async fn forward_to_leader(raft: &Raft, fwd: Forward, deadline: Duration) -> ForwardReply {
     let until = tokio::time::Instant::now() + deadline;
@@ -398,16 +412,9 @@ pub async fn forward_to_leader(raft: &Raft, fwd: Forward, deadline: Duration) ->
                     .get_node(&l)
                     .map(|n| n.addr.clone());
                 if let Some(addr) = addr {
-                    let client = match clients.get(&addr) {
-                        Some(c) => c.clone(),
-                        None => match channel(&addr) {
-                            Ok(ch) => {
-                                let c = RaftClient::new(ch);
-                                clients.insert(addr.clone(), c.clone());
-                                c
-                            }
-                            Err(e) => return ForwardReply::Failed(e),
-                        },
+                    let client = match cached_client(&mut clients, &addr) {
+                        Ok(c) => c,
+                        Err(e) => return ForwardReply::Failed(e),
                     };
                     last = send_forward(client, &fwd, until).await;
                 }
