@@ -156,6 +156,10 @@ impl Admin for AdminService {
         let leases = self.leases().await;
         let m = self.raft.metrics().borrow().clone();
         let t = self.read_table();
+        let mut vips_of: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (owner, _) in t.table.owners().values() {
+            *vips_of.entry(owner).or_default() += 1;
+        }
         let nodes = t
             .table
             .nodes
@@ -171,7 +175,7 @@ impl Admin for AdminService {
                     draining: n.draining,
                     interfaces: n.facts.interfaces.clone(),
                     labels: n.facts.labels.clone().into_iter().collect(),
-                    vips: t.table.owned_by(name).len() as u64,
+                    vips: vips_of.get(name.as_str()).copied().unwrap_or(0),
                     since_renewal_ms: lease.and_then(|v| v.since_renewal_ms),
                     lease_left_ms: lease.map(|v| v.lease_left_ms),
                     applied_index: lease.map_or(0, |v| v.applied),
@@ -309,6 +313,7 @@ impl Admin for AdminService {
     async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
         let leases = self.leases().await;
         let t = self.read_table();
+        let owners = t.table.owners();
         let vips = t
             .table
             .addresses
@@ -332,11 +337,7 @@ impl Admin for AdminService {
                     pool: usage.pool.clone(),
                     services: usage.users.keys().cloned().collect(),
                     sharing_key: usage.sharing_key.clone(),
-                    interfaces: rec
-                        .owner
-                        .as_ref()
-                        .and_then(|o| t.table.eligible(ip, o).ok())
-                        .unwrap_or_default(),
+                    interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
                     reason: if rec.owner.is_none() {
                         t.table.unowned_reason(ip)
                     } else {

@@ -255,13 +255,26 @@ impl AllocationTable {
         Eligibility::new(self).check(vip, node)
     }
 
-    /// VIPs owned by `node`, with the interfaces to announce each on.
-    pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, Vec<String>> {
+    /// Every owned, allocated VIP: its owner and the interfaces to announce it on (one pass,
+    /// one eligibility index).
+    pub fn owners(&self) -> BTreeMap<IpAddr, (&str, Vec<String>)> {
         let e = Eligibility::new(self);
         self.vips
             .iter()
-            .filter(|(ip, r)| r.owner.as_deref() == Some(node) && self.addresses.contains_key(ip))
-            .map(|(ip, _)| (*ip, e.check(ip, node).unwrap_or_default()))
+            .filter(|(ip, _)| self.addresses.contains_key(ip))
+            .filter_map(|(ip, r)| {
+                let owner = r.owner.as_deref()?;
+                Some((*ip, (owner, e.check(ip, owner).unwrap_or_default())))
+            })
+            .collect()
+    }
+
+    /// VIPs owned by `node`, with the interfaces to announce each on.
+    pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, Vec<String>> {
+        self.owners()
+            .into_iter()
+            .filter(|(_, (owner, _))| *owner == node)
+            .map(|(ip, (_, interfaces))| (ip, interfaces))
             .collect()
     }
 
@@ -339,11 +352,11 @@ impl<'a> Eligibility<'a> {
             .nodes
             .get(node)
             .ok_or_else(|| format!("node {node} is not registered"))?;
+        let no_labels = BTreeMap::new();
         let pool_labels = t
             .objects
             .get(&super::config_ref(Kind::IPAddressPool, &usage.pool))
-            .map(|o| o.labels.clone())
-            .unwrap_or_default();
+            .map_or(&no_labels, |o| &o.labels);
         let users: Vec<&super::ServiceEntry> = usage
             .users
             .keys()
@@ -370,7 +383,7 @@ impl<'a> Eligibility<'a> {
                 || adv
                     .ip_address_pool_selectors
                     .iter()
-                    .any(|s| selector::matches(s, &pool_labels));
+                    .any(|s| selector::matches(s, pool_labels));
             let selects_service = adv.service_selectors.is_empty()
                 || users.iter().any(|e| {
                     adv.service_selectors
