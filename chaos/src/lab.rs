@@ -423,6 +423,20 @@ impl Lab {
             .map(str::to_string))
     }
 
+    /// `ctl move VIP NODE` (unless it is already there), then waits until the table names
+    /// `node` and the client reaches it.
+    pub fn move_vip(&self, vip: &str, node: &str) -> anyhow::Result<()> {
+        if self.owner(vip)?.as_deref() != Some(node) {
+            self.ctl(&["move", vip, node])?;
+        }
+        self.wait("the move", Duration::from_secs(20), |l| {
+            Ok((l.owner(vip)?.as_deref() == Some(node)).then_some(()))
+        })?;
+        self.wait("the new owner reachable", Duration::from_secs(10), |l| {
+            Ok((l.reach(vip)?.as_deref() == Some(node)).then_some(()))
+        })
+    }
+
     pub fn leader(&self) -> anyhow::Result<Option<String>> {
         let s = self.ctl(&["status"])?;
         let id = s["leader"].as_u64();

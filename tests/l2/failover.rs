@@ -151,28 +151,12 @@ fn b_owner_crash_moves_the_vip() {
     check_takeover(&lab, VIP4, &victim, &lines, &hits, t0);
 }
 
-/// Moves `vip` to `node` and waits for it.
-fn move_to(lab: &Lab, vip: &str, node: &str) {
-    if lab.owner(vip).unwrap().as_deref() != Some(node) {
-        lab.ctl(&["move", vip, node]).unwrap();
-    }
-    lab.wait("the move", Duration::from_secs(20), |l| {
-        Ok((l.owner(vip)?.as_deref() == Some(node)).then_some(()))
-    })
-    .unwrap();
-    // The new owner answers before we go on.
-    lab.wait("the owner reachable", Duration::from_secs(10), |l| {
-        Ok((l.reach(vip)?.as_deref() == Some(node)).then_some(()))
-    })
-    .unwrap();
-}
-
 #[test]
 fn c_leader_owning_the_vip_is_killed() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = lab();
     let leader = lab.leader().unwrap().expect("a leader");
-    move_to(&lab, VIP4, &leader);
+    lab.move_vip(VIP4, &leader).unwrap();
     let (lines, hits, t0) = crash_and_watch(&mut lab, VIP4, &leader);
     check_takeover(&lab, VIP4, &leader, &lines, &hits, t0);
     let new_leader = lab.leader().unwrap().expect("a new leader");
@@ -185,12 +169,12 @@ fn partition_case(one_way: bool, owner_is_leader: bool) {
     let lab = lab();
     let victim = if owner_is_leader {
         let l = lab.leader().unwrap().expect("a leader");
-        move_to(&lab, VIP4, &l);
+        lab.move_vip(VIP4, &l).unwrap();
         l
     } else {
         let l = lab.leader().unwrap().expect("a leader");
         let f = lab.nodes.iter().find(|n| n.name != l).unwrap().name.clone();
-        move_to(&lab, VIP4, &f);
+        lab.move_vip(VIP4, &f).unwrap();
         f
     };
     let mut lab = lab;
@@ -281,7 +265,7 @@ fn f_drain_and_move_are_break_before_make() {
         .clone();
     let obs = lab.observe(VIP4, 8000).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    move_to(&lab, VIP4, &target);
+    lab.move_vip(VIP4, &target).unwrap();
     lab.ctl(&["drain", &target]).unwrap();
     let after = new_owner(&lab, VIP4, &target);
     assert_ne!(after, target);

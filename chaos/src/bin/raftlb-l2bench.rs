@@ -52,7 +52,6 @@ fn answering(lab: &Lab) -> anyhow::Result<String> {
 fn trial(lab: &mut Lab, raftlb: bool, window_ms: u64, i: usize) -> anyhow::Result<(f64, bool)> {
     if raftlb {
         let leader = lab.leader()?.context("a leader")?;
-        let owner = lab.owner(VIP4)?.context("an owner")?;
         let want = if i.is_multiple_of(2) {
             leader.clone()
         } else {
@@ -63,12 +62,7 @@ fn trial(lab: &mut Lab, raftlb: bool, window_ms: u64, i: usize) -> anyhow::Resul
                 .name
                 .clone()
         };
-        if owner != want {
-            lab.ctl(&["move", VIP4, &want])?;
-            lab.wait("the move", Duration::from_secs(20), |l| {
-                Ok((l.reach(VIP4)?.as_deref() == Some(want.as_str())).then_some(()))
-            })?;
-        }
+        lab.move_vip(VIP4, &want)?;
     }
     let victim = answering(lab)?;
     let was_leader = raftlb && lab.leader()?.as_deref() == Some(victim.as_str());
