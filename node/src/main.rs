@@ -107,6 +107,8 @@ enum Cmd {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// Print raftlb's CustomResourceDefinitions as YAML (what deploy/statefulset/crds.yaml holds).
+    Crds,
     /// Check manifests without a cluster.
     Check {
         #[arg(short = 'f', long = "filename", required = true)]
@@ -241,6 +243,7 @@ fn main() {
                     raft_id: id,
                     labels,
                     interfaces,
+                    excluded: None,
                 };
                 let peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
                 if !peers.is_empty() && !peers.contains_key(&id) {
@@ -316,6 +319,16 @@ fn main() {
                     } else {
                         1
                     }
+                }
+            },
+            Cmd::Crds => match raftlb_node::kube::crd::crds_yaml() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: cannot render the CRDs: {e}");
+                    1
                 }
             },
             Cmd::Check { files } => match parse_manifests(&files) {

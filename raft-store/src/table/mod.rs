@@ -53,6 +53,9 @@ pub enum Command {
         node: String,
         now_ms: u64,
     },
+    /// The Kubernetes writer has published every event up to this sequence number (a new
+    /// leader's writer resumes after it).
+    EventsPublished { upto: u64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +177,8 @@ pub struct AllocationTable {
     pub pending: BTreeSet<String>,
     pub events: VecDeque<Event>,
     pub next_event_seq: u64,
+    /// Events up to this sequence number are published as Kubernetes Events.
+    pub events_published: u64,
     /// Nodes that may announce, by name.
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Owner of every address that was ever allocated.
@@ -229,6 +234,11 @@ impl AllocationTable {
                 now_ms,
             } => self.drain(node, *drain, *now_ms),
             Command::MoveVip { vip, node, now_ms } => self.move_vip(vip, node, *now_ms),
+            Command::EventsPublished { upto } => {
+                // Never backwards: a slow writer's late report must not republish.
+                self.events_published = self.events_published.max(*upto);
+                Response::Ok
+            }
             Command::Apply(batch) => match self.validate_batch(batch) {
                 Err(e) => Response::Rejected(e),
                 Ok(()) => Response::Applied(self.apply_batch(batch)),

@@ -93,6 +93,7 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
@@ -102,19 +103,23 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorRequirement {
     pub key: String,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"])))]
     pub operator: String,
     #[serde(default)]
     pub values: Vec<String>,
 }
 
 /// `IPAddressPool.spec`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpAddressPoolSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub addresses: Vec<String>,
     #[serde(default = "default_true")]
     pub auto_assign: bool,
@@ -128,6 +133,7 @@ fn default_true() -> bool {
     true
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceAllocation {
@@ -141,14 +147,17 @@ pub struct ServiceAllocation {
     pub service_selectors: Vec<LabelSelector>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferredNodeSelector {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
     pub weight: i32,
     pub preference: LabelSelector,
 }
 
 /// `L2Advertisement.spec`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L2AdvertisementSpec {
@@ -167,12 +176,15 @@ pub struct L2AdvertisementSpec {
 }
 
 /// `BGPAdvertisement.spec`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpAdvertisementSpec {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 32)))]
     pub aggregation_length: Option<u8>,
     #[serde(default, rename = "aggregationLengthV6")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 128)))]
     pub aggregation_length_v6: Option<u8>,
     #[serde(default)]
     pub local_pref: Option<u32>,
@@ -190,6 +202,7 @@ pub struct BgpAdvertisementSpec {
     pub service_selectors: Vec<LabelSelector>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretRef {
@@ -199,6 +212,7 @@ pub struct SecretRef {
 }
 
 /// `BGPPeer.spec` (v1beta2, a superset of v1beta1).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {
@@ -207,6 +221,7 @@ pub struct BgpPeerSpec {
     #[serde(default, rename = "peerASN")]
     pub peer_asn: Option<u32>,
     #[serde(default, rename = "dynamicASN")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["internal", "external"])))]
     pub dynamic_asn: Option<String>,
     #[serde(default, rename = "localASN")]
     pub local_asn: Option<u32>,
@@ -217,12 +232,16 @@ pub struct BgpPeerSpec {
     #[serde(default)]
     pub source_address: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 16384)))]
     pub peer_port: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
     pub hold_time: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
     pub keepalive_time: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
     pub connect_time: Option<String>,
     #[serde(default, rename = "routerID")]
     pub router_id: Option<String>,
@@ -247,25 +266,32 @@ pub struct BgpPeerSpec {
 }
 
 /// `BFDProfile.spec`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BfdProfileSpec {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10, max = 60000)))]
     pub receive_interval: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10, max = 60000)))]
     pub transmit_interval: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 2, max = 255)))]
     pub detect_multiplier: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10, max = 60000)))]
     pub echo_interval: Option<u32>,
     #[serde(default)]
     pub echo_mode: bool,
     #[serde(default)]
     pub passive_mode: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 254)))]
     pub minimum_ttl: Option<u32>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommunityAlias {
@@ -274,6 +300,7 @@ pub struct CommunityAlias {
 }
 
 /// `Community.spec`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommunitySpec {

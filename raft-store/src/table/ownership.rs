@@ -27,6 +27,10 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// Interfaces it can announce on. Empty: it can own VIPs but announces nowhere.
     pub interfaces: Vec<String>,
+    /// Why the node must not announce, if it must not (under Kubernetes: the Node has
+    /// `NetworkUnavailable=True` or the `node.kubernetes.io/exclude-from-external-load-balancers`
+    /// label).
+    pub excluded: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +229,9 @@ impl AllocationTable {
             if a.node.is_some() && rec.move_to == a.node {
                 rec.move_to = None;
             }
+            let assigned = a.node.as_ref().map(|n| {
+                format!("announcing {} from node {n} with protocol layer2", a.vip)
+            });
             self.ownership_index = index;
             self.history.push_back(VipMove {
                 time_ms: now,
@@ -236,6 +243,16 @@ impl AllocationTable {
             });
             while self.history.len() > MAX_HISTORY {
                 self.history.pop_front();
+            }
+            if let Some(msg) = assigned {
+                let users: Vec<String> = self
+                    .addresses
+                    .get(&a.vip)
+                    .map(|u| u.users.keys().cloned().collect())
+                    .unwrap_or_default();
+                for key in users {
+                    self.event(now, &format!("Service/{key}"), "Normal", "NodeAssigned", &msg);
+                }
             }
         }
         Response::Ok
@@ -352,6 +369,9 @@ impl<'a> Eligibility<'a> {
             .nodes
             .get(node)
             .ok_or_else(|| format!("node {node} is not registered"))?;
+        if let Some(why) = &record.facts.excluded {
+            return Err(format!("node {node} is excluded: {why}"));
+        }
         let no_labels = BTreeMap::new();
         let pool_labels = t
             .objects

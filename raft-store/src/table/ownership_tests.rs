@@ -28,6 +28,7 @@ fn node(t: &mut AllocationTable, name: &str, id: u64, labels: &[(&str, &str)], i
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         interfaces: ifs.iter().map(|s| s.to_string()).collect(),
+        excluded: None,
     };
     assert_eq!(
         t.apply(&Command::RegisterNode { facts, now_ms: 1 }),
