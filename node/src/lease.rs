@@ -323,6 +323,37 @@ impl LeaseKeeper {
     }
 }
 
+/// Registers `facts` unless the table already holds exactly them; retries until a leader
+/// answers. A refusal (a Raft id registered under another name) is logged, not retried.
+pub async fn register_facts(raft: &Raft, table: &SharedTable, facts: &NodeFacts) {
+    loop {
+        let already = table
+            .read()
+            .ok()
+            .and_then(|t| t.table.nodes.get(&facts.name).map(|n| n.facts.clone()))
+            .as_ref()
+            == Some(facts);
+        if already {
+            return;
+        }
+        let cmd = Command::RegisterNode {
+            facts: facts.clone(),
+            now_ms: now_ms(),
+        };
+        match network::forward_to_leader(raft, Forward::Write(cmd), Duration::from_secs(5)).await {
+            ForwardReply::Written(Response::Ok) => {
+                info!(node = %facts.name, interfaces = ?facts.interfaces, labels = ?facts.labels, excluded = ?facts.excluded, "registered");
+                return;
+            }
+            ForwardReply::Written(Response::Rejected(e)) => {
+                warn!(error = %e, "registration refused");
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Everything the lease tasks need.
 #[derive(Clone)]
 pub struct Tasks {
@@ -331,6 +362,8 @@ pub struct Tasks {
     pub keeper: Arc<LeaseKeeper>,
     pub facts: NodeFacts,
     pub announcer: Option<actix::Addr<Announcer>>,
+    /// Register `facts` at start (false under Kubernetes: the Node watcher does it).
+    pub register: bool,
 }
 
 impl Tasks {
@@ -351,39 +384,11 @@ impl Tasks {
         (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
     }
 
-    /// Registers this node's facts, once a leader exists.
+    /// Registers this node's facts, once a leader exists (under Kubernetes the Node watcher
+    /// registers them instead, with the Node's labels).
     async fn register(self) {
-        loop {
-            let already = self
-                .table
-                .read()
-                .ok()
-                .and_then(|t| t.table.nodes.get(&self.facts.name).map(|n| n.facts.clone()))
-                == Some(self.facts.clone());
-            if already {
-                return;
-            }
-            let cmd = Command::RegisterNode {
-                facts: self.facts.clone(),
-                now_ms: now_ms(),
-            };
-            match network::forward_to_leader(
-                &self.raft,
-                Forward::Write(cmd),
-                Duration::from_secs(5),
-            )
-            .await
-            {
-                ForwardReply::Written(Response::Ok) => {
-                    info!(node = %self.facts.name, interfaces = ?self.facts.interfaces, "registered");
-                    return;
-                }
-                ForwardReply::Written(Response::Rejected(e)) => {
-                    warn!(error = %e, "registration refused");
-                    return;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+        if self.register {
+            register_facts(&self.raft, &self.table, &self.facts).await;
         }
     }
 

@@ -78,6 +78,16 @@ enum Cmd {
         /// node can own VIPs in the table but announces nothing.
         #[arg(long, value_delimiter = ',')]
         interfaces: Vec<String>,
+        /// Take desired state from Kubernetes (Services, EndpointSlices, Nodes, raftlb's CRDs)
+        /// and write results back (the Raft leader writes).
+        #[arg(long)]
+        kube: bool,
+        /// API server URL; default: in-cluster configuration or KUBECONFIG.
+        #[arg(long, requires = "kube")]
+        kube_url: Option<String>,
+        /// Namespace holding raftlb's CRs, ServiceL2Status objects and their Events.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "raftlb-system")]
+        kube_namespace: String,
     },
     /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
     Up {
@@ -232,6 +242,9 @@ fn main() {
                 node_name,
                 node_labels,
                 interfaces,
+                kube,
+                kube_url,
+                kube_namespace,
             } => {
                 let timing = Timing::profile(&profile).unwrap_or_else(|| {
                     usage_error(format!("--profile: {profile:?} is not default or fast"))
@@ -266,6 +279,10 @@ fn main() {
                     snapshot_every,
                     keep_logs,
                     facts,
+                    kube: kube.then(|| raftlb_node::kube::KubeOptions {
+                        url: kube_url,
+                        namespace: kube_namespace,
+                    }),
                 };
                 match peer::run(cfg).await {
                     Ok(()) => 0,

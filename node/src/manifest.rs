@@ -223,6 +223,25 @@ pub fn parse(text: &str, source_name: &str) -> Result<Vec<(u32, Object)>, Manife
     Ok(out)
 }
 
+/// Parses one object as the Kubernetes API returns it (JSON), with the same rules as a file.
+pub fn parse_json(
+    value: &serde_json::Value,
+    source_name: &str,
+) -> Result<Vec<(u32, Object)>, ManifestError> {
+    let fail = |object: &str, field: &str, reason: String| ManifestError {
+        source_name: source_name.to_string(),
+        document: 1,
+        object: object.to_string(),
+        field: field.to_string(),
+        reason,
+    };
+    let value =
+        serde_yaml_ng::to_value(value).map_err(|e| fail("?", "(json)", e.to_string()))?;
+    let mut out = Vec::new();
+    parse_value(value, &mut out, 1, &fail)?;
+    Ok(out)
+}
+
 fn parse_value(
     value: Value,
     out: &mut Vec<(u32, Object)>,

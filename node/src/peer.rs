@@ -58,6 +58,8 @@ pub struct PeerConfig {
     /// What this node registers: name, labels, and the interfaces it announces on (none:
     /// it owns VIPs in the table but opens no socket).
     pub facts: NodeFacts,
+    /// `--kube`: Kubernetes is the source of desired state and the place results are written.
+    pub kube: Option<crate::kube::KubeOptions>,
 }
 
 /// Why a peer stopped: the process exit code tells them apart.
@@ -168,17 +170,29 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
             join(&raft, &cfg, url).await?;
         }
         let background = tokio::spawn(apply_startup_state(raft.clone(), cfg.clone()));
+        let kube_task = cfg.kube.clone().map(|opts| {
+            let (raft, table, facts) = (raft.clone(), table.clone(), cfg.facts.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::kube::run(raft, table, opts, facts).await {
+                    warn!(error = format!("{e:#}"), "Kubernetes controller stopped");
+                }
+            })
+        });
         let lease_tasks = Tasks {
             raft: raft.clone(),
             table: table.clone(),
             keeper: keeper.clone(),
             facts: cfg.facts.clone(),
             announcer,
+            register: cfg.kube.is_none(),
         }
         .spawn();
         wait_for_signal().await;
         info!("stopping");
         background.abort();
+        if let Some(t) = kube_task {
+            t.abort();
+        }
         for t in lease_tasks {
             t.abort();
         }

@@ -1,3 +1,287 @@
-//! Kubernetes: the CRDs and the controller that turns cluster state into Raft commands.
+//! `raftlb run --kube`: Kubernetes as the source of desired state, and the place the results
+//! are written back to.
+//!
+//! ```text
+//!  kube::run (every peer)
+//!   ├─ reflector(Service)            ┐
+//!   ├─ reflector(EndpointSlice)      │ list + watch (resourceVersion, bookmarks; a 410 Gone
+//!   ├─ reflector(Namespace)          │ makes the watcher relist and the store is replaced),
+//!   ├─ reflector(6 config CRDs)      │ each wakes the controller loop
+//!   ├─ reflector(ServiceL2Status)    ┘
+//!   ├─ node_facts: own Node (labels, NetworkUnavailable, exclude label) → RegisterNode
+//!   └─ controller loop, acting only while this peer leads with a quorum:
+//!        source::sync    desired objects (stores) − table → Apply/Delete commands
+//!        status::write   table − observed objects → Service status + annotation, CRD status,
+//!                        ServiceL2Status, Events (deterministic names: published once)
+//! ```
+//!
+//! Every peer keeps its stores warm, so a new leader takes over without a relist. Only the
+//! leader writes, and it writes only differences between the table and what the API shows: a
+//! resync, a relist or a new leader finds nothing to write. Events carry the table's sequence
+//! number in their name, so one published twice (a leader died between posting it and
+//! recording the cursor) is refused by the API server as a duplicate.
 
 pub mod crd;
+mod source;
+mod status;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use raftlb_raft_store::store::SharedTable;
+use raftlb_raft_store::table::ownership::NodeFacts;
+use raftlb_raft_store::Raft;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crd::*;
+
+/// Label that keeps a node from announcing (Kubernetes' own, honoured by MetalLB too).
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// How to reach the API server and where raftlb's objects live.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// API server URL (tests, `kubectl proxy`); None: in-cluster config or KUBECONFIG.
+    pub url: Option<String>,
+    /// Namespace of raftlb's configuration CRs, ServiceL2Status objects and their Events.
+    pub namespace: String,
+}
+
+/// Every store the controller reads.
+#[derive(Clone)]
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    namespaces: Store<Namespace>,
+    pools: Store<IPAddressPool>,
+    l2: Store<L2Advertisement>,
+    bgp_ads: Store<BGPAdvertisement>,
+    bgp_peers: Store<BGPPeer>,
+    communities: Store<Community>,
+    bfd: Store<BFDProfile>,
+    l2_status: Store<ServiceL2Status>,
+}
+
+impl Stores {
+    async fn wait_until_ready(&self) {
+        // Deleting what a store has not listed yet would wipe the table: wait for all.
+        let _ = tokio::join!(
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.pools.wait_until_ready(),
+            self.l2.wait_until_ready(),
+            self.bgp_ads.wait_until_ready(),
+            self.bgp_peers.wait_until_ready(),
+            self.communities.wait_until_ready(),
+            self.bfd.wait_until_ready(),
+            self.l2_status.wait_until_ready(),
+        );
+    }
+}
+
+/// Starts a reflector for `api`; every event wakes `wake`.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => wake.notify_one(),
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    (reader, task)
+}
+
+pub async fn client(opts: &KubeOptions) -> anyhow::Result<Client> {
+    let config = match &opts.url {
+        Some(url) => kube::Config::new(
+            url.parse()
+                .with_context(|| format!("--kube-url {url:?} is not a URL"))?,
+        ),
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?,
+    };
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// Runs the watchers, the Node facts task and the controller loop until the runtime stops.
+pub async fn run(
+    raft: Raft,
+    table: SharedTable,
+    opts: KubeOptions,
+    facts: NodeFacts,
+) -> anyhow::Result<()> {
+    let client = client(&opts).await?;
+    let wake = Arc::new(Notify::new());
+    let ns = opts.namespace.as_str();
+    let cfg = watcher::Config::default;
+    let mut tasks = Vec::new();
+    macro_rules! store {
+        ($api:expr) => {{
+            let (s, t) = reflect($api, cfg(), wake.clone());
+            tasks.push(t);
+            s
+        }};
+    }
+    let stores = Stores {
+        services: store!(Api::<Service>::all(client.clone())),
+        slices: store!(Api::<EndpointSlice>::all(client.clone())),
+        namespaces: store!(Api::<Namespace>::all(client.clone())),
+        pools: store!(Api::<IPAddressPool>::namespaced(client.clone(), ns)),
+        l2: store!(Api::<L2Advertisement>::namespaced(client.clone(), ns)),
+        bgp_ads: store!(Api::<BGPAdvertisement>::namespaced(client.clone(), ns)),
+        bgp_peers: store!(Api::<BGPPeer>::namespaced(client.clone(), ns)),
+        communities: store!(Api::<Community>::namespaced(client.clone(), ns)),
+        bfd: store!(Api::<BFDProfile>::namespaced(client.clone(), ns)),
+        l2_status: store!(Api::<ServiceL2Status>::namespaced(client.clone(), ns)),
+    };
+    let node_wake = Arc::new(Notify::new());
+    let (node, node_task) = reflect(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", facts.name)),
+        node_wake.clone(),
+    );
+    tasks.push(node_task);
+    tasks.push(tokio::spawn(node_facts(
+        raft.clone(),
+        table.clone(),
+        node,
+        node_wake,
+        facts,
+    )));
+    info!(namespace = ns, "watching Kubernetes");
+
+    let mut controller = Controller {
+        raft,
+        table,
+        stores,
+        source: source::Source::default(),
+        status: status::Writer::new(client, opts.namespace.clone()),
+    };
+    controller.stores.wait_until_ready().await;
+    info!("Kubernetes stores listed");
+    controller.run(wake).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// The facts this node registers, from its Node object: labels, and whether it must not
+/// announce (`NetworkUnavailable=True`, or the exclude label).
+pub fn node_facts_from(base: &NodeFacts, node: &Node) -> NodeFacts {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let network_unavailable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+        });
+    let excluded = if labels.contains_key(EXCLUDE_LABEL) {
+        Some(format!("label {EXCLUDE_LABEL}"))
+    } else if network_unavailable {
+        Some("condition NetworkUnavailable=True".to_string())
+    } else {
+        None
+    };
+    NodeFacts {
+        labels: labels.into_iter().collect(),
+        excluded,
+        ..base.clone()
+    }
+}
+
+/// Keeps this node's registration equal to what its Node object says.
+async fn node_facts(
+    raft: Raft,
+    table: SharedTable,
+    node: Store<Node>,
+    wake: Arc<Notify>,
+    base: NodeFacts,
+) {
+    let _ = node.wait_until_ready().await;
+    loop {
+        let facts = match node.state().first() {
+            Some(n) => node_facts_from(&base, n),
+            None => base.clone(),
+        };
+        crate::lease::register_facts(&raft, &table, &facts).await;
+        // The table may also change under us (a restart registering flags): look again soon.
+        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+    }
+}
+
+struct Controller {
+    raft: Raft,
+    table: SharedTable,
+    stores: Stores,
+    source: source::Source,
+    status: status::Writer,
+}
+
+impl Controller {
+    fn leads(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
+    async fn run(&mut self, wake: Arc<Notify>) {
+        let mut metrics = self.raft.metrics();
+        let mut applied = None;
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = metrics.changed() => {
+                    let now = metrics.borrow().last_applied;
+                    if now == applied {
+                        continue;
+                    }
+                    applied = now;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            // Let a burst of watch events land before looking.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !self.leads() {
+                self.status.forget();
+                continue;
+            }
+            // Fence: act only while a quorum still follows us, on a table that is up to date.
+            if self.raft.ensure_linearizable().await.is_err() {
+                continue;
+            }
+            self.source.sync(&self.raft, &self.table, &self.stores).await;
+            self.status
+                .write(&self.raft, &self.table, &self.stores, &self.source)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Desired state from the Kubernetes stores, and the commands that bring the table to it.
+//!
+//! Every object goes through the same parser as `raftlb ctl apply -f` (manifest.rs), so a
+//! Service or a CR means the same thing in both modes. Configuration objects are applied one
+//! per batch: an invalid one is refused alone (and reported on its status) while the last valid
+//! configuration stays in force. Services, EndpointSlices and Namespaces go in bulk, not
+//! strict: the cluster cannot refuse them, so a bad request leaves the Service pending.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use raftlb_raft_store::store::SharedTable;
+use raftlb_raft_store::table::objects::{Kind, Object, ObjectRef, ObjectSpec};
+use raftlb_raft_store::table::{ApplyBatch, Command, Response};
+use raftlb_raft_store::Raft;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::crd::VERSION;
+use super::Stores;
+use crate::admin::now_ms;
+use crate::manifest;
+use crate::network::{self, Forward, ForwardReply};
+
+/// Objects per bulk batch (one Raft entry each).
+const BULK: usize = 200;
+
+/// Why a configuration object is not in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+/// A configuration object the table refused: not retried until it or the configuration changes.
+#[derive(Debug, Clone)]
+struct Refused {
+    object: Object,
+    generation: u64,
+    why: Invalid,
+}
+
+#[derive(Default)]
+pub struct Source {
+    refused: BTreeMap<ObjectRef, Refused>,
+    /// Objects the parser rejected, by (kind, name): reported, never submitted.
+    unparsable: BTreeMap<ObjectRef, Invalid>,
+}
+
+/// The key the table files an object under (configuration kinds ignore the namespace).
+pub fn table_ref(r: ObjectRef) -> ObjectRef {
+    if r.kind.keeps_namespace() || r.kind == Kind::Namespace {
+        r
+    } else {
+        ObjectRef {
+            namespace: String::new(),
+            ..r
+        }
+    }
+}
+
+fn metadata(meta: &ObjectMeta, annotations: bool) -> Value {
+    let mut m = json!({ "name": meta.name.clone().unwrap_or_default() });
+    if let Some(ns) = &meta.namespace {
+        m["namespace"] = json!(ns);
+    }
+    if let Some(l) = &meta.labels {
+        m["labels"] = json!(l);
+    }
+    if annotations {
+        if let Some(a) = &meta.annotations {
+            m["annotations"] = json!(a);
+        }
+    }
+    m
+}
+
+fn parse(doc: Value, source: &str) -> Result<Object, Invalid> {
+    match manifest::parse_json(&doc, source) {
+        Ok(mut objs) if objs.len() == 1 => Ok(objs.remove(0).1),
+        Ok(objs) => Err(Invalid {
+            field: "(document)".into(),
+            reason: format!("parsed into {} objects", objs.len()),
+        }),
+        Err(e) => Err(Invalid {
+            field: e.field,
+            reason: e.reason,
+        }),
+    }
+}
+
+fn config<K: kube::Resource<DynamicType = ()> + Serialize>(
+    items: Vec<std::sync::Arc<K>>,
+    spec: impl Fn(&K) -> Value,
+    out: &mut Desired,
+) {
+    for cr in items {
+        let kind = K::kind(&()).to_string();
+        let doc = json!({
+            "apiVersion": format!("{}/{VERSION}", K::group(&())),
+            "kind": kind,
+            "metadata": metadata(cr.meta(), false),
+            "spec": spec(&cr),
+        });
+        let r = ObjectRef {
+            kind: Kind::parse(&kind).expect("every config CRD is a table kind"),
+            namespace: String::new(),
+            name: cr.name_any(),
+        };
+        match parse(doc, &format!("{kind}/{}", cr.name_any())) {
+            Ok(o) => {
+                out.objects.insert(table_ref(o.reference()), o);
+            }
+            Err(e) => {
+                out.invalid.insert(r, e);
+            }
+        }
+    }
+}
+
+/// What the cluster wants the table to hold.
+#[derive(Default)]
+pub struct Desired {
+    pub objects: BTreeMap<ObjectRef, Object>,
+    pub invalid: BTreeMap<ObjectRef, Invalid>,
+}
+
+pub(super) fn desired(stores: &Stores) -> Desired {
+    let mut out = Desired::default();
+    config(
+        stores.pools.state(),
+        |c| json!(c.spec.spec),
+        &mut out,
+    );
+    config(stores.l2.state(), |c| json!(c.spec.spec), &mut out);
+    config(stores.bgp_ads.state(), |c| json!(c.spec.spec), &mut out);
+    config(stores.bgp_peers.state(), |c| json!(c.spec.spec), &mut out);
+    config(stores.communities.state(), |c| json!(c.spec.spec), &mut out);
+    config(stores.bfd.state(), |c| json!(c.spec.spec), &mut out);
+
+    for ns in stores.namespaces.state() {
+        let doc = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(&ns.metadata, false)});
+        if let Ok(o) = parse(doc, "Namespace") {
+            out.objects.insert(table_ref(o.reference()), o);
+        }
+    }
+    let mut lb_services = std::collections::BTreeSet::new();
+    for svc in stores.services.state() {
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            continue;
+        }
+        let doc = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(&svc.metadata, true),
+            "spec": spec,
+        });
+        let key = format!(
+            "{}/{}",
+            svc.namespace().unwrap_or_default(),
+            svc.name_any()
+        );
+        match parse(doc, &format!("Service/{key}")) {
+            Ok(o) => {
+                lb_services.insert(key);
+                out.objects.insert(table_ref(o.reference()), o);
+            }
+            Err(e) => warn!(service = key, field = e.field, reason = e.reason, "Service not understood"),
+        }
+    }
+    for slice in stores.slices.state() {
+        let service = slice
+            .labels()
+            .get("kubernetes.io/service-name")
+            .cloned()
+            .unwrap_or_default();
+        let key = format!("{}/{service}", slice.namespace().unwrap_or_default());
+        // Only LoadBalancer Services' endpoints matter; the rest would only fill the log.
+        if !lb_services.contains(&key) {
+            continue;
+        }
+        let doc = json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": metadata(&slice.metadata, false),
+            "endpoints": slice.endpoints,
+        });
+        if let Ok(o) = parse(doc, "EndpointSlice") {
+            out.objects.insert(table_ref(o.reference()), o);
+        }
+    }
+    out
+}
+
+/// What the table holds now, as objects (Services rebuilt from their entries).
+fn current(table: &SharedTable) -> (BTreeMap<ObjectRef, Object>, u64) {
+    let t = table.read().unwrap_or_else(|p| p.into_inner());
+    let mut out: BTreeMap<ObjectRef, Object> = t
+        .table
+        .objects
+        .iter()
+        .map(|(r, o)| (r.clone(), o.clone()))
+        .collect();
+    for entry in t.table.services.values() {
+        let o = Object {
+            namespace: entry.spec.namespace.clone(),
+            name: entry.spec.name.clone(),
+            labels: entry.spec.labels.clone(),
+            spec: ObjectSpec::Service(entry.spec.clone()),
+        };
+        out.insert(o.reference(), o);
+    }
+    (out, t.table.generation)
+}
+
+fn same(a: &Object, b: &Object) -> bool {
+    match (&a.spec, &b.spec) {
+        (ObjectSpec::Service(x), ObjectSpec::Service(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+impl Source {
+    /// Why a configuration object is not in force, if it is not.
+    pub fn invalid(&self, r: &ObjectRef, current: Option<&Object>) -> Option<Invalid> {
+        if let Some(i) = self.unparsable.get(r) {
+            return Some(i.clone());
+        }
+        let refused = self.refused.get(r)?;
+        // Only while the refused version is still the one in the cluster.
+        (current.is_none_or(|c| c != &refused.object)).then(|| refused.why.clone())
+    }
+
+    /// Submits the differences between the stores and the table. Leader only.
+    pub(super) async fn sync(&mut self, raft: &Raft, table: &SharedTable, stores: &Stores) {
+        let desired = desired(stores);
+        self.unparsable = desired.invalid.clone();
+        let (current, generation) = current(table);
+
+        let mut configs: Vec<Object> = Vec::new();
+        let mut bulk: Vec<Object> = Vec::new();
+        for (r, o) in &desired.objects {
+            if current.get(r).is_some_and(|c| same(c, o)) {
+                self.refused.remove(r);
+                continue;
+            }
+            match r.kind {
+                Kind::Service | Kind::EndpointSlice | Kind::Namespace => bulk.push(o.clone()),
+                _ => {
+                    let retry = self
+                        .refused
+                        .get(r)
+                        .is_none_or(|f| f.object != *o || f.generation != generation);
+                    if retry {
+                        configs.push(o.clone());
+                    }
+                }
+            }
+        }
+        // Kind order: pools before the advertisements that name them.
+        configs.sort_by_key(|o| o.spec.kind());
+        let mut deletes: Vec<ObjectRef> = current
+            .keys()
+            .filter(|r| !desired.objects.contains_key(r) && !desired.invalid.contains_key(r))
+            .cloned()
+            .collect();
+        // Advertisements before the pools they name.
+        deletes.sort_by_key(|r| std::cmp::Reverse(r.kind));
+
+        for o in configs {
+            let r = table_ref(o.reference());
+            match write(raft, batch(vec![o.clone()], vec![])).await {
+                Some(Response::Rejected(e)) => {
+                    info!(object = %r, field = e.field, reason = e.reason, "configuration refused; the last valid one stays in force");
+                    let why = Invalid {
+                        field: e.field,
+                        reason: e.reason,
+                    };
+                    self.refused.insert(r, Refused { object: o, generation, why });
+                }
+                Some(_) => {
+                    self.refused.remove(&r);
+                }
+                None => return,
+            }
+        }
+        for chunk in bulk.chunks(BULK) {
+            match write(raft, batch(chunk.to_vec(), vec![])).await {
+                Some(Response::Rejected(e)) => {
+                    warn!(object = e.object, field = e.field, reason = e.reason, "objects refused")
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+        let (bulk_deletes, config_deletes): (Vec<ObjectRef>, Vec<ObjectRef>) =
+            deletes.into_iter().partition(|r| {
+                matches!(r.kind, Kind::Service | Kind::EndpointSlice | Kind::Namespace)
+            });
+        let groups = config_deletes
+            .into_iter()
+            .map(|r| vec![r])
+            .chain(bulk_deletes.chunks(BULK).map(<[ObjectRef]>::to_vec));
+        for group in groups {
+            match write(raft, batch(vec![], group)).await {
+                Some(Response::Rejected(e)) => {
+                    warn!(object = e.object, field = e.field, reason = e.reason, "delete refused")
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+fn batch(objects: Vec<Object>, deletes: Vec<ObjectRef>) -> ApplyBatch {
+    ApplyBatch {
+        objects: objects.into_iter().map(|o| (1, o)).collect(),
+        deletes: deletes.into_iter().map(|r| (1, r)).collect(),
+        strict: false,
+        now_ms: now_ms(),
+    }
+}
+
+/// Commits one batch; None when leadership was lost (the next leader takes over).
+async fn write(raft: &Raft, batch: ApplyBatch) -> Option<Response> {
+    match network::execute_locally(raft, Forward::Write(Command::Apply(batch))).await {
+        ForwardReply::Written(r) => Some(r),
+        other => {
+            warn!(?other, "write to the table failed");
+            None
+        }
+    }
+}
