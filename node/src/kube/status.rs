@@ -77,11 +77,22 @@ fn desired_view(table: &AllocationTable, svc: &Service) -> Option<ServiceView> {
             pool: Some(pool.clone()),
         }),
         Some(ServiceState::Pending { .. }) => Some(cleared),
-        // Not ours (any more): clear only what we wrote.
-        Some(ServiceState::Ignored { .. }) | None => svc
+        // Another class: clear only what we wrote.
+        Some(ServiceState::Ignored { .. }) => svc
             .annotations()
             .contains_key(ANN_ALLOCATED_FROM)
             .then_some(cleared),
+        // No longer a LoadBalancer: clear our annotation, or an address from one of our pools
+        // (a user's re-apply may have dropped the annotation).
+        None => {
+            let seen = observed_view(svc);
+            let ours = seen.pool.is_some()
+                || seen.ips.iter().any(|ip| {
+                    ip.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| table.pools.values().any(|p| p.position(&ip).is_some()))
+                });
+            ours.then_some(cleared)
+        }
     }
 }
 
