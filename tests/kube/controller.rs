@@ -254,11 +254,25 @@ async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -
         let s7 = wait_any_ingress(&api, "apps", "s7").await?;
         let s0_or_s1 = ["10.99.0.0", s1_ip];
         assert!(s0_or_s1.contains(&s7[0].as_str()), "s7 got a released address: {s7:?}");
-        let relists = api.requests()[watches_before..]
-            .iter()
-            .filter(|r| r.method == "GET" && r.path == "/api/v1/services" && !r.query.contains("watch"))
-            .count();
-        assert!(relists >= 1, "the Service watcher relisted after 410");
+        let relisted = eventually("the Service watcher relists after 410", Duration::from_secs(30), || {
+            let n = api.requests()[watches_before..]
+                .iter()
+                .filter(|r| {
+                    r.method == "GET" && r.path == "/api/v1/services" && !r.query.contains("watch=true")
+                })
+                .count();
+            async move { Ok((n > 0).then_some(())) }
+        })
+        .await;
+        if relisted.is_err() {
+            let seen: Vec<String> = api
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/api/v1/services")
+                .map(|r| format!("{} ?{} -> {}", r.method, r.query, r.status))
+                .collect();
+            anyhow::bail!("no relist after 410; Service requests: {seen:#?} (compacted after request {watches_before})");
+        }
 
         tokio::time::sleep(Duration::from_secs(3)).await;
         for i in 2..8 {
