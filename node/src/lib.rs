@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod health;
 pub mod kube;
 pub mod lease;
 pub mod manifest;

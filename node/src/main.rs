@@ -32,8 +32,16 @@ struct Cli {
 enum Cmd {
     /// Run one peer.
     Run {
-        #[arg(long)]
-        id: u64,
+        /// Raft id (>= 1). With --pod-name it is the StatefulSet ordinal + 1.
+        #[arg(long, required_unless_present = "pod_name")]
+        id: Option<u64>,
+        /// StatefulSet pod name (NAME-ORDINAL): derives --id; pod 0 forms the cluster, the
+        /// others --join pod 0 through the headless Service (--peer-service).
+        #[arg(long, env = "POD_NAME", conflicts_with = "id")]
+        pod_name: Option<String>,
+        /// The headless Service that gives the StatefulSet's pods stable DNS names.
+        #[arg(long, default_value = "raftlb")]
+        peer_service: String,
         #[arg(long)]
         data_dir: PathBuf,
         /// IP to listen on (Raft and admin).
@@ -69,7 +77,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         timing: Vec<String>,
         /// This node's name in the table (default node-ID).
-        #[arg(long)]
+        #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
         /// This node's labels, KEY=VALUE, comma-separated (L2Advertisement nodeSelectors).
         #[arg(long, value_delimiter = ',')]
@@ -88,6 +96,9 @@ enum Cmd {
         /// Namespace holding raftlb's CRs, ServiceL2Status objects and their Events.
         #[arg(long, env = "POD_NAMESPACE", default_value = "raftlb-system")]
         kube_namespace: String,
+        /// Serve /healthz, /readyz and /metrics on this port of --listen (MetalLB uses 9120).
+        #[arg(long)]
+        metrics_port: Option<u16>,
     },
     /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
     Up {
@@ -166,6 +177,14 @@ fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
     Ok(peers)
 }
 
+/// `raftlb-2` -> ("raftlb", 2).
+fn statefulset_ordinal(pod: &str) -> Result<(String, u64), String> {
+    pod.rsplit_once('-')
+        .and_then(|(set, n)| Some((set.to_string(), n.parse().ok()?)))
+        .filter(|(set, _)| !set.is_empty())
+        .ok_or_else(|| format!("--pod-name {pod:?} is not NAME-ORDINAL"))
+}
+
 fn parse_labels(list: &[String]) -> Result<BTreeMap<String, String>, String> {
     list.iter()
         .map(|l| match l.split_once('=') {
@@ -227,6 +246,8 @@ fn main() {
         match cli.command {
             Cmd::Run {
                 id,
+                pod_name,
+                peer_service,
                 data_dir,
                 listen,
                 raft_port,
@@ -245,12 +266,30 @@ fn main() {
                 kube,
                 kube_url,
                 kube_namespace,
+                metrics_port,
             } => {
                 let timing = Timing::profile(&profile).unwrap_or_else(|| {
                     usage_error(format!("--profile: {profile:?} is not default or fast"))
                 });
                 let timing = override_timing(timing, &overrides).unwrap_or_else(|e| usage_error(e));
                 let labels = parse_labels(&node_labels).unwrap_or_else(|e| usage_error(e));
+                let mut peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
+                let mut join = join;
+                let id = match (id, &pod_name) {
+                    (Some(id), _) => id,
+                    (None, Some(pod)) => {
+                        let (set, ordinal) = statefulset_ordinal(pod).unwrap_or_else(|e| usage_error(e));
+                        if ordinal == 0 && peers.is_empty() && join.is_none() {
+                            peers.insert(1, SocketAddr::new(listen, raft_port).to_string());
+                        } else if peers.is_empty() && join.is_none() {
+                            join = Some(format!(
+                                "http://{set}-0.{peer_service}.{kube_namespace}.svc:{admin_port}"
+                            ));
+                        }
+                        ordinal + 1
+                    }
+                    (None, None) => usage_error("give --id or --pod-name".into()),
+                };
                 let facts = NodeFacts {
                     name: node_name.unwrap_or_else(|| format!("node-{id}")),
                     raft_id: id,
@@ -258,7 +297,6 @@ fn main() {
                     interfaces,
                     excluded: None,
                 };
-                let peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
                 if !peers.is_empty() && !peers.contains_key(&id) {
                     usage_error(format!("--peers does not list this node (--id {id})"));
                 }
@@ -283,6 +321,7 @@ fn main() {
                         url: kube_url,
                         namespace: kube_namespace,
                     }),
+                    metrics_addr: metrics_port.map(|p| SocketAddr::new(listen, p)),
                 };
                 match peer::run(cfg).await {
                     Ok(()) => 0,

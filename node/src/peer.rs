@@ -60,6 +60,8 @@ pub struct PeerConfig {
     pub facts: NodeFacts,
     /// `--kube`: Kubernetes is the source of desired state and the place results are written.
     pub kube: Option<crate::kube::KubeOptions>,
+    /// `/healthz`, `/readyz` and `/metrics` (None: not served).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why a peer stopped: the process exit code tells them apart.
@@ -125,7 +127,16 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_addr))
         .map_err(PeerError::Startup)?;
-    info!(raft = %cfg.raft_addr, admin = %cfg.admin_addr, data_dir = %cfg.data_dir.display(), "listening");
+    let metrics_listener = match cfg.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics)"))
+                .map_err(PeerError::Startup)?,
+        ),
+        None => None,
+    };
+    info!(raft = %cfg.raft_addr, admin = %cfg.admin_addr, metrics = ?cfg.metrics_addr, data_dir = %cfg.data_dir.display(), "listening");
 
     let raft = Raft::new(cfg.id, Arc::new(raft_config), NetworkFactory, log, sm)
         .await
@@ -161,6 +172,15 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
             stopped(stop_rx.clone()),
         );
     let servers = tokio::spawn(async move { tokio::try_join!(raft_server, admin_server) });
+    if let Some(listener) = metrics_listener {
+        let stop = stopped(stop_rx.clone());
+        let (raft, table) = (raft.clone(), table.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::health::serve(listener, raft, table, stop).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
 
     let result = async {
         if !cfg.peers.is_empty() {

@@ -185,6 +185,10 @@ pub struct AllocationTable {
     pub vips: BTreeMap<IpAddr, VipRecord>,
     /// The last [`ownership::MAX_HISTORY`] changes of owner.
     pub history: VecDeque<VipMove>,
+    /// Changes of owner ever applied, and those away from an owner that was down (failovers):
+    /// counters for metrics, which the bounded history cannot give.
+    pub moves_total: u64,
+    pub failovers_total: u64,
     /// (term, node) of the leader that committed the last ownership batch with its name.
     pub leader: Option<(u64, String)>,
     /// Log index of the last change of owner: a node's lease is only granted once it has

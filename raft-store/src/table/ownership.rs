@@ -217,6 +217,7 @@ impl AllocationTable {
                 continue; // planned on a stale view
             }
             let from = std::mem::replace(&mut rec.owner, a.node.clone());
+            let failover = from.as_deref().is_some_and(|f| !live(f));
             rec.epoch = a.epoch;
             rec.since_ms = now;
             rec.released = match (&from, &a.node) {
@@ -233,6 +234,10 @@ impl AllocationTable {
                 format!("announcing {} from node {n} with protocol layer2", a.vip)
             });
             self.ownership_index = index;
+            self.moves_total += 1;
+            if failover {
+                self.failovers_total += 1;
+            }
             self.history.push_back(VipMove {
                 time_ms: now,
                 vip: a.vip,
