@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use raftlb_actors::lease::Clock;
 use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::pool::Family;
 use raftlb_raft_store::table::ServiceState;
-use raftlb_actors::lease::Clock;
 use raftlb_raft_store::Raft;
 
 /// How far behind its own log a peer may be and still be ready.
@@ -37,20 +37,29 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Ctx { raft, table });
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
     match &ctx.raft.metrics().borrow().running_state {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {e}\n"),
+        ),
     }
 }
 
 /// Why this peer is not ready, if it is not.
 pub fn not_ready(raft: &Raft) -> Option<String> {
     let m = raft.metrics().borrow().clone();
-    let member = m.membership_config.membership().nodes().any(|(id, _)| *id == m.id);
+    let member = m
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(id, _)| *id == m.id);
     if !member {
         return Some("not a member of the cluster yet".into());
     }
@@ -84,7 +93,10 @@ impl Exposition {
         let labels: Vec<String> = labels
             .iter()
             .map(|(k, v)| {
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 format!("{k}=\"{v}\"")
             })
             .collect();
@@ -104,12 +116,42 @@ pub fn render(raft: &Raft, table: &SharedTable) -> String {
         let t = &applied.table;
         type Pick = fn(&raftlb_raft_store::table::pool::FamilyUsage) -> u128;
         let per_pool: [(&str, &str, Option<Family>, Pick); 6] = [
-            ("raftlb_allocator_addresses_total", "Addresses in the pool", None, |u| u.size),
-            ("raftlb_allocator_ipv4_addresses_total", "IPv4 addresses in the pool", Some(Family::V4), |u| u.size),
-            ("raftlb_allocator_ipv6_addresses_total", "IPv6 addresses in the pool", Some(Family::V6), |u| u.size),
-            ("raftlb_allocator_addresses_in_use_total", "Addresses of the pool in use", None, |u| u.used),
-            ("raftlb_allocator_ipv4_addresses_in_use_total", "IPv4 addresses of the pool in use", Some(Family::V4), |u| u.used),
-            ("raftlb_allocator_ipv6_addresses_in_use_total", "IPv6 addresses of the pool in use", Some(Family::V6), |u| u.used),
+            (
+                "raftlb_allocator_addresses_total",
+                "Addresses in the pool",
+                None,
+                |u| u.size,
+            ),
+            (
+                "raftlb_allocator_ipv4_addresses_total",
+                "IPv4 addresses in the pool",
+                Some(Family::V4),
+                |u| u.size,
+            ),
+            (
+                "raftlb_allocator_ipv6_addresses_total",
+                "IPv6 addresses in the pool",
+                Some(Family::V6),
+                |u| u.size,
+            ),
+            (
+                "raftlb_allocator_addresses_in_use_total",
+                "Addresses of the pool in use",
+                None,
+                |u| u.used,
+            ),
+            (
+                "raftlb_allocator_ipv4_addresses_in_use_total",
+                "IPv4 addresses of the pool in use",
+                Some(Family::V4),
+                |u| u.used,
+            ),
+            (
+                "raftlb_allocator_ipv6_addresses_in_use_total",
+                "IPv6 addresses of the pool in use",
+                Some(Family::V6),
+                |u| u.used,
+            ),
         ];
         for (name, help, family, pick) in per_pool {
             out.family(name, "gauge", help);
@@ -136,68 +178,152 @@ pub fn render(raft: &Raft, table: &SharedTable) -> String {
                 ServiceState::Ignored { .. } => {}
             }
         }
-        out.family("raftlb_allocator_services_allocated_total", "gauge", "Services holding addresses of the pool");
+        out.family(
+            "raftlb_allocator_services_allocated_total",
+            "gauge",
+            "Services holding addresses of the pool",
+        );
         for (pool, n) in allocated {
-            out.sample("raftlb_allocator_services_allocated_total", &[("pool", pool)], n);
+            out.sample(
+                "raftlb_allocator_services_allocated_total",
+                &[("pool", pool)],
+                n,
+            );
         }
-        out.family("raftlb_services_pending", "gauge", "LoadBalancer Services waiting for an address");
+        out.family(
+            "raftlb_services_pending",
+            "gauge",
+            "LoadBalancer Services waiting for an address",
+        );
         out.sample("raftlb_services_pending", &[], pending);
 
         let owners = t.owners();
-        out.family("raftlb_vips_owned", "gauge", "VIPs each node owns in the table");
+        out.family(
+            "raftlb_vips_owned",
+            "gauge",
+            "VIPs each node owns in the table",
+        );
         for node in t.nodes.keys() {
             let n = owners.values().filter(|(o, _)| *o == node).count();
             out.sample("raftlb_vips_owned", &[("node", node)], n);
         }
-        out.family("raftlb_speaker_announced", "gauge", "Service announced from a node (1), as in metallb_speaker_announced");
+        out.family(
+            "raftlb_speaker_announced",
+            "gauge",
+            "Service announced from a node (1), as in metallb_speaker_announced",
+        );
         for (ip, (node, _)) in &owners {
             let ip_text = ip.to_string();
             if let Some(usage) = t.addresses.get(ip) {
                 for service in usage.users.keys() {
                     out.sample(
                         "raftlb_speaker_announced",
-                        &[("service", service), ("protocol", "layer2"), ("node", node), ("ip", &ip_text)],
+                        &[
+                            ("service", service),
+                            ("protocol", "layer2"),
+                            ("node", node),
+                            ("ip", &ip_text),
+                        ],
                         1,
                     );
                 }
             }
         }
-        out.family("raftlb_node_live", "gauge", "Node renews its lease as the leader last recorded (1) or was declared down (0)");
+        out.family(
+            "raftlb_node_live",
+            "gauge",
+            "Node renews its lease as the leader last recorded (1) or was declared down (0)",
+        );
         for (name, n) in &t.nodes {
             out.sample("raftlb_node_live", &[("node", name)], u8::from(n.live));
         }
-        out.family("raftlb_vip_moves_total", "counter", "Changes of VIP owner applied");
+        out.family(
+            "raftlb_vip_moves_total",
+            "counter",
+            "Changes of VIP owner applied",
+        );
         out.sample("raftlb_vip_moves_total", &[], t.moves_total);
-        out.family("raftlb_failovers_total", "counter", "Changes of VIP owner away from a node that was down");
+        out.family(
+            "raftlb_failovers_total",
+            "counter",
+            "Changes of VIP owner away from a node that was down",
+        );
         out.sample("raftlb_failovers_total", &[], t.failovers_total);
-        out.family("raftlb_config_generation", "gauge", "Generation of the configuration in force");
+        out.family(
+            "raftlb_config_generation",
+            "gauge",
+            "Generation of the configuration in force",
+        );
         out.sample("raftlb_config_generation", &[], t.generation);
     }
     if let Some(k) = crate::lease::keeper() {
         let left = k.lease.remaining(k.clock.now_ns()).as_secs_f64();
-        out.family("raftlb_lease_valid", "gauge", "This node holds a quorum-confirmed lease (it may answer for its VIPs)");
-        out.sample("raftlb_lease_valid", &[("node", &k.name)], u8::from(left > 0.0));
-        out.family("raftlb_lease_remaining_seconds", "gauge", "Time left on this node's lease");
+        out.family(
+            "raftlb_lease_valid",
+            "gauge",
+            "This node holds a quorum-confirmed lease (it may answer for its VIPs)",
+        );
+        out.sample(
+            "raftlb_lease_valid",
+            &[("node", &k.name)],
+            u8::from(left > 0.0),
+        );
+        out.family(
+            "raftlb_lease_remaining_seconds",
+            "gauge",
+            "Time left on this node's lease",
+        );
         out.sample("raftlb_lease_remaining_seconds", &[("node", &k.name)], left);
     }
     let leader = m.current_leader.map_or(0, |l| l);
     let rows: [(&str, &str, &str, u64); 5] = [
-        ("raftlb_raft_term", "gauge", "Current Raft term", m.current_term),
-        ("raftlb_raft_leader_id", "gauge", "Raft id of the leader this peer knows (0: none)", leader),
-        ("raftlb_raft_is_leader", "gauge", "This peer leads (1) or not (0)", u64::from(m.current_leader == Some(m.id))),
-        ("raftlb_raft_last_log_index", "gauge", "Index of the last entry in this peer's log", m.last_log_index.unwrap_or(0)),
-        ("raftlb_raft_applied_index", "gauge", "Index of the last entry applied to the table", m.last_applied.map_or(0, |l| l.index)),
+        (
+            "raftlb_raft_term",
+            "gauge",
+            "Current Raft term",
+            m.current_term,
+        ),
+        (
+            "raftlb_raft_leader_id",
+            "gauge",
+            "Raft id of the leader this peer knows (0: none)",
+            leader,
+        ),
+        (
+            "raftlb_raft_is_leader",
+            "gauge",
+            "This peer leads (1) or not (0)",
+            u64::from(m.current_leader == Some(m.id)),
+        ),
+        (
+            "raftlb_raft_last_log_index",
+            "gauge",
+            "Index of the last entry in this peer's log",
+            m.last_log_index.unwrap_or(0),
+        ),
+        (
+            "raftlb_raft_applied_index",
+            "gauge",
+            "Index of the last entry applied to the table",
+            m.last_applied.map_or(0, |l| l.index),
+        ),
     ];
     for (name, kind, help, value) in rows {
         out.family(name, kind, help);
         out.sample(name, &[("peer", &m.id.to_string())], value);
     }
-    out.family("raftlb_ready", "gauge", "This peer is ready (member, leader known, caught up)");
+    out.family(
+        "raftlb_ready",
+        "gauge",
+        "This peer is ready (member, leader known, caught up)",
+    );
     out.sample("raftlb_ready", &[], u8::from(not_ready(raft).is_none()));
     out.0
 }
 
-async fn metrics(State(ctx): State<Ctx>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn metrics(
+    State(ctx): State<Ctx>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

@@ -278,7 +278,8 @@ fn main() {
                 let id = match (id, &pod_name) {
                     (Some(id), _) => id,
                     (None, Some(pod)) => {
-                        let (set, ordinal) = statefulset_ordinal(pod).unwrap_or_else(|e| usage_error(e));
+                        let (set, ordinal) =
+                            statefulset_ordinal(pod).unwrap_or_else(|e| usage_error(e));
                         if ordinal == 0 && peers.is_empty() && join.is_none() {
                             peers.insert(1, SocketAddr::new(listen, raft_port).to_string());
                         } else if peers.is_empty() && join.is_none() {
@@ -317,7 +318,7 @@ fn main() {
                     snapshot_every,
                     keep_logs,
                     facts,
-                    kube: kube.then(|| raftlb_node::kube::KubeOptions {
+                    kube: kube.then_some(raftlb_node::kube::KubeOptions {
                         url: kube_url,
                         namespace: kube_namespace,
                     }),

@@ -235,8 +235,7 @@ pub fn parse_json(
         field: field.to_string(),
         reason,
     };
-    let value =
-        serde_yaml_ng::to_value(value).map_err(|e| fail("?", "(json)", e.to_string()))?;
+    let value = serde_yaml_ng::to_value(value).map_err(|e| fail("?", "(json)", e.to_string()))?;
     let mut out = Vec::new();
     parse_value(value, &mut out, 1, &fail)?;
     Ok(out)

@@ -219,7 +219,14 @@ impl ApiServer {
     }
 
     /// Records a change under the lock and tells the watchers.
-    fn commit(&self, inner: &mut Inner, key: Key, kind: &'static str, mut object: Value, deleted: bool) -> Value {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        key: Key,
+        kind: &'static str,
+        mut object: Value,
+        deleted: bool,
+    ) -> Value {
         inner.rv += 1;
         object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         if deleted {
@@ -247,7 +254,10 @@ impl ApiServer {
     /// Creates or replaces an object as a user would (`kubectl apply`): the status of an existing
     /// object is kept, `generation` counts spec changes. `object` names its apiVersion and kind.
     pub fn put(&self, mut object: Value) -> Value {
-        let gv = object["apiVersion"].as_str().expect("apiVersion").to_string();
+        let gv = object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .to_string();
         let kind = object["kind"].as_str().expect("kind").to_string();
         let plural = plural_of(&gv, &kind);
         let (_, namespaced, has_status) = resource(&gv, &plural).expect("a served resource");
@@ -262,7 +272,10 @@ impl ApiServer {
         if namespaced {
             object["metadata"]["namespace"] = json!(ns);
         }
-        let name = object["metadata"]["name"].as_str().expect("name").to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
         let key = Key::new(&gv, &plural, &ns, &name);
         let mut inner = self.lock();
         let old = inner.objects.get(&key).cloned();
@@ -288,7 +301,8 @@ impl ApiServer {
             }
             None => {
                 inner.uid += 1;
-                object["metadata"]["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", inner.uid));
+                object["metadata"]["uid"] =
+                    json!(format!("00000000-0000-0000-0000-{:012}", inner.uid));
                 object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
                 object["metadata"]["generation"] = json!(1);
                 "ADDED"
@@ -391,7 +405,11 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(t) = parse_path(uri.path()) else {
         server.log(&method, &uri, 404, body);
-        return status_error(404, "NotFound", format!("the server could not find {}", uri.path()));
+        return status_error(
+            404,
+            "NotFound",
+            format!("the server could not find {}", uri.path()),
+        );
     };
     let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     if method == Method::GET && t.name.is_none() && watching {
@@ -465,7 +483,11 @@ fn create(server: &ApiServer, t: &Target, mut obj: Value) -> Response {
     let key = Key::new(&t.gv, &t.plural, &ns, &name);
     let mut inner = server.lock();
     if inner.objects.contains_key(&key) {
-        return status_error(409, "AlreadyExists", format!("{} {name:?} already exists", t.plural));
+        return status_error(
+            409,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", t.plural),
+        );
     }
     if t.has_status {
         if let Some(o) = obj.as_object_mut() {
@@ -513,7 +535,14 @@ fn patch(server: &ApiServer, t: &Target, name: &str, p: &Value) -> Response {
         }
     }
     // Identity is not the client's to change.
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp", "generation"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+    ] {
         new["metadata"][f] = old["metadata"][f].clone();
     }
     if old.get("spec") != new.get("spec") {
@@ -576,12 +605,16 @@ async fn watch(server: ApiServer, t: Target, q: BTreeMap<String, String>) -> Res
         if expired {
             let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410});
-            let _ = tx.send(line(json!({"type": "ERROR", "object": status}))).await;
+            let _ = tx
+                .send(line(json!({"type": "ERROR", "object": status})))
+                .await;
             return;
         }
         for c in replay {
             if matches_selector(&c.object, field_selector.as_ref()) {
-                let _ = tx.send(line(json!({"type": c.kind, "object": c.object}))).await;
+                let _ = tx
+                    .send(line(json!({"type": c.kind, "object": c.object})))
+                    .await;
             }
             last = last.max(c.rv);
         }

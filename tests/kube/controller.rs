@@ -20,14 +20,17 @@ fn pool_key(name: &str) -> Key {
 }
 
 fn valid_condition(obj: &Value) -> Option<(String, String)> {
-    obj["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        (c["type"] == json!("Valid")).then(|| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["message"].as_str().unwrap_or("").to_string(),
-            )
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            (c["type"] == json!("Valid")).then(|| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
         })
-    })
 }
 
 async fn wait_condition(api: &ApiServer, key: &Key, status: &str) -> anyhow::Result<String> {
@@ -47,7 +50,11 @@ async fn service_lifecycle_status_and_events() -> anyhow::Result<()> {
     let api = ApiServer::start().await;
     seed(&api);
     api.put(pool("main", &["10.99.0.10-10.99.0.12"], json!({})));
-    api.put(pool("reserved", &["10.98.0.0/30"], json!({"autoAssign": false})));
+    api.put(pool(
+        "reserved",
+        &["10.98.0.0/30"],
+        json!({"autoAssign": false}),
+    ));
     let cluster = start_cluster(&api, 1).await?;
     let result = async {
         // A Service gets the lowest address, the pool annotation and one IPAllocated event.
@@ -59,16 +66,36 @@ async fn service_lifecycle_status_and_events() -> anyhow::Result<()> {
             json!("main")
         );
         // Requested IP.
-        api.put(service("apps", "b", json!({"loadBalancerIP": "10.99.0.12"}), json!({})));
+        api.put(service(
+            "apps",
+            "b",
+            json!({"loadBalancerIP": "10.99.0.12"}),
+            json!({}),
+        ));
         wait_ingress(&api, "apps", "b", &["10.99.0.12"]).await?;
         // Pool annotation, raftlb's and MetalLB's spelling; autoAssign false pool.
-        api.put(service("apps", "c", json!({}), json!({"raftlb.io/address-pool": "reserved"})));
-        api.put(service("apps", "c2", json!({}), json!({"metallb.io/address-pool": "reserved"})));
+        api.put(service(
+            "apps",
+            "c",
+            json!({}),
+            json!({"raftlb.io/address-pool": "reserved"}),
+        ));
+        api.put(service(
+            "apps",
+            "c2",
+            json!({}),
+            json!({"metallb.io/address-pool": "reserved"}),
+        ));
         wait_ingress(&api, "apps", "c", &["10.98.0.0"]).await?;
         wait_ingress(&api, "apps", "c2", &["10.98.0.1"]).await?;
         // Sharing: same key, different ports, one address.
         let shared = json!({"metallb.io/allow-shared-ip": "web"});
-        api.put(service("apps", "d", json!({"loadBalancerIP": "10.99.0.11"}), shared.clone()));
+        api.put(service(
+            "apps",
+            "d",
+            json!({"loadBalancerIP": "10.99.0.11"}),
+            shared.clone(),
+        ));
         api.put(service(
             "apps",
             "e",
@@ -85,24 +112,45 @@ async fn service_lifecycle_status_and_events() -> anyhow::Result<()> {
         })
         .await?;
         // Another class: never touched.
-        api.put(service("apps", "g", json!({"loadBalancerClass": "example.com/other"}), json!({})));
+        api.put(service(
+            "apps",
+            "g",
+            json!({"loadBalancerClass": "example.com/other"}),
+            json!({}),
+        ));
         // A ClusterIP Service: never touched.
-        api.put(service("apps", "h", json!({"type": "ClusterIP"}), json!({})));
+        api.put(service(
+            "apps",
+            "h",
+            json!({"type": "ClusterIP"}),
+            json!({}),
+        ));
 
         // Delete a: f gets its address.
         api.delete(&svc_key("apps", "a"));
         wait_ingress(&api, "apps", "f", &["10.99.0.10"]).await?;
         // b turns ClusterIP: its status and annotation are cleared, its address freed.
-        api.put(service("apps", "b", json!({"type": "ClusterIP"}), json!({})));
+        api.put(service(
+            "apps",
+            "b",
+            json!({"type": "ClusterIP"}),
+            json!({}),
+        ));
         wait_ingress(&api, "apps", "b", &[]).await?;
-        eventually("b's pool annotation removed", Duration::from_secs(10), || {
-            let ann = api.get(&svc_key("apps", "b")).map(|o| o["metadata"]["annotations"].clone());
-            async move {
-                Ok(ann
-                    .filter(|a| a.get("raftlb.io/ip-allocated-from-pool").is_none())
-                    .map(|_| ()))
-            }
-        })
+        eventually(
+            "b's pool annotation removed",
+            Duration::from_secs(10),
+            || {
+                let ann = api
+                    .get(&svc_key("apps", "b"))
+                    .map(|o| o["metadata"]["annotations"].clone());
+                async move {
+                    Ok(ann
+                        .filter(|a| a.get("raftlb.io/ip-allocated-from-pool").is_none())
+                        .map(|_| ()))
+                }
+            },
+        )
         .await?;
 
         // Pool status: usage and holders, read from the table.
@@ -125,32 +173,60 @@ async fn service_lifecycle_status_and_events() -> anyhow::Result<()> {
 
         // Announcement status: one ServiceL2Status per announced Service, naming the owner.
         let l2 = eventually("ServiceL2Status for f", Duration::from_secs(20), || {
-            let o = api.get(&Key::new("raftlb.io/v1alpha1", "servicel2statuses", NS, "l2-apps.f"));
+            let o = api.get(&Key::new(
+                "raftlb.io/v1alpha1",
+                "servicel2statuses",
+                NS,
+                "l2-apps.f",
+            ));
             async move { Ok(o.filter(|o| o["status"]["node"] == json!("node-1"))) }
         })
         .await?;
         assert_eq!(l2["status"]["serviceName"], json!("f"));
         assert_eq!(l2["status"]["announcements"][0]["ip"], json!("10.99.0.10"));
-        eventually("a's ServiceL2Status deleted", Duration::from_secs(10), || {
-            let o = api.get(&Key::new("raftlb.io/v1alpha1", "servicel2statuses", NS, "l2-apps.a"));
-            async move { Ok(o.is_none().then_some(())) }
-        })
+        eventually(
+            "a's ServiceL2Status deleted",
+            Duration::from_secs(10),
+            || {
+                let o = api.get(&Key::new(
+                    "raftlb.io/v1alpha1",
+                    "servicel2statuses",
+                    NS,
+                    "l2-apps.a",
+                ));
+                async move { Ok(o.is_none().then_some(())) }
+            },
+        )
         .await?;
 
         // Let a few resyncs pass, then count: one status write per change, one event each.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(status_writes(&api, "apps", "a").len(), 1, "a: one write");
-        assert_eq!(status_writes(&api, "apps", "b").len(), 2, "b: set, then cleared");
+        assert_eq!(
+            status_writes(&api, "apps", "b").len(),
+            2,
+            "b: set, then cleared"
+        );
         assert_eq!(status_writes(&api, "apps", "f").len(), 1, "f: one write");
-        assert_eq!(status_writes(&api, "apps", "g").len(), 0, "another class: untouched");
-        assert_eq!(status_writes(&api, "apps", "h").len(), 0, "ClusterIP: untouched");
+        assert_eq!(
+            status_writes(&api, "apps", "g").len(),
+            0,
+            "another class: untouched"
+        );
+        assert_eq!(
+            status_writes(&api, "apps", "h").len(),
+            0,
+            "ClusterIP: untouched"
+        );
         assert_eq!(count_events(&api, "Service", "a", "IPAllocated"), 1);
         assert_eq!(count_events(&api, "Service", "f", "AllocationFailed"), 1);
         assert_eq!(count_events(&api, "Service", "f", "IPAllocated"), 1);
         assert_eq!(count_events(&api, "Service", "g", "IPAllocated"), 0);
         let f_events = events(&api, "Service", "f");
         assert!(
-            f_events.iter().any(|(r, m)| r == "AllocationFailed" && m.contains("main")),
+            f_events
+                .iter()
+                .any(|(r, m)| r == "AllocationFailed" && m.contains("main")),
             "the failure names the pool: {f_events:?}"
         );
         anyhow::Ok(())
@@ -223,7 +299,8 @@ async fn invalid_crds_get_a_condition_and_the_last_valid_config_stays() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -> anyhow::Result<()> {
+async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -> anyhow::Result<()>
+{
     let api = ApiServer::start().await;
     seed(&api);
     api.put(pool("main", &["10.99.0.0/24"], json!({})));

@@ -54,7 +54,10 @@ fn first_difference(path: &str, a: &Value, b: &Value) -> Option<(String, String,
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             keys.into_iter().find_map(|k| {
-                let (l, r) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                let (l, r) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
                 first_difference(&format!("{path}.{k}"), l, r)
             })
         }
@@ -81,7 +84,12 @@ fn committed_crds_match_the_generated_ones() -> anyhow::Result<()> {
     );
     let kinds: Vec<String> = documents("crds.yaml")?
         .iter()
-        .map(|d| d["spec"]["names"]["kind"].as_str().unwrap_or("").to_string())
+        .map(|d| {
+            d["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     for kind in [
         "IPAddressPool",
@@ -109,8 +117,12 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     // Every manifest but the example configuration is part of the kustomization.
     for entry in std::fs::read_dir(dir())? {
         let name = entry?.file_name().to_string_lossy().to_string();
-        if name.ends_with(".yaml") && name != "kustomization.yaml" && name != "example-config.yaml" {
-            assert!(resources.contains(&name), "{name} is not in kustomization.yaml");
+        if name.ends_with(".yaml") && name != "kustomization.yaml" && name != "example-config.yaml"
+        {
+            assert!(
+                resources.contains(&name),
+                "{name} is not in kustomization.yaml"
+            );
         }
     }
     let mut seen = Vec::new();
@@ -138,7 +150,15 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
             seen.push(kind);
         }
     }
-    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "Role", "Service", "StatefulSet", "PodDisruptionBudget"] {
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+    ] {
         assert!(seen.iter().any(|k| k == kind), "no {kind}");
     }
 
@@ -148,33 +168,58 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     assert_eq!(replicas, 3);
     let pod = spec.template.spec.expect("pod spec");
     assert_eq!(pod.host_network, Some(true));
-    assert!(pod.affinity.and_then(|a| a.pod_anti_affinity).is_some(), "anti-affinity");
+    assert!(
+        pod.affinity.and_then(|a| a.pod_anti_affinity).is_some(),
+        "anti-affinity"
+    );
     let c = &pod.containers[0];
     let caps = c
         .security_context
         .as_ref()
         .and_then(|s| s.capabilities.as_ref())
         .expect("capabilities");
-    assert_eq!(caps.add.clone().unwrap_or_default(), ["NET_RAW", "NET_ADMIN"]);
+    assert_eq!(
+        caps.add.clone().unwrap_or_default(),
+        ["NET_RAW", "NET_ADMIN"]
+    );
     assert_eq!(caps.drop.clone().unwrap_or_default(), ["ALL"]);
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
     };
     assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
     assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
-    assert!(c.resources.as_ref().and_then(|r| r.requests.as_ref()).is_some(), "resource requests");
-    assert!(!spec.volume_claim_templates.unwrap_or_default().is_empty(), "a PVC for sled");
+    assert!(
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_some(),
+        "resource requests"
+    );
+    assert!(
+        !spec.volume_claim_templates.unwrap_or_default().is_empty(),
+        "a PVC for sled"
+    );
 
     // The PDB keeps a quorum of the voters.
-    let min = pdb.and_then(|p| p.spec).and_then(|s| s.min_available).expect("minAvailable");
+    let min = pdb
+        .and_then(|p| p.spec)
+        .and_then(|s| s.min_available)
+        .expect("minAvailable");
     let quorum = replicas / 2 + 1;
-    assert_eq!(min, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(quorum));
+    assert_eq!(
+        min,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(quorum)
+    );
 
     // The controller's writes are allowed, and nothing broader than they need.
     let rules = cluster_role.and_then(|r| r.rules).unwrap_or_default();
     let allows = |resource: &str, verb: &str| {
         rules.iter().any(|r| {
-            r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource))
+            r.resources
+                .as_ref()
+                .is_some_and(|rs| rs.iter().any(|x| x == resource))
                 && r.verbs.iter().any(|v| v == verb)
         })
     };
@@ -182,7 +227,10 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     assert!(allows("services", "patch"), "the pool annotation");
     assert!(allows("events", "create"));
     assert!(allows("endpointslices", "watch") && allows("nodes", "watch"));
-    assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")), "no wildcard verbs");
+    assert!(
+        !rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")),
+        "no wildcard verbs"
+    );
     assert!(!allows("secrets", "get"), "no Secrets");
     Ok(())
 }

@@ -48,8 +48,10 @@ pub fn seed(api: &ApiServer) {
             "metadata": {"name": format!("node-{n}"), "labels": {"kubernetes.io/hostname": format!("node-{n}")}},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
     }
-    api.put(json!({"apiVersion": "raftlb.io/v1alpha1", "kind": "L2Advertisement",
-        "metadata": {"name": "all", "namespace": NS}, "spec": {}}));
+    api.put(
+        json!({"apiVersion": "raftlb.io/v1alpha1", "kind": "L2Advertisement",
+        "metadata": {"name": "all", "namespace": NS}, "spec": {}}),
+    );
 }
 
 pub async fn start_cluster(api: &ApiServer, peers: u64) -> anyhow::Result<Cluster> {
@@ -85,22 +87,39 @@ pub fn ingress(obj: &Value) -> Vec<String> {
 }
 
 /// Waits until the Service shows exactly `want` (empty: no ingress).
-pub async fn wait_ingress(api: &ApiServer, ns: &str, name: &str, want: &[&str]) -> anyhow::Result<()> {
+pub async fn wait_ingress(
+    api: &ApiServer,
+    ns: &str,
+    name: &str,
+    want: &[&str],
+) -> anyhow::Result<()> {
     let key = svc_key(ns, name);
-    eventually(&format!("{ns}/{name} ingress {want:?}"), Duration::from_secs(20), || {
-        let got = api.get(&key).map(|o| ingress(&o)).unwrap_or_default();
-        async move { Ok((got == want).then_some(())) }
-    })
+    eventually(
+        &format!("{ns}/{name} ingress {want:?}"),
+        Duration::from_secs(20),
+        || {
+            let got = api.get(&key).map(|o| ingress(&o)).unwrap_or_default();
+            async move { Ok((got == want).then_some(())) }
+        },
+    )
     .await
 }
 
 /// Waits until the Service has some ingress and returns it.
-pub async fn wait_any_ingress(api: &ApiServer, ns: &str, name: &str) -> anyhow::Result<Vec<String>> {
+pub async fn wait_any_ingress(
+    api: &ApiServer,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
     let key = svc_key(ns, name);
-    eventually(&format!("{ns}/{name} gets an IP"), Duration::from_secs(30), || {
-        let got = api.get(&key).map(|o| ingress(&o)).unwrap_or_default();
-        async move { Ok((!got.is_empty()).then_some(got)) }
-    })
+    eventually(
+        &format!("{ns}/{name} gets an IP"),
+        Duration::from_secs(30),
+        || {
+            let got = api.get(&key).map(|o| ingress(&o)).unwrap_or_default();
+            async move { Ok((!got.is_empty()).then_some(got)) }
+        },
+    )
     .await
 }
 
@@ -108,7 +127,9 @@ pub async fn wait_any_ingress(api: &ApiServer, ns: &str, name: &str) -> anyhow::
 pub fn events(api: &ApiServer, kind: &str, name: &str) -> Vec<(String, String)> {
     api.list("v1", "events")
         .into_iter()
-        .filter(|e| e["involvedObject"]["kind"] == json!(kind) && e["involvedObject"]["name"] == json!(name))
+        .filter(|e| {
+            e["involvedObject"]["kind"] == json!(kind) && e["involvedObject"]["name"] == json!(name)
+        })
         .map(|e| {
             (
                 e["reason"].as_str().unwrap_or("").to_string(),

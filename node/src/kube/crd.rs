@@ -6,6 +6,10 @@
 //! `raftlb crds` prints [`crds_yaml`]; the copy under `deploy/statefulset/` is checked against
 //! it by a test.
 
+// clippy reads the repeated `type_ = ...` inside kube's `printcolumn(...)` lists as duplicated
+// attributes; they are separate columns.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::{CustomResource, CustomResourceExt};
 use raftlb_raft_store::table::objects;
 use schemars::JsonSchema;
@@ -87,9 +91,17 @@ pub struct IPAddressPoolStatus {
     category = "raftlb",
     printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
     printcolumn(name = "AutoAssign", type_ = "boolean", json_path = ".spec.autoAssign"),
-    printcolumn(name = "AvoidBuggyIPs", type_ = "boolean", json_path = ".spec.avoidBuggyIPs"),
+    printcolumn(
+        name = "AvoidBuggyIPs",
+        type_ = "boolean",
+        json_path = ".spec.avoidBuggyIPs"
+    ),
     printcolumn(name = "Used/Total", type_ = "string", json_path = ".status.usage"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct IPAddressPoolSpec {
     #[serde(flatten)]
@@ -104,9 +116,17 @@ pub struct IPAddressPoolSpec {
     namespaced,
     status = "ConfigStatus",
     category = "raftlb",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
     printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct L2AdvertisementSpec {
     #[serde(flatten)]
@@ -121,9 +141,17 @@ pub struct L2AdvertisementSpec {
     namespaced,
     status = "ConfigStatus",
     category = "raftlb",
-    printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
+    printcolumn(
+        name = "IPAddressPools",
+        type_ = "string",
+        json_path = ".spec.ipAddressPools"
+    ),
     printcolumn(name = "Peers", type_ = "string", json_path = ".spec.peers"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct BGPAdvertisementSpec {
     #[serde(flatten)]
@@ -141,7 +169,11 @@ pub struct BGPAdvertisementSpec {
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.peerASN"),
     printcolumn(name = "MyASN", type_ = "integer", json_path = ".spec.myASN"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct BGPPeerSpec {
     #[serde(flatten)]
@@ -156,7 +188,11 @@ pub struct BGPPeerSpec {
     namespaced,
     status = "ConfigStatus",
     category = "raftlb",
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct CommunitySpec {
     #[serde(flatten)]
@@ -171,10 +207,26 @@ pub struct CommunitySpec {
     namespaced,
     status = "ConfigStatus",
     category = "raftlb",
-    printcolumn(name = "Receive", type_ = "integer", json_path = ".spec.receiveInterval"),
-    printcolumn(name = "Transmit", type_ = "integer", json_path = ".spec.transmitInterval"),
-    printcolumn(name = "Multiplier", type_ = "integer", json_path = ".spec.detectMultiplier"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(
+        name = "Receive",
+        type_ = "integer",
+        json_path = ".spec.receiveInterval"
+    ),
+    printcolumn(
+        name = "Transmit",
+        type_ = "integer",
+        json_path = ".spec.transmitInterval"
+    ),
+    printcolumn(
+        name = "Multiplier",
+        type_ = "integer",
+        json_path = ".spec.detectMultiplier"
+    ),
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    )
 )]
 pub struct BFDProfileSpec {
     #[serde(flatten)]
@@ -226,14 +278,23 @@ pub struct ServiceL2StatusStatus {
     status = "ServiceL2StatusStatus",
     category = "raftlb",
     printcolumn(name = "Service", type_ = "string", json_path = ".status.serviceName"),
-    printcolumn(name = "Namespace", type_ = "string", json_path = ".status.serviceNamespace"),
+    printcolumn(
+        name = "Namespace",
+        type_ = "string",
+        json_path = ".status.serviceNamespace"
+    ),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
-    printcolumn(name = "Interfaces", type_ = "string", json_path = ".status.interfaces[*].name")
+    printcolumn(
+        name = "Interfaces",
+        type_ = "string",
+        json_path = ".status.interfaces[*].name"
+    )
 )]
 pub struct ServiceL2StatusSpec {}
 
 /// Every CRD raftlb serves, in a stable order.
-pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn all(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     vec![
         IPAddressPool::crd(),

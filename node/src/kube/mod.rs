@@ -278,7 +278,9 @@ impl Controller {
             if self.raft.ensure_linearizable().await.is_err() {
                 continue;
             }
-            self.source.sync(&self.raft, &self.table, &self.stores).await;
+            self.source
+                .sync(&self.raft, &self.table, &self.stores)
+                .await;
             self.status
                 .write(&self.raft, &self.table, &self.stores, &self.source)
                 .await;

@@ -129,11 +129,7 @@ pub struct Desired {
 
 pub(super) fn desired(stores: &Stores) -> Desired {
     let mut out = Desired::default();
-    config(
-        stores.pools.state(),
-        |c| json!(c.spec.spec),
-        &mut out,
-    );
+    config(stores.pools.state(), |c| json!(c.spec.spec), &mut out);
     config(stores.l2.state(), |c| json!(c.spec.spec), &mut out);
     config(stores.bgp_ads.state(), |c| json!(c.spec.spec), &mut out);
     config(stores.bgp_peers.state(), |c| json!(c.spec.spec), &mut out);
@@ -158,17 +154,18 @@ pub(super) fn desired(stores: &Stores) -> Desired {
             "metadata": metadata(&svc.metadata, true),
             "spec": spec,
         });
-        let key = format!(
-            "{}/{}",
-            svc.namespace().unwrap_or_default(),
-            svc.name_any()
-        );
+        let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
         match parse(doc, &format!("Service/{key}")) {
             Ok(o) => {
                 lb_services.insert(key);
                 out.objects.insert(table_ref(o.reference()), o);
             }
-            Err(e) => warn!(service = key, field = e.field, reason = e.reason, "Service not understood"),
+            Err(e) => warn!(
+                service = key,
+                field = e.field,
+                reason = e.reason,
+                "Service not understood"
+            ),
         }
     }
     for slice in stores.slices.state() {
@@ -279,7 +276,14 @@ impl Source {
                         field: e.field,
                         reason: e.reason,
                     };
-                    self.refused.insert(r, Refused { object: o, generation, why });
+                    self.refused.insert(
+                        r,
+                        Refused {
+                            object: o,
+                            generation,
+                            why,
+                        },
+                    );
                 }
                 Some(_) => {
                     self.refused.remove(&r);
@@ -290,7 +294,12 @@ impl Source {
         for chunk in bulk.chunks(BULK) {
             match write(raft, batch(chunk.to_vec(), vec![])).await {
                 Some(Response::Rejected(e)) => {
-                    warn!(object = e.object, field = e.field, reason = e.reason, "objects refused")
+                    warn!(
+                        object = e.object,
+                        field = e.field,
+                        reason = e.reason,
+                        "objects refused"
+                    )
                 }
                 Some(_) => {}
                 None => return,
@@ -298,7 +307,10 @@ impl Source {
         }
         let (bulk_deletes, config_deletes): (Vec<ObjectRef>, Vec<ObjectRef>) =
             deletes.into_iter().partition(|r| {
-                matches!(r.kind, Kind::Service | Kind::EndpointSlice | Kind::Namespace)
+                matches!(
+                    r.kind,
+                    Kind::Service | Kind::EndpointSlice | Kind::Namespace
+                )
             });
         let groups = config_deletes
             .into_iter()
@@ -307,7 +319,12 @@ impl Source {
         for group in groups {
             match write(raft, batch(vec![], group)).await {
                 Some(Response::Rejected(e)) => {
-                    warn!(object = e.object, field = e.field, reason = e.reason, "delete refused")
+                    warn!(
+                        object = e.object,
+                        field = e.field,
+                        reason = e.reason,
+                        "delete refused"
+                    )
                 }
                 Some(_) => {}
                 None => return,

@@ -215,7 +215,8 @@ fn config_writes<K>(
             && !observed_conditions
                 .iter()
                 .any(|c| c.type_ == "Valid" && c.status == "False" && c.message == cond.message);
-        let invalid_event = turned_invalid.then(|| (cond.message.clone(), cr.meta().generation.unwrap_or(0)));
+        let invalid_event =
+            turned_invalid.then(|| (cond.message.clone(), cr.meta().generation.unwrap_or(0)));
         let desired = build(&cr.name_any(), vec![cond]);
         if desired != observed {
             out.push(StatusWrite {
@@ -283,7 +284,11 @@ pub fn l2_status_name(namespace: &str, name: &str) -> String {
 }
 
 /// The Kubernetes object an event of the table is about: (event namespace, reference).
-fn involved(object: &str, own_namespace: &str, stores: &Stores) -> Option<(String, ObjectReference)> {
+fn involved(
+    object: &str,
+    own_namespace: &str,
+    stores: &Stores,
+) -> Option<(String, ObjectReference)> {
     let (kind, rest) = object.split_once('/')?;
     match kind {
         "Service" => {
@@ -313,16 +318,18 @@ fn involved(object: &str, own_namespace: &str, stores: &Stores) -> Option<(Strin
                 ..Default::default()
             },
         )),
-        k if Kind::parse(k).is_some_and(|k| !k.keeps_namespace() && k != Kind::Namespace) => Some((
-            own_namespace.to_string(),
-            ObjectReference {
-                api_version: Some(format!("{GROUP}/{VERSION}")),
-                kind: Some(k.into()),
-                namespace: Some(own_namespace.into()),
-                name: Some(rest.into()),
-                ..Default::default()
-            },
-        )),
+        k if Kind::parse(k).is_some_and(|k| !k.keeps_namespace() && k != Kind::Namespace) => {
+            Some((
+                own_namespace.to_string(),
+                ObjectReference {
+                    api_version: Some(format!("{GROUP}/{VERSION}")),
+                    kind: Some(k.into()),
+                    namespace: Some(own_namespace.into()),
+                    name: Some(rest.into()),
+                    ..Default::default()
+                },
+            ))
+        }
         _ => None,
     }
 }
@@ -391,11 +398,8 @@ impl Writer {
     }
 
     /// True if this exact write was already sent and the watch has shown nothing newer.
-    fn in_flight(&mut self, key: &str, desired: &str, rv: &Option<String>) -> bool {
-        match self.written.get(key) {
-            Some((d, at)) if d == desired && at == rv => true,
-            _ => false,
-        }
+    fn in_flight(&self, key: &str, desired: &str, rv: &Option<String>) -> bool {
+        matches!(self.written.get(key), Some((d, at)) if d == desired && at == rv)
     }
 
     fn sent(&mut self, key: String, desired: String, rv: Option<String>) {
@@ -419,7 +423,11 @@ impl Writer {
                     if observed_view(&svc) != want {
                         services.push((svc.clone(), want));
                     } else {
-                        self.written.remove(&format!("Service/{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()));
+                        self.written.remove(&format!(
+                            "Service/{}/{}",
+                            svc.namespace().unwrap_or_default(),
+                            svc.name_any()
+                        ));
                     }
                 }
             }
@@ -431,7 +439,10 @@ impl Writer {
                 &mut crs,
                 |c: &IPAddressPool| {
                     (
-                        c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+                        c.status
+                            .as_ref()
+                            .map(|s| s.conditions.clone())
+                            .unwrap_or_default(),
                         status_value(&c.status),
                     )
                 },
@@ -446,7 +457,10 @@ impl Writer {
                         &mut crs,
                         |c: &$ty| {
                             (
-                                c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+                                c.status
+                                    .as_ref()
+                                    .map(|s| s.conditions.clone())
+                                    .unwrap_or_default(),
                                 status_value(&c.status),
                             )
                         },
@@ -533,7 +547,11 @@ impl Writer {
                 let ingress: Value = if want.ips.is_empty() {
                     Value::Null
                 } else {
-                    json!(want.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>())
+                    json!(want
+                        .ips
+                        .iter()
+                        .map(|ip| json!({"ip": ip}))
+                        .collect::<Vec<_>>())
                 };
                 let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
                 if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
@@ -565,7 +583,9 @@ impl Writer {
         let c = self.client.clone();
         let result = match w.kind.as_str() {
             "IPAddressPool" => patch_status::<IPAddressPool>(c, &ns, &w.name, &pp, &patch).await,
-            "L2Advertisement" => patch_status::<L2Advertisement>(c, &ns, &w.name, &pp, &patch).await,
+            "L2Advertisement" => {
+                patch_status::<L2Advertisement>(c, &ns, &w.name, &pp, &patch).await
+            }
             "BGPAdvertisement" => {
                 patch_status::<BGPAdvertisement>(c, &ns, &w.name, &pp, &patch).await
             }
@@ -683,5 +703,7 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client, ns);
-    api.patch_status(name, pp, &Patch::Merge(patch)).await.map(|_| ())
+    api.patch_status(name, pp, &Patch::Merge(patch))
+        .await
+        .map(|_| ())
 }

@@ -235,13 +235,22 @@ pub struct BgpPeerSpec {
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 16384)))]
     pub peer_port: Option<u32>,
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))
+    )]
     pub hold_time: Option<String>,
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))
+    )]
     pub keepalive_time: Option<String>,
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))
+    )]
     pub connect_time: Option<String>,
     #[serde(default, rename = "routerID")]
     pub router_id: Option<String>,

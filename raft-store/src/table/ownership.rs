@@ -230,9 +230,10 @@ impl AllocationTable {
             if a.node.is_some() && rec.move_to == a.node {
                 rec.move_to = None;
             }
-            let assigned = a.node.as_ref().map(|n| {
-                format!("announcing {} from node {n} with protocol layer2", a.vip)
-            });
+            let assigned = a
+                .node
+                .as_ref()
+                .map(|n| format!("announcing {} from node {n} with protocol layer2", a.vip));
             self.ownership_index = index;
             self.moves_total += 1;
             if failover {
@@ -256,7 +257,13 @@ impl AllocationTable {
                     .map(|u| u.users.keys().cloned().collect())
                     .unwrap_or_default();
                 for key in users {
-                    self.event(now, &format!("Service/{key}"), "Normal", "NodeAssigned", &msg);
+                    self.event(
+                        now,
+                        &format!("Service/{key}"),
+                        "Normal",
+                        "NodeAssigned",
+                        &msg,
+                    );
                 }
             }
         }
