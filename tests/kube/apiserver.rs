@@ -343,11 +343,11 @@ impl ApiServer {
     /// Forgets the history and ends every watch: the clients' next watch gets 410 Gone and they
     /// must relist.
     pub fn compact(&self) {
-        {
-            let mut inner = self.lock();
-            inner.compacted = inner.rv + 1;
-            inner.history.clear();
-        }
+        let mut inner = self.lock();
+        inner.compacted = inner.rv + 1;
+        inner.history.clear();
+        // Under the lock: a watch either read the old history and is cut, or reads the new
+        // state and gets 410 (see `watch`).
         self.drop_watches();
     }
 
@@ -571,6 +571,7 @@ async fn watch(server: ApiServer, t: Target, q: BTreeMap<String, String>) -> Res
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1024);
     // Subscribe before reading the history, so nothing falls between the two.
     let mut live = server.changes.subscribe();
+    let mut cut = server.cut.subscribe();
     let (replay, expired, mut last) = {
         let inner = server.lock();
         let expired = from != 0 && from < inner.compacted;
@@ -598,8 +599,6 @@ async fn watch(server: ApiServer, t: Target, q: BTreeMap<String, String>) -> Res
         // Everything up to the current resourceVersion is in `replay` (or out of scope).
         (replay, expired, inner.rv)
     };
-    let mut cut = server.cut.subscribe();
-    cut.borrow_and_update();
     let line = |v: Value| Ok(Bytes::from(format!("{v}\n")));
     tokio::spawn(async move {
         if expired {
@@ -622,9 +621,12 @@ async fn watch(server: ApiServer, t: Target, q: BTreeMap<String, String>) -> Res
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(server.bookmark_every);
         loop {
+            // Biased, cut first: once cut, a watch delivers nothing more (a change made after
+            // a compaction must not reach a watch that should have ended with it).
             tokio::select! {
-                _ = &mut deadline => return,
+                biased;
                 _ = cut.changed() => return,
+                _ = &mut deadline => return,
                 _ = tick.tick(), if bookmarks => {
                     // Only what this watch has passed: a change still queued for it must not
                     // be skipped by a client resuming from the bookmark.

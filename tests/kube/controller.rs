@@ -304,7 +304,7 @@ async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -
     let api = ApiServer::start().await;
     seed(&api);
     api.put(pool("main", &["10.99.0.0/24"], json!({})));
-    let cluster = start_cluster(&api, 1).await?;
+    let mut cluster = start_cluster(&api, 1).await?;
     let result = async {
         for i in 0..5 {
             api.put(service("apps", &format!("s{i}"), json!({}), json!({})));
@@ -345,8 +345,9 @@ async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -
             let seen: Vec<String> = api
                 .requests()
                 .iter()
-                .filter(|r| r.path == "/api/v1/services")
-                .map(|r| format!("{} ?{} -> {}", r.method, r.query, r.status))
+                .enumerate()
+                .filter(|(_, r)| r.path == "/api/v1/services" || r.method != "GET")
+                .map(|(i, r)| format!("{i}: {} {}?{} -> {}", r.method, r.path, r.query, r.status))
                 .collect();
             anyhow::bail!("no relist after 410; Service requests: {seen:#?} (compacted after request {watches_before})");
         }
@@ -361,6 +362,30 @@ async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -
         for i in 2..8 {
             let got = ingress(&api.get(&svc_key("apps", &format!("s{i}"))).expect("exists"));
             assert!(ips.insert(got[0].clone()), "duplicate {got:?}");
+        }
+
+        // A restart (SIGKILL, then the same data directory) resyncs and changes nothing.
+        let requests_before = api.requests().len();
+        cluster.restart(1)?;
+        cluster.wait_leader(Duration::from_secs(20)).await?;
+        eventually("the restarted peer lists again", Duration::from_secs(20), || {
+            let n = api.requests()[requests_before..]
+                .iter()
+                .filter(|r| r.method == "GET" && r.path == "/api/v1/services" && !r.query.contains("watch=true"))
+                .count();
+            async move { Ok((n > 0).then_some(())) }
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let writes: Vec<String> = api.requests()[requests_before..]
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "a restart wrote: {writes:#?}");
+        for i in 2..8 {
+            let got = ingress(&api.get(&svc_key("apps", &format!("s{i}"))).expect("exists"));
+            assert!(ips.contains(&got[0]), "s{i} changed to {got:?}");
         }
         anyhow::Ok(())
     }
@@ -415,4 +440,38 @@ async fn leader_killed_during_a_stream_of_services() -> anyhow::Result<()> {
         dump_logs(&cluster);
     }
     result
+}
+
+/// The fake server itself: a dropped watch ends the HTTP stream, a compacted history answers
+/// the next watch with a 410 ERROR event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_ends_and_expires_watches() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = ApiServer::start().await;
+    seed(&api);
+    let watch = |rv: u64| {
+        let addr = api.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            let req = format!(
+                "GET /api/v1/services?watch=true&allowWatchBookmarks=true&resourceVersion={rv} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await?;
+            anyhow::Ok(s)
+        }
+    };
+    let mut s = watch(1001).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.put(service("apps", "w", json!({}), json!({})));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.drop_watches();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text)).await??;
+    assert!(text.contains("\"ADDED\""), "{text}");
+    api.compact();
+    let mut s = watch(1001).await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text)).await??;
+    assert!(text.contains("\"ERROR\"") && text.contains("410"), "{text}");
+    Ok(())
 }
