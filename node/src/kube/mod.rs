@@ -287,3 +287,61 @@ impl Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(labels: &[(&str, &str)], network_unavailable: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                conditions: network_unavailable.map(|s| {
+                    vec![NodeCondition {
+                        type_: "NetworkUnavailable".into(),
+                        status: s.into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn base() -> NodeFacts {
+        NodeFacts {
+            name: "n1".into(),
+            raft_id: 1,
+            interfaces: vec!["eth0".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_labels_become_facts_and_the_flag_and_label_exclude() {
+        let f = node_facts_from(&base(), &node(&[("zone", "a")], Some("False")));
+        assert_eq!(f.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(f.excluded, None);
+        assert_eq!(f.interfaces, ["eth0"], "what the flags said is kept");
+
+        let f = node_facts_from(&base(), &node(&[], Some("True")));
+        assert_eq!(
+            f.excluded.as_deref(),
+            Some("condition NetworkUnavailable=True")
+        );
+        let f = node_facts_from(&base(), &node(&[(EXCLUDE_LABEL, "")], None));
+        assert!(f.excluded.is_some_and(|e| e.contains(EXCLUDE_LABEL)));
+    }
+}

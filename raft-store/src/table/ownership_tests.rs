@@ -372,3 +372,46 @@ fn released_addresses_are_given_up_and_stale_plans_are_skipped() {
     assert_eq!(owner(&t, "10.0.0.0"), None);
     assert!(t.owned_by("a").is_empty());
 }
+
+#[test]
+fn excluded_node_owns_nothing_and_moves_are_counted_and_reported() {
+    let mut t = cluster(3);
+    let facts = NodeFacts {
+        name: "a".into(),
+        raft_id: 1,
+        interfaces: vec!["eth0".into()],
+        excluded: Some("label node.kubernetes.io/exclude-from-external-load-balancers".into()),
+        ..Default::default()
+    };
+    ok(&mut t, Command::RegisterNode { facts, now_ms: 1 });
+    settle(&mut t, true);
+    assert_eq!(
+        owners(&t).get("a"),
+        None,
+        "an excluded node is never chosen"
+    );
+    let ip: IpAddr = "10.0.0.0".parse().unwrap();
+    assert!(t.eligible(&ip, "a").unwrap_err().contains("excluded"));
+    assert_eq!(t.moves_total, 3);
+    assert_eq!(t.failovers_total, 0);
+    // Each assignment is reported on the Services of the VIP, once.
+    let assigned: Vec<_> = t
+        .events
+        .iter()
+        .filter(|e| e.reason == "NodeAssigned")
+        .map(|e| e.object.clone())
+        .collect();
+    assert_eq!(
+        assigned,
+        ["Service/ns/s0", "Service/ns/s1", "Service/ns/s2"]
+    );
+
+    // b goes down: its VIPs move, and those are failovers.
+    let b_owned = owners(&t)["b"] as u64;
+    assert!(b_owned > 0);
+    commit(&mut t, vec![("b", false)], vec![]);
+    settle(&mut t, true);
+    assert_eq!(t.failovers_total, b_owned, "one failover per VIP b owned");
+    assert_eq!(t.moves_total, 3 + b_owned);
+    assert_eq!(owners(&t).get("b"), None);
+}
