@@ -93,6 +93,10 @@ enum Cmd {
         /// API server URL; default: in-cluster configuration or KUBECONFIG.
         #[arg(long, requires = "kube")]
         kube_url: Option<String>,
+        /// The StatefulSet the peers run in (default: from --pod-name): when its replica count
+        /// drops, the leader removes the members beyond it (ids are ordinals + 1).
+        #[arg(long, requires = "kube")]
+        statefulset: Option<String>,
         /// Namespace holding raftlb's CRs, ServiceL2Status objects and their Events.
         #[arg(long, env = "POD_NAMESPACE", default_value = "raftlb-system")]
         kube_namespace: String,
@@ -266,6 +270,7 @@ fn main() {
                 kube,
                 kube_url,
                 kube_namespace,
+                statefulset,
                 metrics_port,
             } => {
                 let timing = Timing::profile(&profile).unwrap_or_else(|| {
@@ -275,6 +280,10 @@ fn main() {
                 let labels = parse_labels(&node_labels).unwrap_or_else(|e| usage_error(e));
                 let mut peers = parse_peers(&peers).unwrap_or_else(|e| usage_error(e));
                 let mut join = join;
+                let set_name = pod_name
+                    .as_deref()
+                    .and_then(|p| statefulset_ordinal(p).ok())
+                    .map(|(set, _)| set);
                 let id = match (id, &pod_name) {
                     (Some(id), _) => id,
                     (None, Some(pod)) => {
@@ -321,6 +330,7 @@ fn main() {
                     kube: kube.then_some(raftlb_node::kube::KubeOptions {
                         url: kube_url,
                         namespace: kube_namespace,
+                        statefulset: statefulset.or(set_name),
                     }),
                     metrics_addr: metrics_port.map(|p| SocketAddr::new(listen, p)),
                 };

@@ -31,6 +31,7 @@ fn resource(gv: &str, plural: &str) -> Option<(&'static str, bool, bool)> {
         ("v1", "nodes") => ("Node", false, true),
         ("v1", "events") => ("Event", true, false),
         ("discovery.k8s.io/v1", "endpointslices") => ("EndpointSlice", true, false),
+        ("apps/v1", "statefulsets") => ("StatefulSet", true, true),
         ("raftlb.io/v1alpha1", "ipaddresspools") => ("IPAddressPool", true, true),
         ("raftlb.io/v1alpha1", "l2advertisements") => ("L2Advertisement", true, true),
         ("raftlb.io/v1alpha1", "bgpadvertisements") => ("BGPAdvertisement", true, true),

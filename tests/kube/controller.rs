@@ -475,3 +475,39 @@ async fn fake_api_server_ends_and_expires_watches() -> anyhow::Result<()> {
     assert!(text.contains("\"ERROR\"") && text.contains("410"), "{text}");
     Ok(())
 }
+
+/// Scaling the StatefulSet down: the leader removes the members beyond the new replica count,
+/// highest id first (handing leadership over first if it is one of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_scale_down_removes_members() -> anyhow::Result<()> {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let statefulset = |replicas: i32| {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+               "metadata": {"name": "raftlb", "namespace": NS},
+               "spec": {"replicas": replicas, "serviceName": "raftlb",
+                        "selector": {"matchLabels": {"app": "raftlb"}},
+                        "template": {"metadata": {"labels": {"app": "raftlb"}}, "spec": {"containers": []}}}})
+    };
+    api.put(statefulset(3));
+    let cluster = start_cluster_with(&api, 3, &["--statefulset", "raftlb"]).await?;
+    let result = async {
+        let members = |s: &raftlb_proto::admin::StatusReply| -> Vec<u64> {
+            s.members.iter().map(|m| m.id).collect()
+        };
+        let s = cluster.status(1).await?;
+        assert_eq!(members(&s), [1, 2, 3]);
+        api.put(statefulset(2));
+        eventually("member 3 removed", Duration::from_secs(30), || async {
+            let s = cluster.status(1).await?;
+            Ok((members(&s) == [1, 2] && s.leader_id.is_some()).then_some(()))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if result.is_err() {
+        dump_logs(&cluster);
+    }
+    result
+}

@@ -55,20 +55,26 @@ pub fn seed(api: &ApiServer) {
 }
 
 pub async fn start_cluster(api: &ApiServer, peers: u64) -> anyhow::Result<Cluster> {
+    start_cluster_with(api, peers, &[]).await
+}
+
+pub async fn start_cluster_with(
+    api: &ApiServer,
+    peers: u64,
+    extra: &[&str],
+) -> anyhow::Result<Cluster> {
     let url = api.url();
-    Cluster::start(
-        peers,
-        &[
-            "--kube",
-            "--kube-url",
-            &url,
-            "--kube-namespace",
-            NS,
-            "--profile",
-            "fast",
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--kube",
+        "--kube-url",
+        &url,
+        "--kube-namespace",
+        NS,
+        "--profile",
+        "fast",
+    ];
+    args.extend_from_slice(extra);
+    Cluster::start(peers, &args).await
 }
 
 pub fn svc_key(ns: &str, name: &str) -> Key {

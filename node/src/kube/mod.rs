@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -56,6 +57,9 @@ pub struct KubeOptions {
     pub url: Option<String>,
     /// Namespace of raftlb's configuration CRs, ServiceL2Status objects and their Events.
     pub namespace: String,
+    /// The StatefulSet the peers belong to (Raft id = ordinal + 1): when its replica count
+    /// drops, the leader removes the members beyond it.
+    pub statefulset: Option<String>,
 }
 
 /// Every store the controller reads.
@@ -174,6 +178,15 @@ pub async fn run(
         node_wake,
         facts,
     )));
+    let statefulset = opts.statefulset.as_ref().map(|name| {
+        let (s, t) = reflect(
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            wake.clone(),
+        );
+        tasks.push(t);
+        s
+    });
     info!(namespace = ns, "watching Kubernetes");
 
     let mut controller = Controller {
@@ -182,6 +195,7 @@ pub async fn run(
         stores,
         source: source::Source::default(),
         status: status::Writer::new(client, opts.namespace.clone()),
+        statefulset,
     };
     controller.stores.wait_until_ready().await;
     info!("Kubernetes stores listed");
@@ -244,9 +258,59 @@ struct Controller {
     stores: Stores,
     source: source::Source,
     status: status::Writer,
+    statefulset: Option<Store<StatefulSet>>,
+}
+
+/// Members beyond a StatefulSet of `replicas` pods (ids are ordinals + 1), highest first.
+pub fn beyond_replicas(members: impl Iterator<Item = u64>, replicas: i32) -> Vec<u64> {
+    let keep = u64::try_from(replicas.max(1)).unwrap_or(1);
+    let mut out: Vec<u64> = members.filter(|id| *id > keep).collect();
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out
 }
 
 impl Controller {
+    /// Scaling down: remove the members whose pods the StatefulSet no longer wants, one per
+    /// round, highest id first. A leader that is one of them hands leadership over first.
+    async fn follow_scale_down(&self) {
+        let Some(store) = &self.statefulset else {
+            return;
+        };
+        let Some(replicas) = store
+            .state()
+            .first()
+            .and_then(|s| s.spec.as_ref())
+            .map(|s| s.replicas.unwrap_or(1))
+        else {
+            return;
+        };
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let Some(&id) = beyond_replicas(membership.nodes().map(|(id, _)| *id), replicas).first()
+        else {
+            return;
+        };
+        let reply = if id == m.id {
+            let Some(to) = membership.voter_ids().filter(|v| *v != m.id).min() else {
+                return;
+            };
+            info!(
+                replicas,
+                to, "this peer is beyond the StatefulSet's replicas: handing leadership over"
+            );
+            crate::network::execute_locally(
+                &self.raft,
+                crate::network::Forward::TransferLeader { to },
+            )
+            .await
+        } else {
+            info!(replicas, id, "StatefulSet scaled down: removing member");
+            crate::network::execute_locally(&self.raft, crate::network::Forward::Remove { id })
+                .await
+        };
+        info!(?reply, "membership");
+    }
+
     fn leads(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -278,6 +342,7 @@ impl Controller {
             if self.raft.ensure_linearizable().await.is_err() {
                 continue;
             }
+            self.follow_scale_down().await;
             self.source
                 .sync(&self.raft, &self.table, &self.stores)
                 .await;
@@ -327,6 +392,14 @@ mod tests {
             interfaces: vec!["eth0".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn members_beyond_the_replica_count_go_highest_first() {
+        assert_eq!(beyond_replicas([1, 2, 3, 4, 5].into_iter(), 3), [5, 4]);
+        assert_eq!(beyond_replicas([1, 2, 3].into_iter(), 3), Vec::<u64>::new());
+        // Zero replicas would remove everyone: keep the first.
+        assert_eq!(beyond_replicas([1, 2].into_iter(), 0), [2]);
     }
 
     #[test]
