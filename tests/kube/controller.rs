@@ -232,10 +232,7 @@ async fn service_lifecycle_status_and_events() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        dump_logs(&cluster);
-    }
-    result
+    with_logs(&cluster, result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,10 +289,7 @@ async fn invalid_crds_get_a_condition_and_the_last_valid_config_stays() -> anyho
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        dump_logs(&cluster);
-    }
-    result
+    with_logs(&cluster, result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,10 +384,7 @@ async fn dropped_and_expired_watches_relist_without_losing_or_repeating_work() -
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        dump_logs(&cluster);
-    }
-    result
+    with_logs(&cluster, result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,10 +427,7 @@ async fn leader_killed_during_a_stream_of_services() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        dump_logs(&cluster);
-    }
-    result
+    with_logs(&cluster, result)
 }
 
 /// The fake server itself: a dropped watch ends the HTTP stream, a compacted history answers
@@ -506,8 +494,5 @@ async fn statefulset_scale_down_removes_members() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        dump_logs(&cluster);
-    }
-    result
+    with_logs(&cluster, result)
 }

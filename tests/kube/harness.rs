@@ -162,7 +162,15 @@ pub fn status_writes(api: &ApiServer, ns: &str, name: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Prints the peers' logs when a test fails (the harness's only window into the processes).
+/// A test's result, with the peers' logs printed when it failed.
+pub fn with_logs(cluster: &Cluster, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if result.is_err() {
+        dump_logs(cluster);
+    }
+    result
+}
+
+/// Prints the peers' logs (the harness's only window into the processes).
 pub fn dump_logs(cluster: &Cluster) {
     for p in &cluster.peers {
         let log = p.log();

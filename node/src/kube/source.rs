@@ -291,20 +291,6 @@ impl Source {
                 None => return,
             }
         }
-        for chunk in bulk.chunks(BULK) {
-            match write(raft, batch(chunk.to_vec(), vec![])).await {
-                Some(Response::Rejected(e)) => {
-                    warn!(
-                        object = e.object,
-                        field = e.field,
-                        reason = e.reason,
-                        "objects refused"
-                    )
-                }
-                Some(_) => {}
-                None => return,
-            }
-        }
         let (bulk_deletes, config_deletes): (Vec<ObjectRef>, Vec<ObjectRef>) =
             deletes.into_iter().partition(|r| {
                 matches!(
@@ -312,18 +298,20 @@ impl Source {
                     Kind::Service | Kind::EndpointSlice | Kind::Namespace
                 )
             });
-        let groups = config_deletes
-            .into_iter()
-            .map(|r| vec![r])
-            .chain(bulk_deletes.chunks(BULK).map(<[ObjectRef]>::to_vec));
-        for group in groups {
-            match write(raft, batch(vec![], group)).await {
+        // Upserts in bulk, then deletes: configuration one by one, the rest in bulk.
+        let batches = bulk
+            .chunks(BULK)
+            .map(|c| batch(c.to_vec(), vec![]))
+            .chain(config_deletes.into_iter().map(|r| batch(vec![], vec![r])))
+            .chain(bulk_deletes.chunks(BULK).map(|c| batch(vec![], c.to_vec())));
+        for b in batches {
+            match write(raft, b).await {
                 Some(Response::Rejected(e)) => {
                     warn!(
                         object = e.object,
                         field = e.field,
                         reason = e.reason,
-                        "delete refused"
+                        "refused"
                     )
                 }
                 Some(_) => {}
