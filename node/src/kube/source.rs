@@ -6,7 +6,7 @@
 //! configuration stays in force. Services, EndpointSlices and Namespaces go in bulk, not
 //! strict: the cluster cannot refuse them, so a bad request leaves the Service pending.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -47,6 +47,7 @@ pub struct Source {
     refused: BTreeMap<ObjectRef, Refused>,
     /// Objects the parser rejected, by (kind, name): reported, never submitted.
     unparsable: BTreeMap<ObjectRef, Invalid>,
+    cache: ParseCache,
 }
 
 /// The key the table files an object under (configuration kinds ignore the namespace).
@@ -94,22 +95,25 @@ fn parse(doc: Value, source: &str) -> Result<Object, Invalid> {
 fn config<K: kube::Resource<DynamicType = ()> + Serialize>(
     items: Vec<std::sync::Arc<K>>,
     spec: impl Fn(&K) -> Value,
+    cache: &mut ParseCache,
     out: &mut Desired,
 ) {
     for cr in items {
         let kind = K::kind(&()).to_string();
-        let doc = json!({
-            "apiVersion": format!("{}/{VERSION}", K::group(&())),
-            "kind": kind,
-            "metadata": metadata(cr.meta(), false),
-            "spec": spec(&cr),
-        });
         let r = ObjectRef {
             kind: Kind::parse(&kind).expect("every config CRD is a table kind"),
             namespace: String::new(),
             name: cr.name_any(),
         };
-        match parse(doc, &format!("{kind}/{}", cr.name_any())) {
+        let parsed = cache.parse(&kind, cr.meta(), || {
+            json!({
+                "apiVersion": format!("{}/{VERSION}", K::group(&())),
+                "kind": kind,
+                "metadata": metadata(cr.meta(), false),
+                "spec": spec(&cr),
+            })
+        });
+        match parsed {
             Ok(o) => {
                 out.objects.insert(table_ref(o.reference()), o);
             }
@@ -120,6 +124,47 @@ fn config<K: kube::Resource<DynamicType = ()> + Serialize>(
     }
 }
 
+/// Parsed objects by kind and uid, reused while their resourceVersion is unchanged: a round
+/// parses only what changed since the last one.
+#[derive(Default)]
+pub struct ParseCache {
+    last: HashMap<String, (String, Result<Object, Invalid>)>,
+    this: HashMap<String, (String, Result<Object, Invalid>)>,
+}
+
+impl ParseCache {
+    fn parse(
+        &mut self,
+        kind: &str,
+        meta: &ObjectMeta,
+        doc: impl FnOnce() -> Value,
+    ) -> Result<Object, Invalid> {
+        let id = meta.uid.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or(""),
+                meta.name.as_deref().unwrap_or("")
+            )
+        });
+        let key = format!("{kind}/{id}");
+        let rv = meta.resource_version.clone().unwrap_or_default();
+        let result = match self.last.remove(&key) {
+            Some((seen, result)) if seen == rv && !rv.is_empty() => result,
+            _ => parse(
+                doc(),
+                &format!("{kind}/{}", meta.name.as_deref().unwrap_or("")),
+            ),
+        };
+        self.this.insert(key, (rv, result.clone()));
+        result
+    }
+
+    /// Ends a round: what was not seen in it is forgotten.
+    fn finish(&mut self) {
+        self.last = std::mem::take(&mut self.this);
+    }
+}
+
 /// What the cluster wants the table to hold.
 #[derive(Default)]
 pub struct Desired {
@@ -127,18 +172,38 @@ pub struct Desired {
     pub invalid: BTreeMap<ObjectRef, Invalid>,
 }
 
-pub(super) fn desired(stores: &Stores) -> Desired {
+pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
     let mut out = Desired::default();
-    config(stores.pools.state(), |c| json!(c.spec.spec), &mut out);
-    config(stores.l2.state(), |c| json!(c.spec.spec), &mut out);
-    config(stores.bgp_ads.state(), |c| json!(c.spec.spec), &mut out);
-    config(stores.bgp_peers.state(), |c| json!(c.spec.spec), &mut out);
-    config(stores.communities.state(), |c| json!(c.spec.spec), &mut out);
-    config(stores.bfd.state(), |c| json!(c.spec.spec), &mut out);
+    config(
+        stores.pools.state(),
+        |c| json!(c.spec.spec),
+        cache,
+        &mut out,
+    );
+    config(stores.l2.state(), |c| json!(c.spec.spec), cache, &mut out);
+    config(
+        stores.bgp_ads.state(),
+        |c| json!(c.spec.spec),
+        cache,
+        &mut out,
+    );
+    config(
+        stores.bgp_peers.state(),
+        |c| json!(c.spec.spec),
+        cache,
+        &mut out,
+    );
+    config(
+        stores.communities.state(),
+        |c| json!(c.spec.spec),
+        cache,
+        &mut out,
+    );
+    config(stores.bfd.state(), |c| json!(c.spec.spec), cache, &mut out);
 
     for ns in stores.namespaces.state() {
-        let doc = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(&ns.metadata, false)});
-        if let Ok(o) = parse(doc, "Namespace") {
+        let doc = || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(&ns.metadata, false)});
+        if let Ok(o) = cache.parse("Namespace", &ns.metadata, doc) {
             out.objects.insert(table_ref(o.reference()), o);
         }
     }
@@ -148,14 +213,16 @@ pub(super) fn desired(stores: &Stores) -> Desired {
         if spec.type_.as_deref() != Some("LoadBalancer") {
             continue;
         }
-        let doc = json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": metadata(&svc.metadata, true),
-            "spec": spec,
-        });
+        let doc = || {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata(&svc.metadata, true),
+                "spec": spec,
+            })
+        };
         let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
-        match parse(doc, &format!("Service/{key}")) {
+        match cache.parse("Service", &svc.metadata, doc) {
             Ok(o) => {
                 lb_services.insert(key);
                 out.objects.insert(table_ref(o.reference()), o);
@@ -179,16 +246,19 @@ pub(super) fn desired(stores: &Stores) -> Desired {
         if !lb_services.contains(&key) {
             continue;
         }
-        let doc = json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": metadata(&slice.metadata, false),
-            "endpoints": slice.endpoints,
-        });
-        if let Ok(o) = parse(doc, "EndpointSlice") {
+        let doc = || {
+            json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": metadata(&slice.metadata, false),
+                "endpoints": slice.endpoints,
+            })
+        };
+        if let Ok(o) = cache.parse("EndpointSlice", &slice.metadata, doc) {
             out.objects.insert(table_ref(o.reference()), o);
         }
     }
+    cache.finish();
     out
 }
 
@@ -233,7 +303,7 @@ impl Source {
 
     /// Submits the differences between the stores and the table. Leader only.
     pub(super) async fn sync(&mut self, raft: &Raft, table: &SharedTable, stores: &Stores) {
-        let desired = desired(stores);
+        let desired = desired(stores, &mut self.cache);
         self.unparsable = desired.invalid.clone();
         let (current, generation) = current(table);
 
