@@ -79,6 +79,8 @@ pub struct Request {
     pub query: String,
     pub status: u16,
     pub body: Value,
+    /// When the server answered.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -363,6 +365,7 @@ impl ApiServer {
             query: uri.query().unwrap_or("").to_string(),
             status,
             body,
+            at: std::time::Instant::now(),
         });
     }
 }

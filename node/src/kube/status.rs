@@ -141,24 +141,30 @@ fn saturating(n: u128) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Every allocated address, grouped by pool (one pass over the addresses for all pools).
+fn allocations_by_pool(table: &AllocationTable) -> BTreeMap<&str, Vec<PoolAllocation>> {
+    let mut out: BTreeMap<&str, Vec<PoolAllocation>> = BTreeMap::new();
+    for (ip, u) in &table.addresses {
+        out.entry(u.pool.as_str())
+            .or_default()
+            .push(PoolAllocation {
+                ip: ip.to_string(),
+                services: u.users.keys().cloned().collect(),
+            });
+    }
+    out
+}
+
 fn pool_status(
     table: &AllocationTable,
     name: &str,
+    allocations: Vec<PoolAllocation>,
     conditions: Vec<Condition>,
 ) -> IPAddressPoolStatus {
     let (v4, v6) = match table.pool_usage(name) {
         Some((_, v4, v6)) => (v4, v6),
         None => (FamilyUsage::default(), FamilyUsage::default()),
     };
-    let allocations = table
-        .addresses
-        .iter()
-        .filter(|(_, u)| u.pool == name)
-        .map(|(ip, u)| PoolAllocation {
-            ip: ip.to_string(),
-            services: u.users.keys().cloned().collect(),
-        })
-        .collect();
     IPAddressPoolStatus {
         assigned_ipv4: saturating(v4.used),
         assigned_ipv6: saturating(v6.used),
@@ -432,6 +438,7 @@ impl Writer {
                 }
             }
             let mut crs = Vec::new();
+            let allocations = allocations_by_pool(t);
             config_writes(
                 stores.pools.state(),
                 t,
@@ -446,7 +453,10 @@ impl Writer {
                         status_value(&c.status),
                     )
                 },
-                |name, conds| json!(pool_status(t, name, conds)),
+                |name, conds| {
+                    let held = allocations.get(name).cloned().unwrap_or_default();
+                    json!(pool_status(t, name, held, conds))
+                },
             );
             macro_rules! plain {
                 ($store:expr, $ty:ty) => {
