@@ -262,34 +262,6 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
     out
 }
 
-/// What the table holds now, as objects (Services rebuilt from their entries).
-fn current(table: &SharedTable) -> (BTreeMap<ObjectRef, Object>, u64) {
-    let t = table.read().unwrap_or_else(|p| p.into_inner());
-    let mut out: BTreeMap<ObjectRef, Object> = t
-        .table
-        .objects
-        .iter()
-        .map(|(r, o)| (r.clone(), o.clone()))
-        .collect();
-    for entry in t.table.services.values() {
-        let o = Object {
-            namespace: entry.spec.namespace.clone(),
-            name: entry.spec.name.clone(),
-            labels: entry.spec.labels.clone(),
-            spec: ObjectSpec::Service(entry.spec.clone()),
-        };
-        out.insert(o.reference(), o);
-    }
-    (out, t.table.generation)
-}
-
-fn same(a: &Object, b: &Object) -> bool {
-    match (&a.spec, &b.spec) {
-        (ObjectSpec::Service(x), ObjectSpec::Service(y)) => x == y,
-        _ => a == b,
-    }
-}
-
 impl Source {
     /// Why a configuration object is not in force, if it is not.
     pub fn invalid(&self, r: &ObjectRef, current: Option<&Object>) -> Option<Invalid> {
@@ -305,35 +277,54 @@ impl Source {
     pub(super) async fn sync(&mut self, raft: &Raft, table: &SharedTable, stores: &Stores) {
         let desired = desired(stores, &mut self.cache);
         self.unparsable = desired.invalid.clone();
-        let (current, generation) = current(table);
-
-        let mut configs: Vec<Object> = Vec::new();
-        let mut bulk: Vec<Object> = Vec::new();
-        for (r, o) in &desired.objects {
-            if current.get(r).is_some_and(|c| same(c, o)) {
-                self.refused.remove(r);
-                continue;
-            }
-            match r.kind {
-                Kind::Service | Kind::EndpointSlice | Kind::Namespace => bulk.push(o.clone()),
-                _ => {
-                    let retry = self
-                        .refused
-                        .get(r)
-                        .is_none_or(|f| f.object != *o || f.generation != generation);
-                    if retry {
-                        configs.push(o.clone());
+        // Compared under the lock, so only what differs is cloned.
+        let (mut configs, bulk, mut deletes, generation) = {
+            let t = table.read().unwrap_or_else(|p| p.into_inner());
+            let t = &t.table;
+            let in_table = |r: &ObjectRef, o: &Object| match &o.spec {
+                ObjectSpec::Service(spec) => {
+                    t.services.get(&spec.key()).is_some_and(|e| e.spec == *spec)
+                }
+                _ => t.objects.get(r) == Some(o),
+            };
+            let mut configs: Vec<Object> = Vec::new();
+            let mut bulk: Vec<Object> = Vec::new();
+            for (r, o) in &desired.objects {
+                if in_table(r, o) {
+                    self.refused.remove(r);
+                    continue;
+                }
+                match r.kind {
+                    Kind::Service | Kind::EndpointSlice | Kind::Namespace => bulk.push(o.clone()),
+                    _ => {
+                        let retry = self
+                            .refused
+                            .get(r)
+                            .is_none_or(|f| f.object != *o || f.generation != t.generation);
+                        if retry {
+                            configs.push(o.clone());
+                        }
                     }
                 }
             }
-        }
+            let wanted =
+                |r: &ObjectRef| desired.objects.contains_key(r) || desired.invalid.contains_key(r);
+            let services = t.services.values().map(|e| ObjectRef {
+                kind: Kind::Service,
+                namespace: e.spec.namespace.clone(),
+                name: e.spec.name.clone(),
+            });
+            let deletes: Vec<ObjectRef> = t
+                .objects
+                .keys()
+                .cloned()
+                .chain(services)
+                .filter(|r| !wanted(r))
+                .collect();
+            (configs, bulk, deletes, t.generation)
+        };
         // Kind order: pools before the advertisements that name them.
         configs.sort_by_key(|o| o.spec.kind());
-        let mut deletes: Vec<ObjectRef> = current
-            .keys()
-            .filter(|r| !desired.objects.contains_key(r) && !desired.invalid.contains_key(r))
-            .cloned()
-            .collect();
         // Advertisements before the pools they name.
         deletes.sort_by_key(|r| std::cmp::Reverse(r.kind));
 
