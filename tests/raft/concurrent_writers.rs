@@ -48,6 +48,12 @@ async fn writers_on_different_peers_never_double_allocate() -> anyhow::Result<()
         t.await??;
     }
 
+    // Peer 2 reads its own table: let it apply what the leader committed first (a follower
+    // may be an entry or two behind when the last write is acknowledged).
+    let committed = cluster.status(leader).await?.applied_index;
+    cluster
+        .wait_applied(2, committed, Duration::from_secs(10))
+        .await?;
     let services = cluster.services(2).await?;
     assert_eq!(services.len(), 120);
     let allocated: Vec<&String> = services.iter().flat_map(|s| s.ips.iter()).collect();
