@@ -50,18 +50,6 @@ pub struct Source {
     cache: ParseCache,
 }
 
-/// The key the table files an object under (configuration kinds ignore the namespace).
-pub fn table_ref(r: ObjectRef) -> ObjectRef {
-    if r.kind.keeps_namespace() || r.kind == Kind::Namespace {
-        r
-    } else {
-        ObjectRef {
-            namespace: String::new(),
-            ..r
-        }
-    }
-}
-
 fn metadata(meta: &ObjectMeta, annotations: bool) -> Value {
     let mut m = json!({ "name": meta.name.clone().unwrap_or_default() });
     if let Some(ns) = &meta.namespace {
@@ -115,7 +103,7 @@ fn config<K: kube::Resource<DynamicType = ()> + Serialize>(
         });
         match parsed {
             Ok(o) => {
-                out.objects.insert(table_ref(o.reference()), o);
+                out.objects.insert(o.reference().normalized(), o);
             }
             Err(e) => {
                 out.invalid.insert(r, e);
@@ -204,7 +192,7 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
     for ns in stores.namespaces.state() {
         let doc = || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(&ns.metadata, false)});
         if let Ok(o) = cache.parse("Namespace", &ns.metadata, doc) {
-            out.objects.insert(table_ref(o.reference()), o);
+            out.objects.insert(o.reference().normalized(), o);
         }
     }
     let mut lb_services = std::collections::BTreeSet::new();
@@ -225,7 +213,7 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
         match cache.parse("Service", &svc.metadata, doc) {
             Ok(o) => {
                 lb_services.insert(key);
-                out.objects.insert(table_ref(o.reference()), o);
+                out.objects.insert(o.reference().normalized(), o);
             }
             Err(e) => warn!(
                 service = key,
@@ -255,7 +243,7 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
             })
         };
         if let Ok(o) = cache.parse("EndpointSlice", &slice.metadata, doc) {
-            out.objects.insert(table_ref(o.reference()), o);
+            out.objects.insert(o.reference().normalized(), o);
         }
     }
     cache.finish();
@@ -329,7 +317,7 @@ impl Source {
         deletes.sort_by_key(|r| std::cmp::Reverse(r.kind));
 
         for o in configs {
-            let r = table_ref(o.reference());
+            let r = o.reference().normalized();
             match write(raft, batch(vec![o.clone()], vec![])).await {
                 Some(Response::Rejected(e)) => {
                     info!(object = %r, field = e.field, reason = e.reason, "configuration refused; the last valid one stays in force");

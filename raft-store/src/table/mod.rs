@@ -274,7 +274,7 @@ impl AllocationTable {
         };
         let mut seen = BTreeSet::new();
         for (doc, obj) in &batch.objects {
-            let r = self.normalize(obj.reference());
+            let r = obj.reference().normalized();
             validate::object(obj).map_err(|e| error(*doc, &r, e))?;
             if !seen.insert(r.clone()) {
                 return Err(error(
@@ -288,7 +288,7 @@ impl AllocationTable {
             }
         }
         for (doc, r) in &batch.deletes {
-            let r = self.normalize(r.clone());
+            let r = r.clone().normalized();
             let exists = if r.kind == Kind::Service {
                 self.services.contains_key(&service_key(&r))
             } else {
@@ -310,11 +310,11 @@ impl AllocationTable {
             .map(|(r, o)| (r.clone(), (0, o)))
             .collect();
         for (_, r) in &batch.deletes {
-            config.remove(&self.normalize(r.clone()));
+            config.remove(&r.clone().normalized());
         }
         for (doc, obj) in &batch.objects {
             if obj.spec.kind() != Kind::Service {
-                config.insert(self.normalize(obj.reference()), (*doc, obj));
+                config.insert(obj.reference().normalized(), (*doc, obj));
             }
         }
         // Pools: no address in two pools.
@@ -436,14 +436,6 @@ impl AllocationTable {
         Ok(())
     }
 
-    fn normalize(&self, r: ObjectRef) -> ObjectRef {
-        if r.kind.keeps_namespace() {
-            r
-        } else {
-            config_ref(r.kind, &r.name)
-        }
-    }
-
     fn class_matches(&self, spec: &ServiceSpec) -> bool {
         spec.load_balancer_class == self.load_balancer_class
     }
@@ -457,7 +449,7 @@ impl AllocationTable {
         let mut touched: Vec<String> = Vec::new();
 
         for (_, r) in &batch.deletes {
-            let r = self.normalize(r.clone());
+            let r = r.clone().normalized();
             if r.kind == Kind::Service {
                 let key = service_key(&r);
                 if self.services.contains_key(&key) {
@@ -472,7 +464,7 @@ impl AllocationTable {
             }
         }
         for (_, obj) in &batch.objects {
-            let r = self.normalize(obj.reference());
+            let r = obj.reference().normalized();
             match &obj.spec {
                 ObjectSpec::Service(spec) => {
                     let key = spec.key();

@@ -82,6 +82,21 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+impl ObjectRef {
+    /// The key the table files the object under: configuration kinds ignore the namespace
+    /// (MetalLB's CRs all live in one namespace and refer to each other by name).
+    pub fn normalized(self) -> ObjectRef {
+        if self.kind.keeps_namespace() {
+            self
+        } else {
+            ObjectRef {
+                namespace: String::new(),
+                ..self
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.namespace.is_empty() || !self.kind.keeps_namespace() {
