@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raftlb_proto::admin::admin_server::Admin;
 use raftlb_proto::admin::*;
 use raftlb_raft_store::store::SharedTable;
-use raftlb_raft_store::table::objects::Object;
+use raftlb_raft_store::table::objects::{Object, ObjectSpec};
 use raftlb_raft_store::table::pool::FamilyUsage as Usage;
 use raftlb_raft_store::table::{
     ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
@@ -216,9 +216,17 @@ impl Admin for AdminService {
         } else {
             req.source
         };
-        let objects = manifest::parse(&req.manifest, &source)
+        let manifest::Parsed { objects, skipped } = manifest::parse_file(&req.manifest, &source)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if objects.is_empty() {
+            if !skipped.is_empty() {
+                // Nothing for raftlb in it: say what was skipped and write nothing.
+                return Ok(Response::new(ApplyReply {
+                    skipped,
+                    generation: self.read_table().table.generation,
+                    ..Default::default()
+                }));
+            }
             return Err(Status::invalid_argument(format!(
                 "{source}: no objects in the manifest"
             )));
@@ -269,6 +277,7 @@ impl Admin for AdminService {
                         .collect(),
                     generation: outcome.generation,
                     services,
+                    skipped,
                 }))
             }
             ForwardReply::Written(TableResponse::Rejected(e)) => {
@@ -285,8 +294,13 @@ impl Admin for AdminService {
             .pools
             .keys()
             .filter_map(|name| {
-                let (spec, v4, v6) = t.table.pool_usage(name)?;
-                let spec = spec?;
+                let (object, v4, v6) = t.table.pool_usage(name)?;
+                let object = object?;
+                let spec = object.spec.pool_spec()?;
+                let (protocol, disabled) = match &object.spec {
+                    ObjectSpec::Eip(e) => (e.protocol().to_string(), e.disable),
+                    _ => (String::new(), false),
+                };
                 Some(Pool {
                     name: name.clone(),
                     addresses: spec.addresses.clone(),
@@ -295,6 +309,9 @@ impl Admin for AdminService {
                     ipv4: Some(usage(v4)),
                     ipv6: Some(usage(v6)),
                     priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
+                    kind: object.spec.kind().to_string(),
+                    protocol,
+                    disabled,
                 })
             })
             .collect();

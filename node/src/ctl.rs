@@ -331,8 +331,12 @@ async fn apply(
         .await
         .map_err(status_error)?
         .into_inner();
+    for line in &reply.skipped {
+        eprintln!("{line}");
+    }
     let value = json!({
         "generation": reply.generation,
+        "skipped": reply.skipped,
         "changes": reply.changes.iter().map(|c| json!({"kind": c.kind, "namespace": c.namespace, "name": c.name, "action": c.action})).collect::<Vec<_>>(),
         "services": reply.services.iter().map(|s| json!({"namespace": s.namespace, "name": s.name, "state": s.state, "ips": s.ips, "pool": s.pool, "reason": s.reason})).collect::<Vec<_>>(),
     });

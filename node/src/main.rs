@@ -152,15 +152,36 @@ fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// Parses every file; each object raftlb skips gets its line on stderr.
 fn parse_manifests(files: &[String]) -> Result<Vec<manifest::Manifest>, String> {
     read_manifests(files)?
         .into_iter()
         .map(|(name, text)| {
-            manifest::parse(&text, &name)
-                .map(|objs| (name, objs))
-                .map_err(|e| e.to_string())
+            let parsed = manifest::parse_file(&text, &name).map_err(|e| e.to_string())?;
+            for line in &parsed.skipped {
+                eprintln!("{name}: {line}");
+            }
+            Ok((name, parsed.objects))
         })
         .collect()
+}
+
+/// The rules between objects (overlapping pools, an advertisement naming a pool that does not
+/// exist): the files applied in order to an empty table, as `up -f` does.
+fn check_together(manifests: Vec<manifest::Manifest>) -> Result<Vec<manifest::Manifest>, String> {
+    use raftlb_raft_store::table::{AllocationTable, ApplyBatch, Command, Response};
+    let mut table = AllocationTable::new();
+    for (name, objects) in &manifests {
+        let batch = ApplyBatch {
+            objects: objects.clone(),
+            strict: true,
+            ..Default::default()
+        };
+        if let Response::Rejected(e) = table.apply(&Command::Apply(batch)) {
+            return Err(format!("{name}: {e}"));
+        }
+    }
+    Ok(manifests)
 }
 
 fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
@@ -398,7 +419,7 @@ fn main() {
                     1
                 }
             },
-            Cmd::Check { files } => match parse_manifests(&files) {
+            Cmd::Check { files } => match parse_manifests(&files).and_then(check_together) {
                 Ok(m) => {
                     for (name, objs) in m {
                         println!("{name}: {} objects OK", objs.len());

@@ -1,10 +1,13 @@
 //! Reads multi-document YAML manifests (raftlb.io/v1alpha1, MetalLB's metallb.io/v1beta1 and
-//! v1beta2, and `v1` Service, Namespace and List) into typed objects.
+//! v1beta2, OpenELB's network.kubesphere.io/v1alpha2 Eip, and `v1` Service, Namespace and List)
+//! into typed objects.
 //!
 //! Parsing is all-or-nothing: the first bad document rejects the file with an error naming the
 //! document, its kind/name, the field and the reason. Unknown fields are errors for raftlb's
 //! kinds (a typo must not silently change meaning); for `v1` Services every field of the
-//! Kubernetes schema is accepted, and only the ones allocation uses are kept.
+//! Kubernetes schema is accepted, and only the ones allocation uses are kept. Objects of other
+//! groups (a walk-through's Deployment, Ingress, ConfigMap) are skipped and reported, one line
+//! each; an unknown kind inside a group raftlb reads is an error.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,20 @@ use serde_yaml_ng::Value;
 
 /// A parsed file: its name and its objects, each with its document number.
 pub type Manifest = (String, Vec<(u32, Object)>);
+
+/// API groups whose kinds raftlb reads: an unknown kind in one of them is a mistake.
+pub const READ_GROUPS: [&str; 3] = ["raftlb.io", "metallb.io", "network.kubesphere.io"];
+
+/// Kinds of OpenELB's group that raftlb does not read yet, with what to use instead.
+const OPENELB_LATER: [&str; 2] = ["BgpConf", "BgpPeer"];
+
+/// Everything a file held: the objects raftlb uses, and one line per object it skipped.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<(u32, Object)>,
+    /// `skipped apps/v1 Deployment/nginx: not used by raftlb`
+    pub skipped: Vec<String>,
+}
 
 /// Where a manifest went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +81,10 @@ struct Doc<S> {
     #[allow(dead_code)]
     kind: String,
     metadata: Metadata,
-    spec: S,
+    /// Absent or `null` where the kind's spec has defaults for every field (MetalLB documents
+    /// `L2Advertisement` with no spec at all); required otherwise.
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
     #[serde(default)]
     #[allow(dead_code)]
     status: Option<Value>,
@@ -202,9 +222,16 @@ const CONFIG_API_VERSIONS: [&str; 3] = [
     "metallb.io/v1beta2",
 ];
 
+const EIP_API_VERSION: &str = "network.kubesphere.io/v1alpha2";
+
 /// Parses every document of `text`. `source_name` is used in errors (a file name or "-").
 pub fn parse(text: &str, source_name: &str) -> Result<Vec<(u32, Object)>, ManifestError> {
-    let mut out = Vec::new();
+    parse_file(text, source_name).map(|p| p.objects)
+}
+
+/// Parses every document of `text`, keeping a line for each object of a kind raftlb skips.
+pub fn parse_file(text: &str, source_name: &str) -> Result<Parsed, ManifestError> {
+    let mut out = Parsed::default();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let document = i as u32 + 1;
         let fail = |object: &str, field: &str, reason: String| ManifestError {
@@ -236,14 +263,19 @@ pub fn parse_json(
         reason,
     };
     let value = serde_yaml_ng::to_value(value).map_err(|e| fail("?", "(json)", e.to_string()))?;
-    let mut out = Vec::new();
+    let mut out = Parsed::default();
     parse_value(value, &mut out, 1, &fail)?;
-    Ok(out)
+    Ok(out.objects)
+}
+
+/// The group of an apiVersion: `apps/v1` -> `apps`, `v1` -> `` (core).
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
 fn parse_value(
     value: Value,
-    out: &mut Vec<(u32, Object)>,
+    out: &mut Parsed,
     document: u32,
     fail: &dyn Fn(&str, &str, String) -> ManifestError,
 ) -> Result<(), ManifestError> {
@@ -264,7 +296,11 @@ fn parse_value(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let object = format!("{kind_text}/{name}");
+    let object = if name.is_empty() {
+        kind_text.clone()
+    } else {
+        format!("{kind_text}/{name}")
+    };
 
     if kind_text == "List" && api_version == "v1" {
         let items = match value.get("items") {
@@ -282,21 +318,42 @@ fn parse_value(
         }
         return Ok(());
     }
-    let kind = Kind::parse(&kind_text).ok_or_else(|| {
-        fail(
-            &object,
-            "kind",
+    let group = group_of(&api_version);
+    let Some(kind) = Kind::parse(&kind_text) else {
+        if !READ_GROUPS.contains(&group) {
+            out.skipped.push(format!(
+                "skipped {api_version} {object}: not used by raftlb"
+            ));
+            return Ok(());
+        }
+        let reason = if group == "network.kubesphere.io"
+            && OPENELB_LATER.contains(&kind_text.as_str())
+        {
+            format!("OpenELB's {kind_text} is not supported yet (raftlb reads Eip from {group}; BGP comes with BGPPeer)")
+        } else {
             format!(
-                "unknown kind {kind_text:?} (valid: {})",
+                "unknown kind {kind_text:?} in {group} (valid: {})",
                 Kind::ALL.map(Kind::as_str).join(", ")
-            ),
-        )
-    })?;
+            )
+        };
+        return Err(fail(&object, "kind", reason));
+    };
+    // A name raftlb reads, in another group (Knative's serving.knative.dev/v1 Service): not
+    // ours. In the core and discovery groups a wrong pairing is a mistake, reported below.
+    let foreign = !READ_GROUPS.contains(&group) && !matches!(group, "" | "discovery.k8s.io");
+    if foreign {
+        out.skipped.push(format!(
+            "skipped {api_version} {object}: not used by raftlb"
+        ));
+        return Ok(());
+    }
     let core = matches!(kind, Kind::Service | Kind::Namespace);
     let version_ok = if core {
         api_version == "v1"
     } else if kind == Kind::EndpointSlice {
         api_version == "discovery.k8s.io/v1"
+    } else if kind == Kind::Eip {
+        api_version == EIP_API_VERSION
     } else if kind == Kind::BGPPeer {
         CONFIG_API_VERSIONS.contains(&api_version.as_str())
     } else {
@@ -307,6 +364,8 @@ fn parse_value(
             "v1".to_string()
         } else if kind == Kind::EndpointSlice {
             "discovery.k8s.io/v1".to_string()
+        } else if kind == Kind::Eip {
+            EIP_API_VERSION.to_string()
         } else if kind == Kind::BGPPeer {
             CONFIG_API_VERSIONS.join(", ")
         } else {
@@ -347,7 +406,13 @@ fn parse_value(
         Kind::Service => {
             let d: Doc<K8sServiceSpec> = typed(value, &object, fail)?;
             let namespace = d.metadata.namespace.unwrap_or_else(|| "default".into());
-            let s = d.spec;
+            let Some(s) = d.spec else {
+                return Err(fail(
+                    &object,
+                    "spec",
+                    "missing (a Service needs spec.ports)".into(),
+                ));
+            };
             let mut cluster_ips = s.cluster_ips;
             if cluster_ips.is_empty() {
                 cluster_ips.extend(s.cluster_ip.filter(|c| c != "None" && !c.is_empty()));
@@ -408,25 +473,83 @@ fn parse_value(
             }
         }
         _ => {
-            // A config document: its metadata, and its spec wrapped into ObjectSpec.
+            // A config document: its metadata, and its spec wrapped into ObjectSpec. `empty`
+            // is the spec an absent one means, for kinds whose every field has a default.
             fn config<S: DeserializeOwned>(
                 value: Value,
                 object: &str,
                 fail: &dyn Fn(&str, &str, String) -> ManifestError,
                 wrap: fn(S) -> ObjectSpec,
+                empty: Option<fn() -> S>,
+                required: &str,
             ) -> Result<(Metadata, ObjectSpec), ManifestError> {
                 let d: Doc<S> = typed(value, object, fail)?;
-                Ok((d.metadata, wrap(d.spec)))
+                let spec = match (d.spec, empty) {
+                    (Some(spec), _) => spec,
+                    (None, Some(empty)) => empty(),
+                    (None, None) => {
+                        return Err(fail(object, "spec", format!("missing ({required})")))
+                    }
+                };
+                Ok((d.metadata, wrap(spec)))
             }
             let (metadata, spec) = match kind {
-                Kind::IPAddressPool => config(value, &object, fail, ObjectSpec::IpAddressPool)?,
-                Kind::L2Advertisement => config(value, &object, fail, ObjectSpec::L2Advertisement)?,
-                Kind::BGPAdvertisement => {
-                    config(value, &object, fail, ObjectSpec::BgpAdvertisement)?
-                }
-                Kind::BGPPeer => config(value, &object, fail, ObjectSpec::BgpPeer)?,
-                Kind::BFDProfile => config(value, &object, fail, ObjectSpec::BfdProfile)?,
-                Kind::Community => config(value, &object, fail, ObjectSpec::Community)?,
+                Kind::IPAddressPool => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::IpAddressPool,
+                    None,
+                    "an IPAddressPool lists spec.addresses",
+                )?,
+                Kind::L2Advertisement => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::L2Advertisement,
+                    Some(Default::default),
+                    "",
+                )?,
+                Kind::BGPAdvertisement => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::BgpAdvertisement,
+                    Some(Default::default),
+                    "",
+                )?,
+                Kind::BGPPeer => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::BgpPeer,
+                    None,
+                    "a BGPPeer needs spec.myASN, spec.peerASN and spec.peerAddress",
+                )?,
+                Kind::BFDProfile => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::BfdProfile,
+                    Some(Default::default),
+                    "",
+                )?,
+                Kind::Community => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::Community,
+                    Some(Default::default),
+                    "",
+                )?,
+                Kind::Eip => config(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::Eip,
+                    None,
+                    "an Eip needs spec.address",
+                )?,
                 Kind::Namespace | Kind::Service | Kind::EndpointSlice => {
                     unreachable!("handled above")
                 }
@@ -442,7 +565,7 @@ fn parse_value(
     // Same checks the state machine runs, so a bad file fails before it reaches the leader.
     raftlb_raft_store::table::validate::object(&obj)
         .map_err(|(field, reason)| fail(&obj.reference().to_string(), &field, reason))?;
-    out.push((document, obj));
+    out.objects.push((document, obj));
     Ok(())
 }
 
@@ -530,6 +653,163 @@ spec:
 
         let e = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: LoadBalancer, ports: [{port: 80}], loadBalancerIP: 10.0.0.x}\n");
         assert_eq!(e.field, "spec.loadBalancerIP");
+    }
+
+    #[test]
+    fn absent_or_null_spec_is_the_empty_spec_where_metallb_defaults_every_field() {
+        for spec in ["", "spec: null\n", "spec: {}\n"] {
+            for kind in [
+                "L2Advertisement",
+                "BGPAdvertisement",
+                "BFDProfile",
+                "Community",
+            ] {
+                let yaml = format!("apiVersion: metallb.io/v1beta1\nkind: {kind}\nmetadata: {{name: example, namespace: metallb-system}}\n{spec}");
+                let objs =
+                    parse(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{kind} {spec:?}: {e}"));
+                match &objs[0].1.spec {
+                    ObjectSpec::L2Advertisement(s) => assert_eq!(*s, Default::default()),
+                    ObjectSpec::BgpAdvertisement(s) => assert_eq!(*s, Default::default()),
+                    ObjectSpec::BfdProfile(s) => assert_eq!(*s, Default::default()),
+                    ObjectSpec::Community(s) => assert_eq!(*s, Default::default()),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // Where MetalLB requires fields, a missing spec says what it needs.
+        let e =
+            error_of("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\n");
+        assert_eq!(
+            (e.object.as_str(), e.field.as_str()),
+            ("IPAddressPool/p", "spec")
+        );
+        assert!(e.reason.contains("spec.addresses"), "{e}");
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\nspec: null\n");
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("spec", "missing (an Eip needs spec.address)")
+        );
+    }
+
+    #[test]
+    fn kinds_of_other_groups_are_skipped_one_line_each() {
+        let yaml = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: nginx}
+spec: {replicas: 2}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ipvs
+ipvs: {strictARP: true}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: knative}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: b}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+"#;
+        let p = parse_file(yaml, "walk.yaml").unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(
+            p.objects[0].0, 6,
+            "document numbers count the skipped documents"
+        );
+        assert_eq!(
+            p.skipped,
+            [
+                "skipped apps/v1 Deployment/nginx: not used by raftlb",
+                "skipped networking.k8s.io/v1 Ingress/web: not used by raftlb",
+                "skipped kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration: not used by raftlb",
+                "skipped serving.knative.dev/v1 Service/knative: not used by raftlb",
+                "skipped v1 ConfigMap/cfg: not used by raftlb",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_in_a_group_raftlb_reads_is_an_error() {
+        for (api, kind) in [
+            ("metallb.io/v1beta1", "L2Advertisment"),
+            ("raftlb.io/v1alpha1", "Pool"),
+            ("network.kubesphere.io/v1alpha2", "Eips"),
+        ] {
+            let yaml = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\napiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\n");
+            let e = error_of(&yaml);
+            assert_eq!((e.document, e.field.as_str()), (2, "kind"), "{e}");
+            assert!(e.reason.contains(&format!("unknown kind {kind:?}")), "{e}");
+        }
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: BgpConf\nmetadata: {name: default}\nspec: {as: 50000}\n");
+        assert!(e.reason.contains("not supported yet"), "{e}");
+        // A raftlb kind under the core group is a mistake, not another group's object.
+        let e = error_of("apiVersion: v1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [10.0.0.0/24]}\n");
+        assert_eq!(e.field, "apiVersion");
+    }
+
+    #[test]
+    fn openelb_eip_and_annotations_parse() {
+        let yaml = r#"
+apiVersion: network.kubesphere.io/v1alpha2
+kind: Eip
+metadata:
+  name: eip-sample-pool
+  annotations: {eip.openelb.kubesphere.io/is-default-eip: "true"}
+spec:
+  address: 196.168.220.10-196.168.220.30
+  protocol: layer2
+  interface: eth0
+  disable: false
+  usingKnownIPs: false
+  priority: 3
+  namespaces: [default]
+  namespaceSelector: {team: a}
+"#;
+        let objs = parse(yaml, "eip.yaml").unwrap();
+        let ObjectSpec::Eip(e) = &objs[0].1.spec else {
+            panic!("{:?}", objs[0].1)
+        };
+        assert_eq!(
+            (e.protocol(), e.interface.as_deref(), e.priority),
+            ("layer2", Some("eth0"), 3)
+        );
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\nspec: {address: 10.0.0.1, protocl: layer2}\n");
+        assert!(e.reason.contains("unknown field `protocl`"), "{e}");
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha1\nkind: Eip\nmetadata: {name: e}\nspec: {address: 10.0.0.1}\n");
+        assert_eq!(e.field, "apiVersion");
+        assert!(e.reason.contains("network.kubesphere.io/v1alpha2"), "{e}");
+    }
+
+    #[test]
+    fn published_walkthroughs_in_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        for (file, objects, skipped) in [
+            ("metallb/layer2.yaml", 3, 1),
+            ("metallb/bgp.yaml", 4, 0),
+            ("metallb/advanced.yaml", 11, 0),
+            ("openelb/layer2.yaml", 2, 1),
+            ("openelb/samples.yaml", 5, 1),
+        ] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let p = parse_file(&text, file).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                (p.objects.len(), p.skipped.len()),
+                (objects, skipped),
+                "{file}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,14 @@ pub const ANNOTATION_PREFIXES: [&str; 3] = ["raftlb.io/", "metallb.io/", "metall
 pub const ANN_ADDRESS_POOL: &str = "address-pool";
 pub const ANN_LB_IPS: &str = "loadBalancerIPs";
 pub const ANN_SHARED: &str = "allow-shared-ip";
+/// OpenELB's Service annotations: the Eip to allocate from, the IP, and which Eips qualify.
+/// They are read after raftlb's and MetalLB's, which win when both are present.
+pub const OPENELB_EIP: &str = "eip.openelb.kubesphere.io/v1alpha2";
+pub const OPENELB_IP: &str = "eip.openelb.kubesphere.io/v1alpha1";
+pub const OPENELB_PROTOCOL: &str = "protocol.openelb.kubesphere.io/v1alpha1";
+/// `lb.kubesphere.io/v1alpha1: openelb` marks a Service as OpenELB's. raftlb serves every
+/// LoadBalancer Service of its class, so the annotation is accepted and changes nothing.
+pub const OPENELB_OWNER: &str = "lb.kubesphere.io/v1alpha1";
 /// Written on `get services` output: the pool an IP came from.
 pub const ANN_ALLOCATED_FROM: &str = "raftlb.io/ip-allocated-from-pool";
 
@@ -48,6 +56,8 @@ pub struct Intent {
     /// Primary family first.
     pub families: Vec<Family>,
     pub policy: FamilyPolicy,
+    /// OpenELB's protocol annotation: only Eips of this protocol qualify.
+    pub eip_protocol: Option<String>,
 }
 
 /// The reason a Service's spec cannot be served, with the field it comes from.
@@ -159,7 +169,24 @@ impl Intent {
             ));
         }
 
-        let pool = annotation(&spec.annotations, ANN_ADDRESS_POOL).map(|(_, v)| v.to_string());
+        let pool = annotation(&spec.annotations, ANN_ADDRESS_POOL)
+            .map(|(_, v)| v)
+            .or_else(|| spec.annotations.get(OPENELB_EIP).map(String::as_str))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let eip_protocol = match spec.annotations.get(OPENELB_PROTOCOL) {
+            None => None,
+            Some(p) if super::objects::EIP_PROTOCOLS.contains(&p.as_str()) => Some(p.clone()),
+            Some(p) => {
+                return Err(err(
+                    format!("metadata.annotations[{OPENELB_PROTOCOL}]"),
+                    format!(
+                        "{p:?} is not an Eip protocol ({})",
+                        super::objects::EIP_PROTOCOLS.join(", ")
+                    ),
+                ))
+            }
+        };
         let sharing_key = annotation(&spec.annotations, ANN_SHARED)
             .map(|(_, v)| v.to_string())
             .unwrap_or_default();
@@ -185,6 +212,7 @@ impl Intent {
             ports,
             families,
             policy,
+            eip_protocol,
         })
     }
 
@@ -198,7 +226,11 @@ impl Intent {
 }
 
 fn requested_ips(spec: &ServiceSpec) -> Result<Vec<IpAddr>, IntentError> {
-    let from_annotation = annotation(&spec.annotations, ANN_LB_IPS);
+    let from_annotation = annotation(&spec.annotations, ANN_LB_IPS).or_else(|| {
+        spec.annotations
+            .get(OPENELB_IP)
+            .map(|v| (OPENELB_IP.to_string(), v.as_str()))
+    });
     let lb_ip = spec
         .load_balancer_ip
         .as_deref()

@@ -317,35 +317,63 @@ impl AllocationTable {
                 config.insert(obj.reference().normalized(), (*doc, obj));
             }
         }
-        // Pools: no address in two pools.
-        let mut ranges: Vec<(AddressRange, &str, String, u32)> = Vec::new();
+        // Pools (IPAddressPools and Eips): one name space, and no address in two pools.
+        let mut ranges: Vec<(AddressRange, &ObjectRef, String)> = Vec::new();
         // The resulting pools, kept for the requested-IP check below.
         let mut resulting_pools: Vec<PoolState> = Vec::new();
+        let mut pool_names: BTreeMap<&str, &ObjectRef> = BTreeMap::new();
         for (r, (doc, obj)) in &config {
-            if let ObjectSpec::IpAddressPool(spec) = &obj.spec {
-                let parsed = validate::pool_ranges(spec).map_err(|e| error(*doc, r, e))?;
-                resulting_pools.push(PoolState::new(&r.name, &parsed, spec.avoid_buggy_ips));
-                for (i, range) in parsed.into_iter().enumerate() {
-                    if let Some((_, other, other_text, _)) =
-                        ranges.iter().find(|(o, _, _, _)| o.overlaps(&range))
-                    {
-                        return Err(error(
-                            *doc,
-                            r,
-                            (
-                                format!("spec.addresses[{i}]"),
-                                format!(
-                                    "{} overlaps {other_text} of IPAddressPool {other}",
-                                    spec.addresses[i]
-                                ),
+            let Some(spec) = obj.spec.pool_spec() else {
+                continue;
+            };
+            if let Some(other) = pool_names.insert(&r.name, r) {
+                // Report it on the object this batch brings (document 0 is the stored one).
+                let (doc, r, other) = if *doc == 0 {
+                    (config[other].0, other, r)
+                } else {
+                    (*doc, r, other)
+                };
+                return Err(error(
+                    doc,
+                    r,
+                    (
+                        "metadata.name".into(),
+                        format!(
+                            "{} {} exists: IPAddressPools and Eips are both pools and share one name space",
+                            other.kind, other.name
+                        ),
+                    ),
+                ));
+            }
+            let parsed = validate::pool_ranges(&spec).map_err(|e| error(*doc, r, e))?;
+            resulting_pools.push(PoolState::new(&r.name, &parsed, spec.avoid_buggy_ips));
+            for (i, range) in parsed.into_iter().enumerate() {
+                if let Some((_, other, other_text)) =
+                    ranges.iter().find(|(o, _, _)| o.overlaps(&range))
+                {
+                    return Err(error(
+                        *doc,
+                        r,
+                        (
+                            validate::address_field(r.kind, i),
+                            format!(
+                                "{} overlaps {other_text} of {} {}",
+                                spec.addresses[i], other.kind, other.name
                             ),
-                        ));
-                    }
-                    ranges.push((range, r.name.as_str(), spec.addresses[i].clone(), *doc));
+                        ),
+                    ));
                 }
+                ranges.push((range, r, spec.addresses[i].clone()));
             }
         }
-        let exists = |kind: Kind, name: &str| config.contains_key(&config_ref(kind, name));
+        // A pool named by an advertisement may be either kind of pool.
+        let exists = |kind: Kind, name: &str| {
+            if kind.is_pool() {
+                pool_names.contains_key(name)
+            } else {
+                config.contains_key(&config_ref(kind, name))
+            }
+        };
         let aliases: BTreeSet<&str> = config
             .values()
             .filter_map(|(_, o)| match &o.spec {
@@ -547,9 +575,9 @@ impl AllocationTable {
     fn rebuild_pools(&mut self) {
         let mut pools: BTreeMap<String, PoolState> = BTreeMap::new();
         for obj in self.objects.values() {
-            if let ObjectSpec::IpAddressPool(spec) = &obj.spec {
+            if let Some(spec) = obj.spec.pool_spec() {
                 // Validated before it was stored.
-                let ranges = validate::pool_ranges(spec).unwrap_or_default();
+                let ranges = validate::pool_ranges(&spec).unwrap_or_default();
                 pools.insert(
                     obj.name.clone(),
                     PoolState::new(&obj.name, &ranges, spec.avoid_buggy_ips),
@@ -565,13 +593,41 @@ impl AllocationTable {
         self.pools = pools;
     }
 
-    fn pool_spec(&self, name: &str) -> Option<&IpAddressPoolSpec> {
-        match self.objects.get(&config_ref(Kind::IPAddressPool, name)) {
-            Some(Object {
-                spec: ObjectSpec::IpAddressPool(s),
-                ..
-            }) => Some(s),
+    /// The object a pool name stands for: an IPAddressPool or an Eip (they share names).
+    pub fn pool_object(&self, name: &str) -> Option<&Object> {
+        self.objects
+            .get(&config_ref(Kind::IPAddressPool, name))
+            .or_else(|| self.objects.get(&config_ref(Kind::Eip, name)))
+    }
+
+    fn eip(&self, pool: &str) -> Option<&EipSpec> {
+        match self.pool_object(pool).map(|o| &o.spec) {
+            Some(ObjectSpec::Eip(e)) => Some(e),
             _ => None,
+        }
+    }
+
+    /// Why a pool gives no new address to this Service: a disabled Eip, or a pool that is not an
+    /// Eip of the protocol the Service's OpenELB annotation asks for.
+    fn refuses(&self, pool: &str, intent: &Intent) -> Option<String> {
+        if self.eip(pool).is_some_and(|e| e.disable) {
+            return Some(format!("Eip {pool} is disabled"));
+        }
+        self.wrong_protocol(pool, intent)
+    }
+
+    fn wrong_protocol(&self, pool: &str, intent: &Intent) -> Option<String> {
+        let want = intent.eip_protocol.as_deref()?;
+        match self.eip(pool) {
+            Some(e) if e.protocol() == want => None,
+            Some(e) => Some(format!(
+                "Eip {pool} is protocol {}, the Service asks for {want}",
+                e.protocol()
+            )),
+            None => Some(format!(
+                "IPAddressPool {pool} is not an Eip of protocol {want} (annotation {})",
+                intent::OPENELB_PROTOCOL
+            )),
         }
     }
 
@@ -705,6 +761,10 @@ impl AllocationTable {
                 return Err(format!("pool {want} requested, IP is from {current_pool}"));
             }
         }
+        // A disabled Eip keeps what it gave (OpenELB's rule); a protocol mismatch does not.
+        if let Some(why) = self.wrong_protocol(&current_pool, intent) {
+            return Err(why);
+        }
         if !intent.requested.is_empty() {
             let want: BTreeSet<_> = intent.requested.iter().collect();
             let have: BTreeSet<_> = ips.iter().collect();
@@ -806,7 +866,7 @@ impl AllocationTable {
 
     /// Pools a Service may take from automatically, in order: matching pinned pools by
     /// priority (0 = unset last) then name, then pools without serviceAllocation by name.
-    fn candidate_pools(&self, spec: &ServiceSpec) -> Vec<String> {
+    fn candidate_pools(&self, spec: &ServiceSpec, intent: &Intent) -> Vec<String> {
         let ns_labels = self
             .objects
             .get(&config_ref(Kind::Namespace, &spec.namespace))
@@ -815,10 +875,10 @@ impl AllocationTable {
         let mut pinned: Vec<(i64, String)> = Vec::new();
         let mut fallback: Vec<String> = Vec::new();
         for obj in self.objects.values() {
-            let ObjectSpec::IpAddressPool(p) = &obj.spec else {
+            let Some(p) = obj.spec.pool_spec() else {
                 continue;
             };
-            if !p.auto_assign {
+            if !p.auto_assign || self.refuses(&obj.name, intent).is_some() {
                 continue;
             }
             match &p.service_allocation {
@@ -881,6 +941,9 @@ impl AllocationTable {
                     }
                     _ => pool_name = Some(pool.name.clone()),
                 }
+                if let Some(why) = self.refuses(&pool.name, intent) {
+                    return Err(format!("requested IP {ip}: {why}"));
+                }
                 self.check_sharing(key, intent, ip)?;
             }
             return Ok((pool_name.unwrap_or_default(), intent.requested.clone()));
@@ -889,8 +952,11 @@ impl AllocationTable {
             Some(p) if !self.pools.contains_key(p) => {
                 return Err(format!("IPAddressPool {p} does not exist"))
             }
-            Some(p) => vec![p.clone()],
-            None => self.candidate_pools(spec),
+            Some(p) => match self.refuses(p, intent) {
+                Some(why) => return Err(why),
+                None => vec![p.clone()],
+            },
+            None => self.candidate_pools(spec, intent),
         };
         if candidates.is_empty() {
             return Err("no IPAddressPool serves this Service".into());
@@ -1035,14 +1101,10 @@ impl AllocationTable {
     pub fn pool_usage(
         &self,
         name: &str,
-    ) -> Option<(
-        Option<&IpAddressPoolSpec>,
-        pool::FamilyUsage,
-        pool::FamilyUsage,
-    )> {
+    ) -> Option<(Option<&Object>, pool::FamilyUsage, pool::FamilyUsage)> {
         let p = self.pools.get(name)?;
         Some((
-            self.pool_spec(name),
+            self.pool_object(name),
             p.usage(Family::V4),
             p.usage(Family::V6),
         ))
@@ -1051,3 +1113,6 @@ impl AllocationTable {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod eip_tests;

@@ -23,12 +23,16 @@ pub enum Kind {
     /// `discovery.k8s.io/v1` EndpointSlice: which nodes host ready endpoints of a Service
     /// (for `externalTrafficPolicy: Local`).
     EndpointSlice,
+    /// OpenELB's `network.kubesphere.io/v1alpha2` Eip: a pool and its announcement in one.
+    /// Appended last: postcard encodes a variant by its position, and old logs must decode.
+    Eip,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::IPAddressPool,
+        Kind::Eip,
         Kind::Community,
         Kind::BFDProfile,
         Kind::BGPPeer,
@@ -49,6 +53,7 @@ impl Kind {
             Kind::L2Advertisement => "L2Advertisement",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Eip => "Eip",
         }
     }
 
@@ -56,9 +61,10 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
-    /// Services and Namespaces are Kubernetes core objects; the rest are raftlb's CRDs.
-    pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace)
+    /// Kinds that hand out addresses: MetalLB's pools and OpenELB's Eips share one name space
+    /// (a Service's pool annotation names either).
+    pub fn is_pool(self) -> bool {
+        matches!(self, Kind::IPAddressPool | Kind::Eip)
     }
 
     /// Kinds whose identity includes the namespace (Kubernetes objects that are not raftlb's
@@ -332,6 +338,88 @@ pub struct CommunitySpec {
     pub communities: Vec<CommunityAlias>,
 }
 
+/// OpenELB's Eip protocols: how the Eip's addresses are announced.
+pub const EIP_PROTOCOLS: [&str; 3] = ["bgp", "layer2", "vip"];
+
+/// `Eip.spec` (OpenELB, `network.kubesphere.io/v1alpha2`): a pool and its announcement.
+/// raftlb reads it as an IPAddressPool plus, for `layer2` and `vip`, an L2Advertisement of that
+/// pool on `interface` (or, for `bgp`, a BGPAdvertisement of it).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EipSpec {
+    /// One address, a CIDR, `a-b`, or a comma-separated list of those.
+    pub address: String,
+    /// `bgp` (OpenELB's default), `layer2` or `vip`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["bgp", "layer2", "vip"])))]
+    pub protocol: Option<String>,
+    /// Where `layer2`/`vip` addresses are answered; empty: every interface the node uses.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// No new addresses from this Eip; Services holding one keep it.
+    #[serde(default)]
+    pub disable: bool,
+    /// Accepted for OpenELB compatibility: raftlb never probes the network before allocating.
+    #[serde(default, rename = "usingKnownIPs")]
+    pub using_known_ips: bool,
+    /// Lower first among the Eips a namespace may use automatically (0 = unset, last).
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Labels a namespace must carry (`matchLabels`).
+    #[serde(default)]
+    pub namespace_selector: BTreeMap<String, String>,
+}
+
+impl EipSpec {
+    pub fn protocol(&self) -> &str {
+        self.protocol.as_deref().unwrap_or("bgp")
+    }
+
+    /// The addresses as an IPAddressPool lists them.
+    pub fn addresses(&self) -> Vec<String> {
+        self.address
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
+
+    /// The pool this Eip is. `disable` is not here: the table reads it from the Eip itself.
+    pub fn pool_spec(&self) -> IpAddressPoolSpec {
+        let restricted = !self.namespaces.is_empty() || !self.namespace_selector.is_empty();
+        IpAddressPoolSpec {
+            addresses: self.addresses(),
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            service_allocation: (restricted || self.priority != 0).then(|| ServiceAllocation {
+                priority: self.priority,
+                namespaces: self.namespaces.clone(),
+                namespace_selectors: if self.namespace_selector.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![LabelSelector {
+                        match_labels: self.namespace_selector.clone(),
+                        match_expressions: Vec::new(),
+                    }]
+                },
+                service_selectors: Vec::new(),
+            }),
+        }
+    }
+
+    /// The layer-2 advertisement of this Eip (`layer2` and `vip`), or None (`bgp`).
+    pub fn l2_advertisement(&self, name: &str) -> Option<L2AdvertisementSpec> {
+        matches!(self.protocol(), "layer2" | "vip").then(|| L2AdvertisementSpec {
+            ip_address_pools: vec![name.to_string()],
+            interfaces: self.interface.iter().cloned().collect(),
+            ..Default::default()
+        })
+    }
+}
+
 /// A `v1` Service port, as far as allocation cares.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServicePort {
@@ -397,6 +485,8 @@ pub enum ObjectSpec {
     L2Advertisement(L2AdvertisementSpec),
     Service(ServiceSpec),
     EndpointSlice(EndpointSliceSpec),
+    /// Appended last, like [`Kind::Eip`].
+    Eip(EipSpec),
 }
 
 impl ObjectSpec {
@@ -411,6 +501,16 @@ impl ObjectSpec {
             ObjectSpec::L2Advertisement(_) => Kind::L2Advertisement,
             ObjectSpec::Service(_) => Kind::Service,
             ObjectSpec::EndpointSlice(_) => Kind::EndpointSlice,
+            ObjectSpec::Eip(_) => Kind::Eip,
+        }
+    }
+
+    /// The pool this object is, if it is one (an IPAddressPool, or an Eip read as one).
+    pub fn pool_spec(&self) -> Option<std::borrow::Cow<'_, IpAddressPoolSpec>> {
+        match self {
+            ObjectSpec::IpAddressPool(p) => Some(std::borrow::Cow::Borrowed(p)),
+            ObjectSpec::Eip(e) => Some(std::borrow::Cow::Owned(e.pool_spec())),
+            _ => None,
         }
     }
 }

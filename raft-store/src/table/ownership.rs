@@ -7,12 +7,13 @@
 //! assignment carries the VIP's next epoch, so a plan made on a stale view is skipped rather
 //! than applied twice.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::objects::{Kind, L2AdvertisementSpec, ObjectSpec};
+use super::objects::{L2AdvertisementSpec, ObjectSpec};
 use super::{selector, AllocationTable, ApplyError, Response};
 
 /// How many moves the table remembers (oldest dropped first).
@@ -341,7 +342,8 @@ fn refuse(object: &str, field: &str, reason: &str) -> Response {
 /// What eligibility needs from the table, gathered once per plan.
 struct Eligibility<'a> {
     table: &'a AllocationTable,
-    advertisements: Vec<(&'a str, &'a L2AdvertisementSpec)>,
+    /// L2Advertisements, and the one each layer2/vip Eip implies.
+    advertisements: Vec<(&'a str, Cow<'a, L2AdvertisementSpec>)>,
     /// Service key -> nodes with a ready endpoint of it.
     ready: BTreeMap<String, BTreeSet<&'a str>>,
 }
@@ -352,7 +354,13 @@ impl<'a> Eligibility<'a> {
         let mut ready: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
         for obj in table.objects.values() {
             match &obj.spec {
-                ObjectSpec::L2Advertisement(spec) => advertisements.push((obj.name.as_str(), spec)),
+                ObjectSpec::L2Advertisement(spec) => {
+                    advertisements.push((obj.name.as_str(), Cow::Borrowed(spec)))
+                }
+                ObjectSpec::Eip(eip) => advertisements.extend(
+                    eip.l2_advertisement(&obj.name)
+                        .map(|a| (obj.name.as_str(), Cow::Owned(a))),
+                ),
                 ObjectSpec::EndpointSlice(spec) => {
                     let nodes = ready
                         .entry(format!("{}/{}", obj.namespace, spec.service))
@@ -385,10 +393,7 @@ impl<'a> Eligibility<'a> {
             return Err(format!("node {node} is excluded: {why}"));
         }
         let no_labels = BTreeMap::new();
-        let pool_labels = t
-            .objects
-            .get(&super::config_ref(Kind::IPAddressPool, &usage.pool))
-            .map_or(&no_labels, |o| &o.labels);
+        let pool_labels = t.pool_object(&usage.pool).map_or(&no_labels, |o| &o.labels);
         let users: Vec<&super::ServiceEntry> = usage
             .users
             .keys()

@@ -252,6 +252,63 @@ fn node_selectors_and_interfaces_restrict_owners() {
 }
 
 #[test]
+fn a_layer2_eip_is_its_own_advertisement_on_its_interface() {
+    let mut t = AllocationTable::new();
+    let eip = |name: &str, address: &str, protocol: &str| Object {
+        namespace: String::new(),
+        name: name.into(),
+        labels: BTreeMap::new(),
+        spec: ObjectSpec::Eip(EipSpec {
+            address: address.into(),
+            protocol: Some(protocol.into()),
+            interface: Some("eth1".into()).filter(|_| protocol == "layer2"),
+            ..Default::default()
+        }),
+    };
+    let pinned = |name: &str, eip: &str| {
+        svc_with("ns", name, |s| {
+            s.annotations
+                .insert("eip.openelb.kubesphere.io/v1alpha2".into(), eip.into());
+        })
+    };
+    ok(
+        &mut t,
+        batch(
+            vec![
+                eip("l2", "10.0.0.0/30", "layer2"),
+                eip("vip", "10.1.0.0/30", "vip"),
+                eip("bgp", "10.2.0.0/30", "bgp"),
+                pinned("a", "l2"),
+                pinned("b", "vip"),
+                pinned("c", "bgp"),
+            ],
+            true,
+        ),
+    );
+    node(&mut t, "n1", 1, &[], &["eth0"]);
+    node(&mut t, "n2", 2, &[], &["eth0", "eth1"]);
+    settle(&mut t, true);
+    assert_eq!(
+        owner(&t, "10.0.0.0").as_deref(),
+        Some("n2"),
+        "only n2 has eth1"
+    );
+    assert_eq!(
+        t.owned_by("n2")[&"10.0.0.0".parse::<IpAddr>().unwrap()],
+        vec!["eth1"]
+    );
+    assert!(
+        owner(&t, "10.1.0.0").is_some(),
+        "vip is announced like layer2"
+    );
+    assert_eq!(
+        owner(&t, "10.2.0.0"),
+        None,
+        "a bgp Eip has no layer-2 announcement"
+    );
+}
+
+#[test]
 fn no_advertisement_no_owner() {
     let mut t = AllocationTable::new();
     ok(&mut t, batch(vec![pool("p", &["10.0.0.0/29"])], true));

@@ -58,21 +58,74 @@ pub fn pool_ranges(spec: &IpAddressPoolSpec) -> Result<Vec<AddressRange>, FieldE
     if spec.addresses.is_empty() {
         return fail("spec.addresses", "must list at least one CIDR or a-b range");
     }
+    ranges_of(Kind::IPAddressPool, &spec.addresses)
+}
+
+/// Where a pool kind keeps its `i`th address: MetalLB's list, or OpenELB's one string.
+pub fn address_field(kind: Kind, i: usize) -> String {
+    match kind {
+        Kind::Eip => "spec.address".to_string(),
+        _ => format!("spec.addresses[{i}]"),
+    }
+}
+
+fn ranges_of(kind: Kind, addresses: &[String]) -> Result<Vec<AddressRange>, FieldError> {
     let mut ranges: Vec<AddressRange> = Vec::new();
-    for (i, text) in spec.addresses.iter().enumerate() {
-        let r = AddressRange::parse(text).map_err(|e| (format!("spec.addresses[{i}]"), e))?;
+    for (i, text) in addresses.iter().enumerate() {
+        let r = AddressRange::parse(text).map_err(|e| (address_field(kind, i), e))?;
         if let Some(j) = ranges.iter().position(|o| o.overlaps(&r)) {
-            return fail(
-                format!("spec.addresses[{i}]"),
-                format!(
-                    "{text} overlaps spec.addresses[{j}] ({})",
-                    spec.addresses[j]
-                ),
-            );
+            let other = match kind {
+                Kind::Eip => format!("{} in the same list", addresses[j]),
+                _ => format!("spec.addresses[{j}] ({})", addresses[j]),
+            };
+            return fail(address_field(kind, i), format!("{text} overlaps {other}"));
         }
         ranges.push(r);
     }
     Ok(ranges)
+}
+
+/// OpenELB's Eip, with OpenELB's rules where raftlb can honour them.
+fn eip(spec: &EipSpec) -> Result<(), FieldError> {
+    let addresses = spec.addresses();
+    if addresses.is_empty() {
+        return fail(
+            "spec.address",
+            "missing: one address, a CIDR or a-b (OpenELB also takes a comma list)",
+        );
+    }
+    ranges_of(Kind::Eip, &addresses)?;
+    if !EIP_PROTOCOLS.contains(&spec.protocol()) {
+        return fail(
+            "spec.protocol",
+            format!(
+                "{:?} is not valid ({})",
+                spec.protocol(),
+                EIP_PROTOCOLS.join(", ")
+            ),
+        );
+    }
+    if let Some(iface) = &spec.interface {
+        if iface.starts_with("can_reach:") {
+            return fail(
+                "spec.interface",
+                format!("{iface:?}: can_reach is not supported yet; name the interface (e.g. eth0), or leave it out to answer on every interface"),
+            );
+        }
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            return fail(
+                "spec.interface",
+                format!("{iface:?} is not an interface name"),
+            );
+        }
+    }
+    if spec.priority < 0 {
+        return fail("spec.priority", "must be 0 (unset) or positive");
+    }
+    for (i, ns) in spec.namespaces.iter().enumerate() {
+        name(ns).map_err(|(_, r)| (format!("spec.namespaces[{i}]"), r))?;
+    }
+    Ok(())
 }
 
 /// A Go duration such as `90s`, `1m30s` or `500ms`, in milliseconds.
@@ -213,6 +266,7 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
             Ok(())
         }
         ObjectSpec::Service(spec) => service(spec),
+        ObjectSpec::Eip(spec) => eip(spec),
         ObjectSpec::EndpointSlice(spec) => {
             if spec.service.is_empty() {
                 return fail(
