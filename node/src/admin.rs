@@ -9,7 +9,7 @@ use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::objects::{Object, ObjectSpec};
 use raftlb_raft_store::table::pool::FamilyUsage as Usage;
 use raftlb_raft_store::table::{
-    ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
+    AllocationTable, ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
 };
 use raftlb_raft_store::{NodeId, Raft};
 use tonic::{Request, Response, Status};
@@ -18,6 +18,7 @@ use crate::lease::LeaseView;
 use crate::manifest;
 use crate::network::{self, Forward, ForwardReply};
 use crate::render;
+use crate::watch;
 
 /// How long a write may wait for a leader.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
@@ -40,6 +41,77 @@ fn usage(u: Usage) -> FamilyUsage {
         used: u.used.to_string(),
         free: u.free.to_string(),
     }
+}
+
+/// Every pool (IPAddressPools and Eips) with its usage.
+pub fn pool_messages(table: &AllocationTable) -> Vec<Pool> {
+    table
+        .pools
+        .keys()
+        .filter_map(|name| {
+            let (object, v4, v6) = table.pool_usage(name)?;
+            let object = object?;
+            let spec = object.spec.pool_spec()?;
+            let (protocol, disabled) = match &object.spec {
+                ObjectSpec::Eip(e) => (e.protocol().to_string(), e.disable),
+                _ => (String::new(), false),
+            };
+            Some(Pool {
+                name: name.clone(),
+                addresses: spec.addresses.clone(),
+                auto_assign: spec.auto_assign,
+                avoid_buggy_ips: spec.avoid_buggy_ips,
+                ipv4: Some(usage(v4)),
+                ipv6: Some(usage(v6)),
+                priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
+                kind: object.spec.kind().to_string(),
+                protocol,
+                disabled,
+            })
+        })
+        .collect()
+}
+
+/// Every allocated address with its owner. `leases`: None leaves the lease column empty (a
+/// watch, where it would change with time, not with the log); Some(None) means the leader did
+/// not answer.
+pub fn vip_messages(table: &AllocationTable, leases: Option<Option<&[LeaseView]>>) -> Vec<Vip> {
+    let owners = table.owners();
+    table
+        .addresses
+        .iter()
+        .map(|(ip, usage)| {
+            let rec = table.vips.get(ip).cloned().unwrap_or_default();
+            let owner = rec.owner.clone().unwrap_or_default();
+            let lease = match (&rec.owner, leases) {
+                (None, _) | (_, None) => String::new(),
+                (Some(_), Some(None)) => "unknown".to_string(),
+                (Some(o), Some(Some(l))) => match l.iter().find(|v| v.node == *o) {
+                    Some(v) if v.lease_left_ms > 0 => {
+                        format!("held ({} ms left)", v.lease_left_ms)
+                    }
+                    Some(_) => "expired".to_string(),
+                    None => "unknown".to_string(),
+                },
+            };
+            Vip {
+                ip: ip.to_string(),
+                pool: usage.pool.clone(),
+                services: usage.users.keys().cloned().collect(),
+                sharing_key: usage.sharing_key.clone(),
+                interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
+                reason: if rec.owner.is_none() {
+                    table.unowned_reason(ip)
+                } else {
+                    String::new()
+                },
+                owner,
+                epoch: rec.epoch,
+                since_ms: rec.since_ms,
+                lease,
+            }
+        })
+        .collect()
 }
 
 pub fn service_message(entry: &ServiceEntry) -> Service {
@@ -288,33 +360,7 @@ impl Admin for AdminService {
     }
 
     async fn list_pools(&self, _: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
-        let t = self.read_table();
-        let pools = t
-            .table
-            .pools
-            .keys()
-            .filter_map(|name| {
-                let (object, v4, v6) = t.table.pool_usage(name)?;
-                let object = object?;
-                let spec = object.spec.pool_spec()?;
-                let (protocol, disabled) = match &object.spec {
-                    ObjectSpec::Eip(e) => (e.protocol().to_string(), e.disable),
-                    _ => (String::new(), false),
-                };
-                Some(Pool {
-                    name: name.clone(),
-                    addresses: spec.addresses.clone(),
-                    auto_assign: spec.auto_assign,
-                    avoid_buggy_ips: spec.avoid_buggy_ips,
-                    ipv4: Some(usage(v4)),
-                    ipv6: Some(usage(v6)),
-                    priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
-                    kind: object.spec.kind().to_string(),
-                    protocol,
-                    disabled,
-                })
-            })
-            .collect();
+        let pools = pool_messages(&self.read_table().table);
         Ok(Response::new(PoolList { pools }))
     }
 
@@ -330,43 +376,7 @@ impl Admin for AdminService {
     async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
         let leases = self.leases().await;
         let t = self.read_table();
-        let owners = t.table.owners();
-        let vips = t
-            .table
-            .addresses
-            .iter()
-            .map(|(ip, usage)| {
-                let rec = t.table.vips.get(ip).cloned().unwrap_or_default();
-                let owner = rec.owner.clone().unwrap_or_default();
-                let lease = match (&rec.owner, &leases) {
-                    (None, _) => String::new(),
-                    (Some(_), None) => "unknown".to_string(),
-                    (Some(o), Some(l)) => match l.iter().find(|v| v.node == *o) {
-                        Some(v) if v.lease_left_ms > 0 => {
-                            format!("held ({} ms left)", v.lease_left_ms)
-                        }
-                        Some(_) => "expired".to_string(),
-                        None => "unknown".to_string(),
-                    },
-                };
-                Vip {
-                    ip: ip.to_string(),
-                    pool: usage.pool.clone(),
-                    services: usage.users.keys().cloned().collect(),
-                    sharing_key: usage.sharing_key.clone(),
-                    interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
-                    reason: if rec.owner.is_none() {
-                        t.table.unowned_reason(ip)
-                    } else {
-                        String::new()
-                    },
-                    owner,
-                    epoch: rec.epoch,
-                    since_ms: rec.since_ms,
-                    lease,
-                }
-            })
-            .collect();
+        let vips = vip_messages(&t.table, Some(leases.as_deref()));
         let history = if req.into_inner().history {
             t.table
                 .history
@@ -384,6 +394,29 @@ impl Admin for AdminService {
             Vec::new()
         };
         Ok(Response::new(VipList { vips, history }))
+    }
+
+    type WatchStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchReply, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = req.into_inner();
+        let resource = watch::Resource::parse(&req.resource).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "resource {:?}: watch takes pools, services or vips",
+                req.resource
+            ))
+        })?;
+        let stream = watch::stream(
+            self.raft.clone(),
+            self.table.clone(),
+            resource,
+            req.min_index,
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipReply>, Status> {

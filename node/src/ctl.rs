@@ -16,6 +16,8 @@ use crate::render::{age, table};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
+    /// The table with more columns.
+    Wide,
     Json,
     Yaml,
 }
@@ -34,9 +36,20 @@ pub enum CtlCommand {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// List pools, services, vips or events.
+    /// List pools, services, vips or events: `get svc`, `get service web -n default`,
+    /// `get pool default`, `get vip 192.0.2.1`, `get pools,svc`, `get svc/web`.
     Get {
-        what: GetWhat,
+        /// pools (pool, ipaddresspool, eip), services (service, svc), vips (vip), events (event,
+        /// ev); several with commas; or TYPE/NAME.
+        what: String,
+        /// One item: a pool's name, a Service's name (in -n, default "default"), a VIP.
+        name: Option<String>,
+        /// services: only this namespace.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// pools, services, vips: keep printing changes as they are applied (Ctrl-C ends).
+        #[arg(short = 'w', long)]
+        watch: bool,
         /// events: only this object, e.g. Service/default/web
         #[arg(long)]
         object: Option<String>,
@@ -63,12 +76,62 @@ pub enum CtlCommand {
     Snapshot,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetWhat {
     Pools,
     Services,
     Vips,
     Events,
+}
+
+impl GetWhat {
+    /// kubectl's habit: singular, plural and short names, any case.
+    fn parse(text: &str) -> anyhow::Result<GetWhat> {
+        Ok(match text.to_ascii_lowercase().as_str() {
+            "pools" | "pool" | "ipaddresspools" | "ipaddresspool" | "eips" | "eip" => {
+                GetWhat::Pools
+            }
+            "services" | "service" | "svc" => GetWhat::Services,
+            "vips" | "vip" => GetWhat::Vips,
+            "events" | "event" | "ev" => GetWhat::Events,
+            other => bail!(
+                "the server doesn't have a resource type {other:?} (pools, services, vips, events; short: pool, svc, vip, ev)"
+            ),
+        })
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            GetWhat::Pools => "pools",
+            GetWhat::Services => "services",
+            GetWhat::Vips => "vips",
+            GetWhat::Events => "events",
+        }
+    }
+}
+
+/// What `get` was asked for: each resource, and at most one name.
+fn get_targets(what: &str, name: Option<String>) -> anyhow::Result<(Vec<GetWhat>, Option<String>)> {
+    if let Some((kind, item)) = what.split_once('/') {
+        if name.is_some() {
+            bail!("there is a name in {what:?} already; give TYPE/NAME or TYPE NAME, not both");
+        }
+        return Ok((vec![GetWhat::parse(kind)?], Some(item.to_string())));
+    }
+    let mut kinds = Vec::new();
+    for part in what.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let k = GetWhat::parse(part)?;
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    if kinds.is_empty() {
+        bail!("get needs a resource type (pools, services, vips, events)");
+    }
+    if name.is_some() && kinds.len() > 1 {
+        bail!("a name needs exactly one resource type, not {what:?}");
+    }
+    Ok((kinds, name))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -83,12 +146,18 @@ pub enum MembersOp {
 
 /// Connects to the first endpoint that answers.
 pub async fn connect(endpoints: &str) -> anyhow::Result<AdminClient<Channel>> {
-    let mut errors = Vec::new();
-    for url in endpoints
+    let urls: Vec<&str> = endpoints
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
-    {
+        .collect();
+    connect_first(&urls).await.map(|(client, _)| client)
+}
+
+/// Connects to the first of `urls` that answers; returns its position too.
+async fn connect_first(urls: &[&str]) -> anyhow::Result<(AdminClient<Channel>, usize)> {
+    let mut errors = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
         let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
             Ok(e) => e.connect_timeout(Duration::from_secs(2)),
             Err(e) => {
@@ -98,9 +167,10 @@ pub async fn connect(endpoints: &str) -> anyhow::Result<AdminClient<Channel>> {
         };
         match endpoint.connect().await {
             Ok(ch) => {
-                return Ok(AdminClient::new(ch)
+                let client = AdminClient::new(ch)
                     .max_decoding_message_size(256 << 20)
-                    .max_encoding_message_size(256 << 20))
+                    .max_encoding_message_size(256 << 20);
+                return Ok((client, i));
             }
             Err(e) => errors.push(format!(
                 "{url}: {}",
@@ -117,7 +187,7 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 
 fn print(output: Output, value: &Value, table_text: impl FnOnce() -> String) -> anyhow::Result<()> {
     match output {
-        Output::Table => println!("{}", table_text()),
+        Output::Table | Output::Wide => println!("{}", table_text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
     }
@@ -207,6 +277,21 @@ fn nodes_table(nodes: &[NodeStatus]) -> String {
 }
 
 pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow::Result<()> {
+    if let CtlCommand::Get {
+        what,
+        name,
+        namespace,
+        watch: true,
+        ..
+    } = &command
+    {
+        let (kinds, name) = get_targets(what, name.clone())?;
+        let [kind] = kinds[..] else {
+            bail!("--watch takes one resource type");
+        };
+        let filter = Filter::new(kind, name, namespace.clone());
+        return watch(endpoints, output, kind, &filter).await;
+    }
     let mut client = connect(endpoints).await?;
     match command {
         CtlCommand::Status => {
@@ -254,9 +339,22 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
         CtlCommand::Delete { file } => apply(&mut client, output, &file, true).await,
         CtlCommand::Get {
             what,
+            name,
+            namespace,
             object,
             history,
-        } => get(&mut client, output, what, object, history).await,
+            watch: _,
+        } => {
+            let (kinds, name) = get_targets(&what, name)?;
+            for (i, kind) in kinds.iter().enumerate() {
+                if i > 0 && matches!(output, Output::Table | Output::Wide) {
+                    println!();
+                }
+                let filter = Filter::new(*kind, name.clone(), namespace.clone());
+                get(&mut client, output, *kind, &filter, object.clone(), history).await?;
+            }
+            Ok(())
+        }
         CtlCommand::Drain { .. } | CtlCommand::Move { .. } => {
             let reply = match command {
                 CtlCommand::Drain { node, undo } => client.drain(DrainRequest { node, undo }).await,
@@ -375,234 +473,456 @@ async fn apply(
     })
 }
 
+/// Which items of a listing `get` shows: all, one by name, or a namespace's Services.
+#[derive(Debug, Clone)]
+struct Filter {
+    kind: GetWhat,
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+impl Filter {
+    fn new(kind: GetWhat, name: Option<String>, namespace: Option<String>) -> Filter {
+        // kubectl's reading: a Service named without -n is in "default".
+        let namespace = match (kind, &name, namespace) {
+            (GetWhat::Services, Some(_), None) => Some("default".to_string()),
+            (_, _, ns) => ns,
+        };
+        Filter {
+            kind,
+            name,
+            namespace,
+        }
+    }
+
+    fn keeps(&self, key: &str) -> bool {
+        match self.kind {
+            GetWhat::Services => {
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                self.namespace.as_deref().is_none_or(|n| n == ns)
+                    && self.name.as_deref().is_none_or(|n| n == name)
+            }
+            _ => self.name.as_deref().is_none_or(|n| n == key),
+        }
+    }
+
+    /// kubectl's answer when a named item is missing.
+    fn check_found(&self, found: usize) -> anyhow::Result<()> {
+        match &self.name {
+            Some(name) if found == 0 => bail!("{} {name:?} not found", self.kind.plural()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One row of a listing: its key, its JSON, and its table cells.
+struct Row {
+    key: String,
+    json: Value,
+    cells: Vec<String>,
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn family_cell(u: &Option<FamilyUsage>) -> String {
+    let u = u.clone().unwrap_or_default();
+    if u.size == "0" {
+        "-".to_string()
+    } else {
+        format!("{}/{}/{}", u.size, u.used, u.free)
+    }
+}
+
+fn pool_header(wide: bool) -> Vec<&'static str> {
+    let mut h = vec![
+        "NAME",
+        "KIND",
+        "ADDRESSES",
+        "AUTO-ASSIGN",
+        "IPV4 SIZE/USED/FREE",
+        "IPV6 SIZE/USED/FREE",
+    ];
+    if wide {
+        h.extend(["PROTOCOL", "PRIORITY", "AVOID-BUGGY-IPS", "DISABLED"]);
+    }
+    h
+}
+
+fn pool_row(p: &Pool, wide: bool) -> Row {
+    let fam = |u: &Option<FamilyUsage>| {
+        let u = u.clone().unwrap_or_default();
+        json!({"size": u.size, "used": u.used, "free": u.free})
+    };
+    let mut cells = vec![
+        p.name.clone(),
+        p.kind.clone(),
+        p.addresses.join(","),
+        p.auto_assign.to_string(),
+        family_cell(&p.ipv4),
+        family_cell(&p.ipv6),
+    ];
+    if wide {
+        cells.extend([
+            dash(&p.protocol),
+            p.priority.to_string(),
+            p.avoid_buggy_ips.to_string(),
+            p.disabled.to_string(),
+        ]);
+    }
+    Row {
+        key: p.name.clone(),
+        json: json!({
+            "name": p.name, "kind": p.kind, "addresses": p.addresses, "autoAssign": p.auto_assign,
+            "avoidBuggyIPs": p.avoid_buggy_ips, "priority": p.priority, "protocol": p.protocol,
+            "disabled": p.disabled, "ipv4": fam(&p.ipv4), "ipv6": fam(&p.ipv6),
+        }),
+        cells,
+    }
+}
+
+fn service_header(wide: bool) -> Vec<&'static str> {
+    let mut h = vec!["NAMESPACE", "NAME", "TYPE", "EXTERNAL-IP"];
+    if wide {
+        h.push("PORTS");
+    }
+    h.extend(["POOL", "STATE", "REASON"]);
+    h
+}
+
+fn service_row(s: &Service, wide: bool) -> anyhow::Result<Row> {
+    let json: Value = serde_json::from_str(&s.kubernetes_json)?;
+    let mut cells = vec![
+        s.namespace.clone(),
+        s.name.clone(),
+        s.r#type.clone(),
+        if s.ips.is_empty() {
+            "<pending>".into()
+        } else {
+            s.ips.join(",")
+        },
+    ];
+    if wide {
+        let ports = json["spec"]["ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        cells.push(dash(
+            &ports
+                .iter()
+                .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+    }
+    cells.extend([dash(&s.pool), s.state.clone(), s.reason.clone()]);
+    Ok(Row {
+        key: format!("{}/{}", s.namespace, s.name),
+        json,
+        cells,
+    })
+}
+
+fn vip_header(wide: bool) -> Vec<&'static str> {
+    let mut h = vec!["VIP", "SERVICES", "OWNER", "EPOCH", "SINCE"];
+    if wide {
+        h.extend(["POOL", "SHARING-KEY"]);
+    }
+    h.extend(["INTERFACES", "LEASE", "REASON"]);
+    h
+}
+
+fn vip_row(v: &Vip, wide: bool, now: u64) -> Row {
+    let mut cells = vec![
+        v.ip.clone(),
+        v.services.join(","),
+        if v.owner.is_empty() {
+            "<none>".into()
+        } else {
+            v.owner.clone()
+        },
+        v.epoch.to_string(),
+        if v.since_ms == 0 {
+            "-".into()
+        } else {
+            age(now, v.since_ms)
+        },
+    ];
+    if wide {
+        cells.extend([v.pool.clone(), dash(&v.sharing_key)]);
+    }
+    cells.extend([
+        dash(&v.interfaces.join(",")),
+        dash(&v.lease),
+        dash(&v.reason),
+    ]);
+    Row {
+        key: v.ip.clone(),
+        json: json!({
+            "ip": v.ip, "pool": v.pool, "services": v.services, "sharingKey": v.sharing_key,
+            "owner": v.owner, "epoch": v.epoch, "sinceMs": v.since_ms,
+            "interfaces": v.interfaces, "lease": v.lease, "reason": v.reason,
+        }),
+        cells,
+    }
+}
+
+fn header_of(kind: GetWhat, wide: bool) -> Vec<&'static str> {
+    match kind {
+        GetWhat::Pools => pool_header(wide),
+        GetWhat::Services => service_header(wide),
+        GetWhat::Vips => vip_header(wide),
+        GetWhat::Events => vec!["SEQ", "AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+    }
+}
+
+/// A listing's JSON: Services as a kubectl-shaped `v1` List, the rest as an array.
+fn listing_json(kind: GetWhat, rows: &[Row]) -> Value {
+    let items: Vec<Value> = rows.iter().map(|r| r.json.clone()).collect();
+    match kind {
+        GetWhat::Services => {
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+        }
+        _ => json!(items),
+    }
+}
+
 async fn get(
     client: &mut AdminClient<Channel>,
     output: Output,
-    what: GetWhat,
+    kind: GetWhat,
+    filter: &Filter,
     object: Option<String>,
     history: bool,
 ) -> anyhow::Result<()> {
-    match what {
-        GetWhat::Pools => {
-            let pools = client
-                .list_pools(ListRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .pools;
-            let fam = |u: &Option<FamilyUsage>| {
-                let u = u.clone().unwrap_or_default();
-                json!({"size": u.size, "used": u.used, "free": u.free})
-            };
-            let value = json!(pools
-                .iter()
-                .map(|p| json!({
-                    "name": p.name, "addresses": p.addresses, "autoAssign": p.auto_assign,
-                    "avoidBuggyIPs": p.avoid_buggy_ips, "priority": p.priority,
-                    "ipv4": fam(&p.ipv4), "ipv6": fam(&p.ipv6),
-                }))
-                .collect::<Vec<_>>());
-            let cell = |u: &Option<FamilyUsage>| {
-                let u = u.clone().unwrap_or_default();
-                if u.size == "0" {
-                    "-".to_string()
-                } else {
-                    format!("{}/{}/{}", u.size, u.used, u.free)
-                }
-            };
-            print(output, &value, || {
-                table(
-                    &[
-                        "NAME",
-                        "ADDRESSES",
-                        "AUTO-ASSIGN",
-                        "IPV4 SIZE/USED/FREE",
-                        "IPV6 SIZE/USED/FREE",
-                    ],
-                    &pools
-                        .iter()
-                        .map(|p| {
-                            vec![
-                                p.name.clone(),
-                                p.addresses.join(","),
-                                p.auto_assign.to_string(),
-                                cell(&p.ipv4),
-                                cell(&p.ipv6),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            })
-        }
-        GetWhat::Services => {
-            let services = client
-                .list_services(ListRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .services;
-            let items: Vec<Value> = services
-                .iter()
-                .map(|s| serde_json::from_str(&s.kubernetes_json))
-                .collect::<Result<_, _>>()?;
-            let value = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
-            print(output, &value, || {
-                table(
-                    &[
-                        "NAMESPACE",
-                        "NAME",
-                        "TYPE",
-                        "EXTERNAL-IP",
-                        "POOL",
-                        "STATE",
-                        "REASON",
-                    ],
-                    &services
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                s.namespace.clone(),
-                                s.name.clone(),
-                                s.r#type.clone(),
-                                if s.ips.is_empty() {
-                                    "<pending>".into()
-                                } else {
-                                    s.ips.join(",")
-                                },
-                                if s.pool.is_empty() {
-                                    "-".into()
-                                } else {
-                                    s.pool.clone()
-                                },
-                                s.state.clone(),
-                                s.reason.clone(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            })
-        }
+    let wide = output == Output::Wide;
+    let now = now_ms();
+    let mut moves = Vec::new();
+    let rows: Vec<Row> = match kind {
+        GetWhat::Pools => client
+            .list_pools(ListRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .pools
+            .iter()
+            .map(|p| pool_row(p, wide))
+            .collect(),
+        GetWhat::Services => client
+            .list_services(ListRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .services
+            .iter()
+            .map(|s| service_row(s, wide))
+            .collect::<anyhow::Result<_>>()?,
         GetWhat::Vips => {
             let list = client
                 .list_vips(VipsRequest { history })
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let now = now_ms();
-            let value = json!({
-                "vips": list.vips.iter().map(|v| json!({
-                    "ip": v.ip, "pool": v.pool, "services": v.services, "sharingKey": v.sharing_key,
-                    "owner": v.owner, "epoch": v.epoch, "sinceMs": v.since_ms,
-                    "interfaces": v.interfaces, "lease": v.lease, "reason": v.reason,
-                })).collect::<Vec<_>>(),
-                "history": list.history.iter().map(|m| json!({
-                    "timeMs": m.time_ms, "vip": m.vip, "epoch": m.epoch, "from": m.from,
-                    "to": m.to, "cause": m.cause,
-                })).collect::<Vec<_>>(),
-            });
-            let dash = |s: &str| {
-                if s.is_empty() {
-                    "-".to_string()
-                } else {
-                    s.to_string()
-                }
-            };
-            print(output, &value, || {
-                let mut text = table(
-                    &[
-                        "VIP",
-                        "SERVICES",
-                        "OWNER",
-                        "EPOCH",
-                        "SINCE",
-                        "INTERFACES",
-                        "LEASE",
-                        "REASON",
-                    ],
-                    &list
-                        .vips
-                        .iter()
-                        .map(|v| {
-                            vec![
-                                v.ip.clone(),
-                                v.services.join(","),
-                                if v.owner.is_empty() {
-                                    "<none>".into()
-                                } else {
-                                    v.owner.clone()
-                                },
-                                v.epoch.to_string(),
-                                if v.since_ms == 0 {
-                                    "-".into()
-                                } else {
-                                    age(now, v.since_ms)
-                                },
-                                dash(&v.interfaces.join(",")),
-                                dash(&v.lease),
-                                dash(&v.reason),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                if history {
-                    text.push_str("\n\n");
-                    text.push_str(&table(
-                        &["AGE", "VIP", "EPOCH", "FROM", "TO", "CAUSE"],
-                        &list
-                            .history
-                            .iter()
-                            .map(|m| {
-                                vec![
-                                    age(now, m.time_ms),
-                                    m.vip.clone(),
-                                    m.epoch.to_string(),
-                                    dash(&m.from),
-                                    dash(&m.to),
-                                    m.cause.clone(),
-                                ]
-                            })
-                            .collect::<Vec<_>>(),
-                    ));
-                }
-                text
-            })
+            moves = list.history;
+            list.vips.iter().map(|v| vip_row(v, wide, now)).collect()
         }
-        GetWhat::Events => {
-            let events = client
-                .list_events(EventsRequest {
-                    after_seq: 0,
-                    object: object.unwrap_or_default(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .events;
-            let value = json!(events
-                .iter()
-                .map(|e| json!({
+        GetWhat::Events => client
+            .list_events(EventsRequest {
+                after_seq: 0,
+                object: object.unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .events
+            .iter()
+            .map(|e| Row {
+                key: e.seq.to_string(),
+                json: json!({
                     "seq": e.seq, "timeMs": e.time_ms, "object": e.object, "type": e.r#type,
                     "reason": e.reason, "message": e.message,
-                }))
-                .collect::<Vec<_>>());
-            let now = now_ms();
-            print(output, &value, || {
-                table(
-                    &["SEQ", "AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"],
-                    &events
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.seq.to_string(),
-                                age(now, e.time_ms),
-                                e.r#type.clone(),
-                                e.reason.clone(),
-                                e.object.clone(),
-                                e.message.clone(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                }),
+                cells: vec![
+                    e.seq.to_string(),
+                    age(now, e.time_ms),
+                    e.r#type.clone(),
+                    e.reason.clone(),
+                    e.object.clone(),
+                    e.message.clone(),
+                ],
             })
+            .collect(),
+    };
+    let rows: Vec<Row> = rows.into_iter().filter(|r| filter.keeps(&r.key)).collect();
+    filter.check_found(rows.len())?;
+    let value = match &filter.name {
+        // One item by name: the item itself, as kubectl prints it.
+        Some(_) => rows[0].json.clone(),
+        None => listing_json(kind, &rows),
+    };
+    let value = if kind == GetWhat::Vips && history {
+        json!({
+            "vips": value,
+            "history": moves.iter().map(|m| json!({
+                "timeMs": m.time_ms, "vip": m.vip, "epoch": m.epoch, "from": m.from,
+                "to": m.to, "cause": m.cause,
+            })).collect::<Vec<_>>(),
+        })
+    } else {
+        value
+    };
+    print(output, &value, || {
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells.clone()).collect();
+        let mut text = table(&header_of(kind, wide), &cells);
+        if kind == GetWhat::Vips && history {
+            text.push_str("\n\n");
+            text.push_str(&table(
+                &["AGE", "VIP", "EPOCH", "FROM", "TO", "CAUSE"],
+                &moves
+                    .iter()
+                    .filter(|m| filter.keeps(&m.vip))
+                    .map(|m| {
+                        vec![
+                            age(now, m.time_ms),
+                            m.vip.clone(),
+                            m.epoch.to_string(),
+                            dash(&m.from),
+                            dash(&m.to),
+                            m.cause.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            ));
         }
+        text
+    })
+}
+
+/// `get -w`: the listing, then every change as it is applied. When the peer goes away the
+/// watch resumes on another endpoint from the last applied index it saw; rows are compared
+/// with what was printed, so nothing is printed twice and the state after the gap is shown.
+async fn watch(
+    endpoints: &str,
+    output: Output,
+    kind: GetWhat,
+    filter: &Filter,
+) -> anyhow::Result<()> {
+    let resource = match kind {
+        GetWhat::Events => bail!("--watch takes pools, services or vips"),
+        other => other.plural(),
+    };
+    let wide = output == Output::Wide;
+    let mut urls: Vec<&str> = endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    // key -> the row as printed (cells and JSON).
+    let mut shown: std::collections::BTreeMap<String, Row> = Default::default();
+    let mut seen_index = 0;
+    let mut header_printed = false;
+    let mut failures = 0;
+    loop {
+        let (mut client, at) = match connect_first(&urls).await {
+            Ok(c) => c,
+            // Every endpoint refused: give up only after a while (a rolling restart).
+            Err(e) if failures >= 20 => return Err(e),
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let request = WatchRequest {
+            resource: resource.to_string(),
+            min_index: seen_index,
+        };
+        let mut stream = match client.watch(request).await {
+            Ok(s) => s.into_inner(),
+            Err(e) if e.code() == tonic::Code::InvalidArgument => bail!("{}", e.message()),
+            Err(_) => {
+                urls.rotate_left(at + 1);
+                continue;
+            }
+        };
+        while let Ok(Some(reply)) = stream.message().await {
+            failures = 0;
+            seen_index = seen_index.max(reply.applied_index);
+            let now = now_ms();
+            let mut rows: Vec<Row> = Vec::new();
+            rows.extend(reply.pools.iter().map(|p| pool_row(p, wide)));
+            for s in &reply.services {
+                rows.push(service_row(s, wide)?);
+            }
+            rows.extend(reply.vips.iter().map(|v| vip_row(v, wide, now)));
+            let mut deleted: Vec<String> = reply.deleted.clone();
+            if reply.initial {
+                // A fresh listing: whatever was shown and is not in it went away meanwhile.
+                let present: std::collections::BTreeSet<&str> =
+                    rows.iter().map(|r| r.key.as_str()).collect();
+                deleted.extend(
+                    shown
+                        .keys()
+                        .filter(|k| !present.contains(k.as_str()))
+                        .cloned(),
+                );
+            }
+            let mut lines: Vec<(&str, Row)> = Vec::new();
+            for row in rows.into_iter().filter(|r| filter.keeps(&r.key)) {
+                match shown.get(&row.key) {
+                    Some(old) if old.json == row.json => {}
+                    Some(_) => lines.push(("MODIFIED", row)),
+                    None => lines.push(("ADDED", row)),
+                }
+            }
+            for key in deleted {
+                if let Some(old) = shown.remove(&key) {
+                    lines.push(("DELETED", old));
+                }
+            }
+            if matches!(output, Output::Table | Output::Wide) && !header_printed {
+                let cells: Vec<Vec<String>> = lines.iter().map(|(_, r)| r.cells.clone()).collect();
+                println!("{}", table(&header_of(kind, wide), &cells));
+                header_printed = true;
+            } else {
+                for (event, row) in &lines {
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            json!({"type": event, "appliedIndex": reply.applied_index, "object": row.json})
+                        ),
+                        Output::Yaml => print!(
+                            "---\n{}",
+                            serde_yaml_ng::to_string(
+                                &json!({"type": event, "appliedIndex": reply.applied_index, "object": row.json})
+                            )?
+                        ),
+                        _ => {
+                            let mut cells = row.cells.clone();
+                            if *event == "DELETED" {
+                                cells.push("(deleted)".into());
+                            }
+                            println!("{}", cells.join("   "));
+                        }
+                    }
+                }
+            }
+            for (event, row) in lines {
+                if event != "DELETED" {
+                    shown.insert(row.key.clone(), row);
+                }
+            }
+            use std::io::Write;
+            std::io::stdout().flush().ok();
+        }
+        // The stream broke: resume on the next endpoint, this one last.
+        urls.rotate_left(at + 1);
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

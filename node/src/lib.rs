@@ -11,3 +11,4 @@ pub mod network;
 pub mod peer;
 pub mod render;
 pub mod up;
+pub mod watch;

@@ -123,11 +123,13 @@ enum Cmd {
         /// Admin URLs; the first that answers is used.
         #[arg(
             long,
+            global = true,
             env = "RAFTLB_ENDPOINT",
             default_value = "http://127.0.0.1:7471,http://127.0.0.1:7473,http://127.0.0.1:7475"
         )]
         endpoint: String,
-        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        /// table, wide, json or yaml; accepted anywhere on the line, as kubectl does.
+        #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
         output: Output,
         #[command(subcommand)]
         command: CtlCommand,
