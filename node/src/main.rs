@@ -103,6 +103,10 @@ enum Cmd {
         /// Serve /healthz, /readyz and /metrics on this port of --listen (MetalLB uses 9120).
         #[arg(long)]
         metrics_port: Option<u16>,
+        /// Exit when the process that started this peer is gone (`raftlb up` passes its pid),
+        /// so a launcher killed with SIGKILL leaves no peer behind.
+        #[arg(long, hide = true)]
+        exit_with_parent: Option<u32>,
     },
     /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
     Up {
@@ -152,6 +156,25 @@ fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
                 .map_err(|e| format!("{f}: cannot read: {e}"))
         })
         .collect()
+}
+
+/// Watches the parent: once `parent` is no longer this process's parent (it died and the
+/// process was re-parented), exit. Polling `getppid` through std is safe and has none of
+/// PR_SET_PDEATHSIG's pitfall (that signal fires when the spawning *thread* exits, and `up`
+/// spawns from a runtime thread).
+fn exit_with(parent: u32) {
+    let check = move || std::os::unix::process::parent_id() == parent;
+    if !check() {
+        eprintln!("raftlb run: the launcher (pid {parent}) is gone; exiting");
+        std::process::exit(1);
+    }
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if !check() {
+            eprintln!("raftlb run: the launcher (pid {parent}) is gone; exiting");
+            std::process::exit(1);
+        }
+    });
 }
 
 /// Parses every file; each object raftlb skips gets its line on stderr.
@@ -295,7 +318,11 @@ fn main() {
                 kube_namespace,
                 statefulset,
                 metrics_port,
+                exit_with_parent,
             } => {
+                if let Some(parent) = exit_with_parent {
+                    exit_with(parent);
+                }
                 let timing = Timing::profile(&profile).unwrap_or_else(|| {
                     usage_error(format!("--profile: {profile:?} is not default or fast"))
                 });

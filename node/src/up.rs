@@ -81,6 +81,7 @@ fn spawn_peer(exe: &Path, cfg: &UpConfig, id: u64, peers: &str) -> anyhow::Resul
         .args(["--admin-port", &admin_port.to_string()])
         .args(["--peers", peers])
         .args(["--profile", &cfg.profile])
+        .args(["--exit-with-parent", &std::process::id().to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
