@@ -765,7 +765,8 @@ async fn get(
         Some(_) => rows[0].json.clone(),
         None => listing_json(kind, &rows),
     };
-    let value = if kind == GetWhat::Vips && history {
+    // VIPs keep their documented shape, {"vips": [...], "history": [...]}, which tools read.
+    let value = if kind == GetWhat::Vips && filter.name.is_none() {
         json!({
             "vips": value,
             "history": moves.iter().map(|m| json!({
