@@ -268,6 +268,17 @@ pub fn parse_json(
     Ok(out.objects)
 }
 
+/// The apiVersions that serve `kind`.
+fn api_versions(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Service | Kind::Namespace => &["v1"],
+        Kind::EndpointSlice => &["discovery.k8s.io/v1"],
+        Kind::Eip => &[EIP_API_VERSION],
+        Kind::BGPPeer => &CONFIG_API_VERSIONS,
+        _ => &CONFIG_API_VERSIONS[..2],
+    }
+}
+
 /// The group of an apiVersion: `apps/v1` -> `apps`, `v1` -> `` (core).
 fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
@@ -319,12 +330,15 @@ fn parse_value(
         return Ok(());
     }
     let group = group_of(&api_version);
+    let skip = |out: &mut Parsed| {
+        out.skipped.push(format!(
+            "skipped {api_version} {object}: not used by raftlb"
+        ));
+        Ok(())
+    };
     let Some(kind) = Kind::parse(&kind_text) else {
         if !READ_GROUPS.contains(&group) {
-            out.skipped.push(format!(
-                "skipped {api_version} {object}: not used by raftlb"
-            ));
-            return Ok(());
+            return skip(out);
         }
         let reason = if group == "network.kubesphere.io"
             && OPENELB_LATER.contains(&kind_text.as_str())
@@ -342,39 +356,17 @@ fn parse_value(
     // ours. In the core and discovery groups a wrong pairing is a mistake, reported below.
     let foreign = !READ_GROUPS.contains(&group) && !matches!(group, "" | "discovery.k8s.io");
     if foreign {
-        out.skipped.push(format!(
-            "skipped {api_version} {object}: not used by raftlb"
-        ));
-        return Ok(());
+        return skip(out);
     }
-    let core = matches!(kind, Kind::Service | Kind::Namespace);
-    let version_ok = if core {
-        api_version == "v1"
-    } else if kind == Kind::EndpointSlice {
-        api_version == "discovery.k8s.io/v1"
-    } else if kind == Kind::Eip {
-        api_version == EIP_API_VERSION
-    } else if kind == Kind::BGPPeer {
-        CONFIG_API_VERSIONS.contains(&api_version.as_str())
-    } else {
-        CONFIG_API_VERSIONS[..2].contains(&api_version.as_str())
-    };
-    if !version_ok {
-        let valid = if core {
-            "v1".to_string()
-        } else if kind == Kind::EndpointSlice {
-            "discovery.k8s.io/v1".to_string()
-        } else if kind == Kind::Eip {
-            EIP_API_VERSION.to_string()
-        } else if kind == Kind::BGPPeer {
-            CONFIG_API_VERSIONS.join(", ")
-        } else {
-            CONFIG_API_VERSIONS[..2].join(", ")
-        };
+    let versions = api_versions(kind);
+    if !versions.contains(&api_version.as_str()) {
         return Err(fail(
             &object,
             "apiVersion",
-            format!("{api_version:?} does not serve {kind_text} (valid: {valid})"),
+            format!(
+                "{api_version:?} does not serve {kind_text} (valid: {})",
+                versions.join(", ")
+            ),
         ));
     }
 
@@ -473,81 +465,72 @@ fn parse_value(
             }
         }
         _ => {
-            // A config document: its metadata, and its spec wrapped into ObjectSpec. `empty`
-            // is the spec an absent one means, for kinds whose every field has a default.
+            // A config document: its metadata, and its spec wrapped into ObjectSpec. `absent`
+            // says what a missing spec means.
             fn config<S: DeserializeOwned>(
                 value: Value,
                 object: &str,
                 fail: &dyn Fn(&str, &str, String) -> ManifestError,
                 wrap: fn(S) -> ObjectSpec,
-                empty: Option<fn() -> S>,
-                required: &str,
+                absent: impl FnOnce() -> Result<S, ManifestError>,
             ) -> Result<(Metadata, ObjectSpec), ManifestError> {
                 let d: Doc<S> = typed(value, object, fail)?;
-                let spec = match (d.spec, empty) {
-                    (Some(spec), _) => spec,
-                    (None, Some(empty)) => empty(),
-                    (None, None) => {
-                        return Err(fail(object, "spec", format!("missing ({required})")))
-                    }
+                let spec = match d.spec {
+                    Some(spec) => spec,
+                    None => absent()?,
                 };
                 Ok((d.metadata, wrap(spec)))
             }
+            type Fail<'a> = &'a dyn Fn(&str, &str, String) -> ManifestError;
+            // Kinds whose every field has a default: no spec is the empty spec (MetalLB's
+            // documented `L2Advertisement` has none).
+            fn defaulted<S: DeserializeOwned + Default>(
+                value: Value,
+                object: &str,
+                fail: Fail,
+                wrap: fn(S) -> ObjectSpec,
+            ) -> Result<(Metadata, ObjectSpec), ManifestError> {
+                config(value, object, fail, wrap, || Ok(S::default()))
+            }
+            // Kinds with required fields: no spec is an error saying what is needed.
+            fn required<S: DeserializeOwned>(
+                value: Value,
+                object: &str,
+                fail: Fail,
+                wrap: fn(S) -> ObjectSpec,
+                needs: &str,
+            ) -> Result<(Metadata, ObjectSpec), ManifestError> {
+                let missing = || Err(fail(object, "spec", format!("missing ({needs})")));
+                config(value, object, fail, wrap, missing)
+            }
             let (metadata, spec) = match kind {
-                Kind::IPAddressPool => config(
+                Kind::IPAddressPool => required(
                     value,
                     &object,
                     fail,
                     ObjectSpec::IpAddressPool,
-                    None,
                     "an IPAddressPool lists spec.addresses",
                 )?,
-                Kind::L2Advertisement => config(
-                    value,
-                    &object,
-                    fail,
-                    ObjectSpec::L2Advertisement,
-                    Some(Default::default),
-                    "",
-                )?,
-                Kind::BGPAdvertisement => config(
-                    value,
-                    &object,
-                    fail,
-                    ObjectSpec::BgpAdvertisement,
-                    Some(Default::default),
-                    "",
-                )?,
-                Kind::BGPPeer => config(
+                Kind::L2Advertisement => {
+                    defaulted(value, &object, fail, ObjectSpec::L2Advertisement)?
+                }
+                Kind::BGPAdvertisement => {
+                    defaulted(value, &object, fail, ObjectSpec::BgpAdvertisement)?
+                }
+                Kind::BGPPeer => required(
                     value,
                     &object,
                     fail,
                     ObjectSpec::BgpPeer,
-                    None,
                     "a BGPPeer needs spec.myASN, spec.peerASN and spec.peerAddress",
                 )?,
-                Kind::BFDProfile => config(
-                    value,
-                    &object,
-                    fail,
-                    ObjectSpec::BfdProfile,
-                    Some(Default::default),
-                    "",
-                )?,
-                Kind::Community => config(
-                    value,
-                    &object,
-                    fail,
-                    ObjectSpec::Community,
-                    Some(Default::default),
-                    "",
-                )?,
-                Kind::Eip => config(
+                Kind::BFDProfile => defaulted(value, &object, fail, ObjectSpec::BfdProfile)?,
+                Kind::Community => defaulted(value, &object, fail, ObjectSpec::Community)?,
+                Kind::Eip => required(
                     value,
                     &object,
                     fail,
                     ObjectSpec::Eip,
-                    None,
                     "an Eip needs spec.address",
                 )?,
                 Kind::Namespace | Kind::Service | Kind::EndpointSlice => {
