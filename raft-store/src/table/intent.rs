@@ -36,6 +36,19 @@ pub fn annotation<'a>(
     })
 }
 
+/// [`annotation`], then OpenELB's key for the same request (raftlb's and MetalLB's win).
+fn annotation_or_openelb<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    suffix: &str,
+    openelb_key: &str,
+) -> Option<(String, &'a str)> {
+    annotation(annotations, suffix).or_else(|| {
+        annotations
+            .get(openelb_key)
+            .map(|v| (openelb_key.to_string(), v.as_str()))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FamilyPolicy {
     SingleStack,
@@ -169,10 +182,8 @@ impl Intent {
             ));
         }
 
-        let pool = annotation(&spec.annotations, ANN_ADDRESS_POOL)
-            .map(|(_, v)| v)
-            .or_else(|| spec.annotations.get(OPENELB_EIP).map(String::as_str))
-            .map(|v| v.trim().to_string())
+        let pool = annotation_or_openelb(&spec.annotations, ANN_ADDRESS_POOL, OPENELB_EIP)
+            .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty());
         let eip_protocol = match spec.annotations.get(OPENELB_PROTOCOL) {
             None => None,
@@ -226,11 +237,7 @@ impl Intent {
 }
 
 fn requested_ips(spec: &ServiceSpec) -> Result<Vec<IpAddr>, IntentError> {
-    let from_annotation = annotation(&spec.annotations, ANN_LB_IPS).or_else(|| {
-        spec.annotations
-            .get(OPENELB_IP)
-            .map(|v| (OPENELB_IP.to_string(), v.as_str()))
-    });
+    let from_annotation = annotation_or_openelb(&spec.annotations, ANN_LB_IPS, OPENELB_IP);
     let lb_ip = spec
         .load_balancer_ip
         .as_deref()
