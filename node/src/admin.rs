@@ -6,18 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raftlb_proto::admin::admin_server::Admin;
 use raftlb_proto::admin::*;
 use raftlb_raft_store::store::SharedTable;
-use raftlb_raft_store::table::objects::{Object, ObjectSpec};
-use raftlb_raft_store::table::pool::FamilyUsage as Usage;
-use raftlb_raft_store::table::{
-    AllocationTable, ApplyBatch, Command, Response as TableResponse, ServiceEntry, ServiceState,
-};
+use raftlb_raft_store::table::objects::Object;
+use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse, ServiceEntry};
 use raftlb_raft_store::{NodeId, Raft};
 use tonic::{Request, Response, Status};
 
 use crate::lease::LeaseView;
 use crate::manifest;
 use crate::network::{self, Forward, ForwardReply};
-use crate::render;
+use crate::render::{pool_messages, service_message, vip_messages};
 use crate::watch;
 
 /// How long a write may wait for a leader.
@@ -33,108 +30,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn usage(u: Usage) -> FamilyUsage {
-    FamilyUsage {
-        size: u.size.to_string(),
-        used: u.used.to_string(),
-        free: u.free.to_string(),
-    }
-}
-
-/// Every pool (IPAddressPools and Eips) with its usage.
-pub fn pool_messages(table: &AllocationTable) -> Vec<Pool> {
-    table
-        .pools
-        .keys()
-        .filter_map(|name| {
-            let (object, v4, v6) = table.pool_usage(name)?;
-            let object = object?;
-            let spec = object.spec.pool_spec()?;
-            let (protocol, disabled) = match &object.spec {
-                ObjectSpec::Eip(e) => (e.protocol().to_string(), e.disable),
-                _ => (String::new(), false),
-            };
-            Some(Pool {
-                name: name.clone(),
-                addresses: spec.addresses.clone(),
-                auto_assign: spec.auto_assign,
-                avoid_buggy_ips: spec.avoid_buggy_ips,
-                ipv4: Some(usage(v4)),
-                ipv6: Some(usage(v6)),
-                priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
-                kind: object.spec.kind().to_string(),
-                protocol,
-                disabled,
-            })
-        })
-        .collect()
-}
-
-/// Every allocated address with its owner. `leases`: None leaves the lease column empty (a
-/// watch, where it would change with time, not with the log); Some(None) means the leader did
-/// not answer.
-pub fn vip_messages(table: &AllocationTable, leases: Option<Option<&[LeaseView]>>) -> Vec<Vip> {
-    let owners = table.owners();
-    table
-        .addresses
-        .iter()
-        .map(|(ip, usage)| {
-            let rec = table.vips.get(ip).cloned().unwrap_or_default();
-            let owner = rec.owner.clone().unwrap_or_default();
-            let lease = match (&rec.owner, leases) {
-                (None, _) | (_, None) => String::new(),
-                (Some(_), Some(None)) => "unknown".to_string(),
-                (Some(o), Some(Some(l))) => match l.iter().find(|v| v.node == *o) {
-                    Some(v) if v.lease_left_ms > 0 => {
-                        format!("held ({} ms left)", v.lease_left_ms)
-                    }
-                    Some(_) => "expired".to_string(),
-                    None => "unknown".to_string(),
-                },
-            };
-            Vip {
-                ip: ip.to_string(),
-                pool: usage.pool.clone(),
-                services: usage.users.keys().cloned().collect(),
-                sharing_key: usage.sharing_key.clone(),
-                interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
-                reason: if rec.owner.is_none() {
-                    table.unowned_reason(ip)
-                } else {
-                    String::new()
-                },
-                owner,
-                epoch: rec.epoch,
-                since_ms: rec.since_ms,
-                lease,
-            }
-        })
-        .collect()
-}
-
-pub fn service_message(entry: &ServiceEntry) -> Service {
-    let (state, ips, pool, reason) = match &entry.state {
-        ServiceState::Allocated { pool, ips } => (
-            "Allocated",
-            ips.iter().map(|i| i.to_string()).collect(),
-            pool.clone(),
-            String::new(),
-        ),
-        ServiceState::Pending { reason } => ("Pending", vec![], String::new(), reason.clone()),
-        ServiceState::Ignored { reason } => ("Ignored", vec![], String::new(), reason.clone()),
-    };
-    Service {
-        namespace: entry.spec.namespace.clone(),
-        name: entry.spec.name.clone(),
-        r#type: entry.spec.service_type.clone(),
-        state: state.into(),
-        ips,
-        pool,
-        reason,
-        kubernetes_json: render::service_json(&entry.spec, &entry.state).to_string(),
-    }
 }
 
 fn forward_error(reply: ForwardReply) -> Status {
@@ -376,7 +271,16 @@ impl Admin for AdminService {
     async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
         let leases = self.leases().await;
         let t = self.read_table();
-        let vips = vip_messages(&t.table, Some(leases.as_deref()));
+        // The owner's lease as the leader sees it.
+        let lease_of = |owner: &str| match &leases {
+            None => "unknown".to_string(),
+            Some(l) => match l.iter().find(|v| v.node == owner) {
+                Some(v) if v.lease_left_ms > 0 => format!("held ({} ms left)", v.lease_left_ms),
+                Some(_) => "expired".to_string(),
+                None => "unknown".to_string(),
+            },
+        };
+        let vips = vip_messages(&t.table, &lease_of);
         let history = if req.into_inner().history {
             t.table
                 .history

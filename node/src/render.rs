@@ -1,10 +1,101 @@
-//! How the table looks to people and to kubectl-shaped tools: Kubernetes JSON for Services and
-//! text tables for `raftlb ctl`.
+//! How the table looks to people and to kubectl-shaped tools: the admin API's messages (shared
+//! by the list RPCs and the watch), Kubernetes JSON for Services and text tables for
+//! `raftlb ctl`.
 
+use raftlb_proto::admin::{FamilyUsage, Pool, Service, Vip};
 use raftlb_raft_store::table::intent::ANN_ALLOCATED_FROM;
-use raftlb_raft_store::table::objects::ServiceSpec;
-use raftlb_raft_store::table::ServiceState;
+use raftlb_raft_store::table::objects::{ObjectSpec, ServiceSpec};
+use raftlb_raft_store::table::pool::FamilyUsage as FamilyUsageOf;
+use raftlb_raft_store::table::{AllocationTable, ServiceEntry, ServiceState};
 use serde_json::{json, Value};
+
+fn usage(u: FamilyUsageOf) -> FamilyUsage {
+    FamilyUsage {
+        size: u.size.to_string(),
+        used: u.used.to_string(),
+        free: u.free.to_string(),
+    }
+}
+
+/// Every pool (IPAddressPools and Eips) with its usage.
+pub fn pool_messages(table: &AllocationTable) -> Vec<Pool> {
+    table
+        .pools
+        .keys()
+        .filter_map(|name| {
+            let (object, v4, v6) = table.pool_usage(name)?;
+            let object = object?;
+            let spec = object.spec.pool_spec()?;
+            let (protocol, disabled) = match &object.spec {
+                ObjectSpec::Eip(e) => (e.protocol().to_string(), e.disable),
+                _ => (String::new(), false),
+            };
+            Some(Pool {
+                name: name.clone(),
+                addresses: spec.addresses.clone(),
+                auto_assign: spec.auto_assign,
+                avoid_buggy_ips: spec.avoid_buggy_ips,
+                ipv4: Some(usage(v4)),
+                ipv6: Some(usage(v6)),
+                priority: spec.service_allocation.as_ref().map_or(0, |s| s.priority),
+                kind: object.spec.kind().to_string(),
+                protocol,
+                disabled,
+            })
+        })
+        .collect()
+}
+
+/// Every allocated address with its owner; `lease_of(owner)` fills the lease column.
+pub fn vip_messages(table: &AllocationTable, lease_of: &dyn Fn(&str) -> String) -> Vec<Vip> {
+    let owners = table.owners();
+    table
+        .addresses
+        .iter()
+        .map(|(ip, usage)| {
+            let rec = table.vips.get(ip).cloned().unwrap_or_default();
+            Vip {
+                ip: ip.to_string(),
+                pool: usage.pool.clone(),
+                services: usage.users.keys().cloned().collect(),
+                sharing_key: usage.sharing_key.clone(),
+                interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
+                reason: if rec.owner.is_none() {
+                    table.unowned_reason(ip)
+                } else {
+                    String::new()
+                },
+                lease: rec.owner.as_deref().map_or(String::new(), lease_of),
+                owner: rec.owner.unwrap_or_default(),
+                epoch: rec.epoch,
+                since_ms: rec.since_ms,
+            }
+        })
+        .collect()
+}
+
+pub fn service_message(entry: &ServiceEntry) -> Service {
+    let (state, ips, pool, reason) = match &entry.state {
+        ServiceState::Allocated { pool, ips } => (
+            "Allocated",
+            ips.iter().map(|i| i.to_string()).collect(),
+            pool.clone(),
+            String::new(),
+        ),
+        ServiceState::Pending { reason } => ("Pending", vec![], String::new(), reason.clone()),
+        ServiceState::Ignored { reason } => ("Ignored", vec![], String::new(), reason.clone()),
+    };
+    Service {
+        namespace: entry.spec.namespace.clone(),
+        name: entry.spec.name.clone(),
+        r#type: entry.spec.service_type.clone(),
+        state: state.into(),
+        ips,
+        pool,
+        reason,
+        kubernetes_json: service_json(&entry.spec, &entry.state).to_string(),
+    }
+}
 
 /// A Service as a Kubernetes `v1` object: allocation in `status.loadBalancer.ingress`, the pool
 /// in the `raftlb.io/ip-allocated-from-pool` annotation.

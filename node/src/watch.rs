@@ -15,7 +15,7 @@ use raftlb_raft_store::table::AllocationTable;
 use raftlb_raft_store::Raft;
 use tonic::Status;
 
-use crate::admin::{pool_messages, service_message, vip_messages};
+use crate::render::{pool_messages, service_message, vip_messages};
 
 /// Bursts of applied entries within this window go out as one reply.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -56,7 +56,8 @@ fn listing(resource: Resource, table: &AllocationTable) -> BTreeMap<String, Item
             .iter()
             .map(|(key, entry)| (key.clone(), Item::Service(service_message(entry))))
             .collect(),
-        Resource::Vips => vip_messages(table, None)
+        // No lease column: it changes with time, not with the log.
+        Resource::Vips => vip_messages(table, &|_| String::new())
             .into_iter()
             .map(|v| (v.ip.clone(), Item::Vip(v)))
             .collect(),
