@@ -144,14 +144,20 @@ pub enum MembersOp {
     Remove { id: u64 },
 }
 
-/// Connects to the first endpoint that answers.
-pub async fn connect(endpoints: &str) -> anyhow::Result<AdminClient<Channel>> {
-    let urls: Vec<&str> = endpoints
+/// The URLs of a comma-separated `--endpoint` list.
+fn endpoint_urls(endpoints: &str) -> Vec<&str> {
+    endpoints
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
-        .collect();
-    connect_first(&urls).await.map(|(client, _)| client)
+        .collect()
+}
+
+/// Connects to the first endpoint that answers.
+pub async fn connect(endpoints: &str) -> anyhow::Result<AdminClient<Channel>> {
+    connect_first(&endpoint_urls(endpoints))
+        .await
+        .map(|(client, _)| client)
 }
 
 /// Connects to the first of `urls` that answers; returns its position too.
@@ -818,11 +824,7 @@ async fn watch(
         other => other.plural(),
     };
     let wide = output == Output::Wide;
-    let mut urls: Vec<&str> = endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
+    let mut urls = endpoint_urls(endpoints);
     // key -> the row as printed (cells and JSON).
     let mut shown: std::collections::BTreeMap<String, Row> = Default::default();
     let mut seen_index = 0;
@@ -892,17 +894,10 @@ async fn watch(
                 header_printed = true;
             } else {
                 for (event, row) in &lines {
+                    let change = || json!({"type": event, "appliedIndex": reply.applied_index, "object": row.json});
                     match output {
-                        Output::Json => println!(
-                            "{}",
-                            json!({"type": event, "appliedIndex": reply.applied_index, "object": row.json})
-                        ),
-                        Output::Yaml => print!(
-                            "---\n{}",
-                            serde_yaml_ng::to_string(
-                                &json!({"type": event, "appliedIndex": reply.applied_index, "object": row.json})
-                            )?
-                        ),
+                        Output::Json => println!("{}", change()),
+                        Output::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&change())?),
                         _ => {
                             let mut cells = row.cells.clone();
                             if *event == "DELETED" {

@@ -163,17 +163,16 @@ fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
 /// PR_SET_PDEATHSIG's pitfall (that signal fires when the spawning *thread* exits, and `up`
 /// spawns from a runtime thread).
 fn exit_with(parent: u32) {
-    let check = move || std::os::unix::process::parent_id() == parent;
-    if !check() {
-        eprintln!("raftlb run: the launcher (pid {parent}) is gone; exiting");
-        std::process::exit(1);
-    }
-    std::thread::spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        if !check() {
+    let exit_if_gone = move || {
+        if std::os::unix::process::parent_id() != parent {
             eprintln!("raftlb run: the launcher (pid {parent}) is gone; exiting");
             std::process::exit(1);
         }
+    };
+    exit_if_gone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        exit_if_gone();
     });
 }
 
