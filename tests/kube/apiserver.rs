@@ -23,24 +23,86 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+/// Every resource the server knows: (group/version, plural, kind, namespaced, has status).
+const RESOURCES: &[(&str, &str, &str, bool, bool)] = &[
+    ("v1", "services", "Service", true, true),
+    ("v1", "namespaces", "Namespace", false, false),
+    ("v1", "nodes", "Node", false, true),
+    ("v1", "events", "Event", true, false),
+    (
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        false,
+    ),
+    ("apps/v1", "statefulsets", "StatefulSet", true, true),
+    (
+        "raftlb.io/v1alpha1",
+        "ipaddresspools",
+        "IPAddressPool",
+        true,
+        true,
+    ),
+    (
+        "raftlb.io/v1alpha1",
+        "l2advertisements",
+        "L2Advertisement",
+        true,
+        true,
+    ),
+    (
+        "raftlb.io/v1alpha1",
+        "bgpadvertisements",
+        "BGPAdvertisement",
+        true,
+        true,
+    ),
+    ("raftlb.io/v1alpha1", "bgppeers", "BGPPeer", true, true),
+    ("raftlb.io/v1alpha1", "communities", "Community", true, true),
+    (
+        "raftlb.io/v1alpha1",
+        "bfdprofiles",
+        "BFDProfile",
+        true,
+        true,
+    ),
+    (
+        "raftlb.io/v1alpha1",
+        "servicel2statuses",
+        "ServiceL2Status",
+        true,
+        true,
+    ),
+    // Served only once a test installs OpenELB's CRD (`ApiServer::install_openelb`).
+    (OPENELB, "eips", "Eip", false, true),
+];
+
+/// OpenELB's group/version.
+pub const OPENELB: &str = "network.kubesphere.io/v1alpha2";
+
 /// (group/version, plural) -> (kind, namespaced, has status subresource).
 fn resource(gv: &str, plural: &str) -> Option<(&'static str, bool, bool)> {
-    Some(match (gv, plural) {
-        ("v1", "services") => ("Service", true, true),
-        ("v1", "namespaces") => ("Namespace", false, false),
-        ("v1", "nodes") => ("Node", false, true),
-        ("v1", "events") => ("Event", true, false),
-        ("discovery.k8s.io/v1", "endpointslices") => ("EndpointSlice", true, false),
-        ("apps/v1", "statefulsets") => ("StatefulSet", true, true),
-        ("raftlb.io/v1alpha1", "ipaddresspools") => ("IPAddressPool", true, true),
-        ("raftlb.io/v1alpha1", "l2advertisements") => ("L2Advertisement", true, true),
-        ("raftlb.io/v1alpha1", "bgpadvertisements") => ("BGPAdvertisement", true, true),
-        ("raftlb.io/v1alpha1", "bgppeers") => ("BGPPeer", true, true),
-        ("raftlb.io/v1alpha1", "communities") => ("Community", true, true),
-        ("raftlb.io/v1alpha1", "bfdprofiles") => ("BFDProfile", true, true),
-        ("raftlb.io/v1alpha1", "servicel2statuses") => ("ServiceL2Status", true, true),
-        _ => return None,
-    })
+    RESOURCES
+        .iter()
+        .find(|r| r.0 == gv && r.1 == plural)
+        .map(|r| (r.2, r.3, r.4))
+}
+
+/// `GET /apis/GROUP/VERSION` (or `/api/v1`): the APIResourceList discovery reads.
+fn discovery(gv: &str) -> Value {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.0 == gv)
+        .flat_map(|r| {
+            let main = json!({"name": r.1, "singularName": r.2.to_lowercase(), "namespaced": r.3,
+                "kind": r.2, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]});
+            let status = json!({"name": format!("{}/status", r.1), "singularName": "", "namespaced": r.3,
+                "kind": r.2, "verbs": ["get", "patch", "update"]});
+            std::iter::once(main).chain(r.4.then_some(status))
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
 /// Identity of a stored object.
@@ -92,6 +154,8 @@ struct Inner {
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
     requests: Vec<Request>,
+    /// Whether OpenELB's CRD is installed (its resources served).
+    openelb: bool,
 }
 
 #[derive(Clone)]
@@ -263,7 +327,9 @@ impl ApiServer {
             .to_string();
         let kind = object["kind"].as_str().expect("kind").to_string();
         let plural = plural_of(&gv, &kind);
-        let (_, namespaced, has_status) = resource(&gv, &plural).expect("a served resource");
+        let (_, namespaced, has_status) = resource(&gv, &plural)
+            .filter(|_| self.serves(&gv))
+            .expect("a served resource");
         let ns = if namespaced {
             object["metadata"]["namespace"]
                 .as_str()
@@ -354,6 +420,15 @@ impl ApiServer {
         self.drop_watches();
     }
 
+    /// Installs OpenELB's Eip CRD: from now on `network.kubesphere.io/v1alpha2` is served.
+    pub fn install_openelb(&self) {
+        self.lock().openelb = true;
+    }
+
+    fn serves(&self, gv: &str) -> bool {
+        gv != OPENELB || self.lock().openelb
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.lock().requests.clone()
     }
@@ -407,7 +482,24 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(t) = parse_path(uri.path()) else {
+    let gv = match uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()[..]
+    {
+        ["api", v] => Some(v.to_string()),
+        ["apis", g, v] => Some(format!("{g}/{v}")),
+        _ => None,
+    };
+    if let Some(gv) = gv.filter(|gv| method == Method::GET && server.serves(gv)) {
+        let list = discovery(&gv);
+        if list["resources"].as_array().is_some_and(|r| !r.is_empty()) {
+            server.log(&method, &uri, 200, body);
+            return json_response(&list, StatusCode::OK);
+        }
+    }
+    let Some(t) = parse_path(uri.path()).filter(|t| server.serves(&t.gv)) else {
         server.log(&method, &uri, 404, body);
         return status_error(
             404,

@@ -6,6 +6,7 @@
 
 mod apiserver;
 mod harness;
+mod openelb;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -227,6 +227,23 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     assert!(allows("services", "patch"), "the pool annotation");
     assert!(allows("events", "create"));
     assert!(allows("endpointslices", "watch") && allows("nodes", "watch"));
+    let allows_in = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r.api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|x| x == group))
+                && r.resources
+                    .as_ref()
+                    .is_some_and(|rs| rs.iter().any(|x| x == resource))
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    assert!(
+        allows_in("network.kubesphere.io", "eips", "list")
+            && allows_in("network.kubesphere.io", "eips", "watch")
+            && allows_in("network.kubesphere.io", "eips/status", "patch"),
+        "OpenELB's Eips: read, and their status"
+    );
     assert!(
         !rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")),
         "no wildcard verbs"

@@ -292,6 +292,46 @@ pub struct ServiceL2StatusStatus {
 )]
 pub struct ServiceL2StatusSpec {}
 
+/// OpenELB's `Eip` (`network.kubesphere.io/v1alpha2`, cluster-scoped), read when the cluster
+/// serves it; raftlb never installs its CRD. The spec is kept as the API server sent it and
+/// goes through the same parser as `raftlb ctl apply -f`, so a malformed Eip is refused alone
+/// with the field and reason instead of breaking the watch.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "network.kubesphere.io",
+    version = "v1alpha2",
+    kind = "Eip",
+    status = "EipStatus"
+)]
+pub struct OpenElbEipSpec {
+    #[serde(flatten)]
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `Eip.status` with OpenELB's field names and meanings: the first and last address, the
+/// size, how many addresses are held and by whom (`IP -> namespace/name`, `;`-joined when
+/// shared), whether the pool is full, its family, and `ready` (in force in raftlb's table).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EipStatus {
+    #[serde(default)]
+    pub occupied: bool,
+    #[serde(default)]
+    pub usage: i64,
+    #[serde(default)]
+    pub pool_size: i64,
+    #[serde(default)]
+    pub used: std::collections::BTreeMap<String, String>,
+    #[serde(default, rename = "firstIP")]
+    pub first_ip: String,
+    #[serde(default, rename = "lastIP")]
+    pub last_ip: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub v4: bool,
+}
+
 /// Every CRD raftlb serves, in a stable order.
 pub fn all(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>

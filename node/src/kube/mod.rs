@@ -7,7 +7,8 @@
 //!   ├─ reflector(EndpointSlice)      │ list + watch (resourceVersion, bookmarks; a 410 Gone
 //!   ├─ reflector(Namespace)          │ makes the watcher relist and the store is replaced),
 //!   ├─ reflector(6 config CRDs)      │ each wakes the controller loop
-//!   ├─ reflector(ServiceL2Status)    ┘
+//!   ├─ reflector(ServiceL2Status)    │
+//!   ├─ reflector(OpenELB Eip)        ┘ only while the cluster serves it (asked every 10 s)
 //!   ├─ node_facts: own Node (labels, NetworkUnavailable, exclude label) → RegisterNode
 //!   └─ controller loop, acting only while this peer leads with a quorum:
 //!        source::sync    desired objects (stores) − table → Apply/Delete commands
@@ -42,7 +43,7 @@ use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::ownership::NodeFacts;
 use raftlb_raft_store::Raft;
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use crd::*;
@@ -75,6 +76,8 @@ struct Stores {
     communities: Store<Community>,
     bfd: Store<BFDProfile>,
     l2_status: Store<ServiceL2Status>,
+    /// OpenELB's Eips, while the cluster serves them.
+    eips: Option<Store<Eip>>,
 }
 
 impl Stores {
@@ -91,8 +94,41 @@ impl Stores {
             self.communities.wait_until_ready(),
             self.bfd.wait_until_ready(),
             self.l2_status.wait_until_ready(),
+            async {
+                if let Some(eips) = &self.eips {
+                    let _ = eips.wait_until_ready().await;
+                }
+            },
         );
     }
+}
+
+/// A reflector for `api` and the future that runs it; every event wakes `wake`.
+fn reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+) -> (
+    Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let run = async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => wake.notify_one(),
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    };
+    (reader, run)
 }
 
 /// Starts a reflector for `api`; every event wakes `wake`.
@@ -105,19 +141,58 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => wake.notify_one(),
-                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+    let (reader, run) = reflector(api, config, wake);
+    (reader, tokio::spawn(run))
+}
+
+/// Whether the API server serves OpenELB's Eips. Asked until the server answers: deciding
+/// "not served" on a transient error would delete every Eip from the table.
+async fn serves_eips(client: &Client) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client
+            .list_api_group_resources(&Eip::api_version(&()))
+            .await
+        {
+            Ok(list) => return list.resources.iter().any(|r| r.name == Eip::plural(&())),
+            Err(kube::Error::Api(s)) if s.code == 404 => return false,
+            Err(e) => {
+                warn!(error = %e, "cannot ask whether OpenELB's Eips are served; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    });
-    (reader, task)
+    }
+}
+
+/// How often a cluster without OpenELB's Eip resource is asked again.
+const EIP_DISCOVERY_EVERY: Duration = Duration::from_secs(10);
+
+/// Waits until the cluster serves Eips (OpenELB's CRD installed after raftlb started), hands the
+/// listed store to the controller, then runs its watch.
+async fn eips_once_served(client: Client, wake: Arc<Notify>, found: mpsc::Sender<Store<Eip>>) {
+    loop {
+        tokio::time::sleep(EIP_DISCOVERY_EVERY).await;
+        if serves_eips(&client).await {
+            break;
+        }
+    }
+    info!("OpenELB's Eip resource is now served: watching Eips");
+    let (store, run) = reflector(
+        Api::<Eip>::all(client),
+        watcher::Config::default(),
+        wake.clone(),
+    );
+    // Driven here, not spawned, so aborting this task ends the watch too.
+    let mut run = std::pin::pin!(run);
+    tokio::select! {
+        _ = &mut run => return,
+        _ = store.wait_until_ready() => {}
+    }
+    if found.send(store).await.is_ok() {
+        wake.notify_one();
+        run.await;
+    }
 }
 
 pub async fn client(opts: &KubeOptions) -> anyhow::Result<Client> {
@@ -152,7 +227,7 @@ pub async fn run(
             s
         }};
     }
-    let stores = Stores {
+    let mut stores = Stores {
         services: store!(Api::<Service>::all(client.clone())),
         slices: store!(Api::<EndpointSlice>::all(client.clone())),
         namespaces: store!(Api::<Namespace>::all(client.clone())),
@@ -163,7 +238,19 @@ pub async fn run(
         communities: store!(Api::<Community>::namespaced(client.clone(), ns)),
         bfd: store!(Api::<BFDProfile>::namespaced(client.clone(), ns)),
         l2_status: store!(Api::<ServiceL2Status>::namespaced(client.clone(), ns)),
+        eips: None,
     };
+    let (eips_found, eips_later) = mpsc::channel(1);
+    if serves_eips(&client).await {
+        stores.eips = Some(store!(Api::<Eip>::all(client.clone())));
+    } else {
+        info!("the cluster does not serve OpenELB's Eips (network.kubesphere.io/v1alpha2); asking again every 10 s");
+        tasks.push(tokio::spawn(eips_once_served(
+            client.clone(),
+            wake.clone(),
+            eips_found,
+        )));
+    }
     let node_wake = Arc::new(Notify::new());
     let (node, node_task) = reflect(
         Api::<Node>::all(client.clone()),
@@ -199,7 +286,7 @@ pub async fn run(
     };
     controller.stores.wait_until_ready().await;
     info!("Kubernetes stores listed");
-    controller.run(wake).await;
+    controller.run(wake, eips_later).await;
     for t in tasks {
         t.abort();
     }
@@ -317,12 +404,16 @@ impl Controller {
         m.current_leader == Some(m.id)
     }
 
-    async fn run(&mut self, wake: Arc<Notify>) {
+    /// `eips_later` brings the Eip store if the cluster starts serving Eips after startup.
+    async fn run(&mut self, wake: Arc<Notify>, mut eips_later: mpsc::Receiver<Store<Eip>>) {
         let mut metrics = self.raft.metrics();
         let mut applied = None;
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
+                Some(store) = eips_later.recv(), if self.stores.eips.is_none() => {
+                    self.stores.eips = Some(store);
+                }
                 _ = metrics.changed() => {
                     let now = metrics.borrow().last_applied;
                     if now == applied {

@@ -18,7 +18,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::crd::VERSION;
 use super::Stores;
 use crate::admin::now_ms;
 use crate::manifest;
@@ -95,7 +94,7 @@ fn config<K: kube::Resource<DynamicType = ()> + Serialize>(
         };
         let parsed = cache.parse(&kind, cr.meta(), || {
             json!({
-                "apiVersion": format!("{}/{VERSION}", K::group(&())),
+                "apiVersion": K::api_version(&()),
                 "kind": kind,
                 "metadata": metadata(cr.meta(), false),
                 "spec": spec(&cr),
@@ -188,6 +187,9 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
         &mut out,
     );
     config(stores.bfd.state(), |c| json!(c.spec.spec), cache, &mut out);
+    if let Some(eips) = &stores.eips {
+        config(eips.state(), |c| json!(c.spec.fields), cache, &mut out);
+    }
 
     for ns in stores.namespaces.state() {
         let doc = || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(&ns.metadata, false)});

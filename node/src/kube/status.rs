@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::intent::ANN_ALLOCATED_FROM;
 use raftlb_raft_store::table::objects::{Kind, ObjectRef};
-use raftlb_raft_store::table::pool::FamilyUsage;
+use raftlb_raft_store::table::pool::{from_u128, FamilyUsage};
 use raftlb_raft_store::table::{AllocationTable, Command, ServiceState};
 use raftlb_raft_store::Raft;
 use serde::de::DeserializeOwned;
@@ -178,6 +178,117 @@ fn pool_status(
     }
 }
 
+/// Events about cluster-scoped Eips go here, as kubectl shows them for cluster-scoped objects.
+const EIP_EVENT_NAMESPACE: &str = "default";
+
+fn eip_reference(name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Eip::api_version(&()).into_owned()),
+        kind: Some("Eip".into()),
+        name: Some(name.into()),
+        uid,
+        ..Default::default()
+    }
+}
+
+/// What an Eip's status says, OpenELB's way, from the table: nothing but `ready: false` until
+/// the Eip is in force.
+fn eip_status(table: &AllocationTable, name: &str, held: &[PoolAllocation]) -> EipStatus {
+    let in_force = table.objects.contains_key(&ObjectRef {
+        kind: Kind::Eip,
+        namespace: String::new(),
+        name: name.into(),
+    });
+    let (true, Some(pool), Some((_, v4, v6))) =
+        (in_force, table.pools.get(name), table.pool_usage(name))
+    else {
+        return EipStatus::default();
+    };
+    let first = pool
+        .ranges
+        .first()
+        .map(|(r, _)| from_u128(r.family, r.start));
+    let last = pool.ranges.last().map(|(r, _)| from_u128(r.family, r.end));
+    let used: BTreeMap<String, String> = held
+        .iter()
+        .map(|a| (a.ip.clone(), a.services.join(";")))
+        .collect();
+    let pool_size = saturating(v4.size.saturating_add(v6.size));
+    let usage = used.len() as i64;
+    EipStatus {
+        occupied: pool_size > 0 && usage >= pool_size,
+        usage,
+        pool_size,
+        used,
+        first_ip: first.map(|ip| ip.to_string()).unwrap_or_default(),
+        last_ip: last.map(|ip| ip.to_string()).unwrap_or_default(),
+        ready: true,
+        v4: first.is_some_and(|ip| ip.is_ipv4()),
+    }
+}
+
+/// The merge patch that turns `observed` into `desired`: addresses no longer used are removed
+/// from `used` explicitly (a merge patch keeps map keys it does not mention).
+fn eip_status_patch(observed: &EipStatus, desired: &EipStatus) -> Value {
+    let mut status = json!(desired);
+    for ip in observed.used.keys() {
+        if !desired.used.contains_key(ip) {
+            status["used"][ip] = Value::Null;
+        }
+    }
+    status
+}
+
+/// Every Eip whose status differs from what the table says, and every refused one.
+fn eip_writes(
+    items: Vec<std::sync::Arc<Eip>>,
+    table: &AllocationTable,
+    source: &Source,
+    allocations: &BTreeMap<&str, Vec<PoolAllocation>>,
+    out: &mut Vec<StatusWrite>,
+    refused: &mut Vec<RefusedEip>,
+) {
+    for eip in items {
+        let name = eip.name_any();
+        let r = ObjectRef {
+            kind: Kind::Eip,
+            namespace: String::new(),
+            name: name.clone(),
+        };
+        if let Some(why) = source.invalid(&r, table.objects.get(&r)) {
+            refused.push(RefusedEip {
+                name: name.clone(),
+                uid: eip.uid(),
+                generation: eip.meta().generation.unwrap_or(0),
+                message: format!("{}: {}", why.field, why.reason),
+            });
+        }
+        let held = allocations
+            .get(name.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let desired = eip_status(table, &name, held);
+        let observed = eip.status.clone().unwrap_or_default();
+        if desired != observed {
+            out.push(StatusWrite {
+                kind: "Eip".into(),
+                name,
+                resource_version: eip.resource_version(),
+                status: eip_status_patch(&observed, &desired),
+                invalid_event: None,
+                uid: eip.uid(),
+            });
+        }
+    }
+}
+
+/// An Eip the table refused: OpenELB's status has no conditions, so an Event says why.
+struct RefusedEip {
+    name: String,
+    uid: Option<String>,
+    generation: i64,
+    message: String,
+}
+
 /// One status write to a CR, prepared under the table lock and sent after it.
 struct StatusWrite {
     kind: String,
@@ -324,6 +435,7 @@ fn involved(
                 ..Default::default()
             },
         )),
+        "Eip" => Some((EIP_EVENT_NAMESPACE.into(), eip_reference(rest, None))),
         k if Kind::parse(k).is_some_and(|k| !k.keeps_namespace() && k != Kind::Namespace) => {
             Some((
                 own_namespace.to_string(),
@@ -420,7 +532,7 @@ impl Writer {
         source: &Source,
     ) {
         // Everything is decided under the lock and sent after it.
-        let (services, crs, l2, events, published) = {
+        let (services, crs, refused_eips, l2, events, published) = {
             let t = table.read().unwrap_or_else(|p| p.into_inner());
             let t = &t.table;
             let mut services = Vec::new();
@@ -483,6 +595,17 @@ impl Writer {
             plain!(stores.bgp_peers, BGPPeer);
             plain!(stores.communities, Community);
             plain!(stores.bfd, BFDProfile);
+            let mut refused_eips = Vec::new();
+            if let Some(eips) = &stores.eips {
+                eip_writes(
+                    eips.state(),
+                    t,
+                    source,
+                    &allocations,
+                    &mut crs,
+                    &mut refused_eips,
+                );
+            }
             let l2 = l2_statuses(t);
             self.events_cursor = self.events_cursor.max(t.events_published);
             let events: Vec<_> = t
@@ -492,7 +615,7 @@ impl Writer {
                 .take(EVENTS_PER_ROUND)
                 .cloned()
                 .collect();
-            (services, crs, l2, events, t.events_published)
+            (services, crs, refused_eips, l2, events, t.events_published)
         };
 
         for (svc, want) in services {
@@ -500,6 +623,9 @@ impl Writer {
         }
         for w in crs {
             self.write_cr_status(w).await;
+        }
+        for r in refused_eips {
+            self.publish_eip_refusal(r).await;
         }
         self.write_l2_statuses(stores, l2).await;
 
@@ -602,6 +728,10 @@ impl Writer {
             "BGPPeer" => patch_status::<BGPPeer>(c, &ns, &w.name, &pp, &patch).await,
             "Community" => patch_status::<Community>(c, &ns, &w.name, &pp, &patch).await,
             "BFDProfile" => patch_status::<BFDProfile>(c, &ns, &w.name, &pp, &patch).await,
+            "Eip" => Api::<Eip>::all(c)
+                .patch_status(&w.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
             _ => return,
         };
         if let Err(e) = result {
@@ -633,6 +763,30 @@ impl Writer {
             }
         }
         self.sent(key, desired, w.resource_version);
+    }
+
+    /// One Warning Event per refused generation of an Eip (its name carries the generation, so
+    /// a new leader posting it again is answered 409).
+    async fn publish_eip_refusal(&mut self, r: RefusedEip) {
+        let name = format!("{}.invalid.{}", r.name, r.generation);
+        let key = format!("Event/{name}");
+        if self.in_flight(&key, &r.message, &None) {
+            return;
+        }
+        let ev = event(
+            EIP_EVENT_NAMESPACE,
+            name,
+            eip_reference(&r.name, r.uid),
+            "Warning",
+            "InvalidConfiguration",
+            &r.message,
+            crate::admin::now_ms(),
+        );
+        let api: Api<Event> = Api::namespaced(self.client.clone(), EIP_EVENT_NAMESPACE);
+        match create_event(&api, &ev).await {
+            Ok(()) => self.sent(key, r.message, None),
+            Err(e) => warn!(eip = r.name, error = %e, "cannot publish the event"),
+        }
     }
 
     async fn write_l2_statuses(
