@@ -254,6 +254,46 @@ impl Handler<Sync> for Announcer {
     }
 }
 
+/// A new interface to announce on (discovered after start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddInterface(pub String, pub InterfaceHandle);
+
+/// An interface that is gone or no longer suitable: nothing is announced on it any more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveInterface(pub String);
+
+impl Handler<AddInterface> for Announcer {
+    type Result = ();
+    fn handle(&mut self, AddInterface(name, handle): AddInterface, _: &mut Context<Self>) {
+        info!(interface = %name, "answering ARP/NDP on a new interface");
+        // VIPs the table already lists on it (owned before it could be opened) start now.
+        for (ip, (ifs, _)) in &self.vips {
+            if ifs.contains(&name) {
+                handle.tell(*ip, Announce);
+            }
+        }
+        self.interfaces.insert(name, handle);
+    }
+}
+
+impl Handler<RemoveInterface> for Announcer {
+    type Result = ();
+    fn handle(&mut self, RemoveInterface(name): RemoveInterface, _: &mut Context<Self>) {
+        let Some(handle) = self.interfaces.remove(&name) else {
+            return;
+        };
+        info!(interface = %name, "no longer answering on this interface");
+        // Withdrawn now, not when the table's next Sync restarts the VIPs on it.
+        for (ip, (ifs, _)) in &self.vips {
+            if ifs.contains(&name) {
+                handle.answerer.withdraw(ip);
+            }
+        }
+    }
+}
+
 /// The Service actor of `key`, to ask it for its status.
 #[derive(Message)]
 #[rtype(result = "Option<Addr<ServiceActor>>")]

@@ -48,7 +48,8 @@ struct Rig {
     announcer: Addr<Announcer>,
 }
 
-fn rig(repeats: Vec<Duration>) -> Rig {
+/// The rig and eth0's handle; the announcer starts with eth0 unless `later`.
+fn rig_with(repeats: Vec<Duration>, later: bool) -> (Rig, InterfaceHandle) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let clock = Arc::new(HandClock(AtomicU64::new(1_000)));
     let lease = Arc::new(Lease::new());
@@ -60,14 +61,24 @@ fn rig(repeats: Vec<Duration>) -> Rig {
         arp: Responder::new(answerer.clone(), sink.clone()).start(),
         ndp: Responder::new(answerer.clone(), sink).start(),
     };
-    let announcer = Announcer::new(BTreeMap::from([("eth0".to_string(), handle)]), repeats).start();
-    Rig {
+    let interfaces = if later {
+        BTreeMap::new()
+    } else {
+        BTreeMap::from([("eth0".to_string(), handle.clone())])
+    };
+    let announcer = Announcer::new(interfaces, repeats).start();
+    let rig = Rig {
         sent,
         clock,
         lease,
         answerer,
         announcer,
-    }
+    };
+    (rig, handle)
+}
+
+fn rig(repeats: Vec<Duration>) -> Rig {
+    rig_with(repeats, false).0
 }
 
 fn owned(ips: &[IpAddr]) -> Sync {
@@ -160,4 +171,37 @@ async fn losing_ownership_withdraws_before_the_sync_returns() {
     // No waiting: withdrawn means silent, with the lease still valid.
     assert!(r.answerer.answer(&q).is_none());
     assert!(r.lease.valid_at(r.clock.now_ns()));
+}
+
+#[actix::test]
+async fn an_interface_found_later_is_used_and_a_removed_one_falls_silent_at_once() {
+    let (r, eth0) = rig_with(vec![], true);
+    let v4: IpAddr = "10.77.0.200".parse().unwrap();
+    let q = who_has(Ipv4Addr::new(10, 77, 0, 200));
+    // Owned on eth0 before eth0 is open: nothing to answer with.
+    r.announcer.send(owned(&[v4])).await.unwrap();
+    settle().await;
+    assert!(r.answerer.answer(&q).is_none());
+    assert!(r.sent.lock().unwrap().is_empty());
+
+    // eth0 appears: the VIP the table lists on it is announced and answered at once.
+    r.announcer
+        .send(AddInterface("eth0".into(), eth0))
+        .await
+        .unwrap();
+    settle().await;
+    assert!(r.answerer.answer(&q).is_some());
+    let IpAddr::V4(a) = v4 else { unreachable!() };
+    assert!(r
+        .sent
+        .lock()
+        .unwrap()
+        .contains(&wire::gratuitous_arp(MAC, a)));
+
+    // eth0 goes: silent before the reply, without waiting for the table.
+    r.announcer
+        .send(RemoveInterface("eth0".into()))
+        .await
+        .unwrap();
+    assert!(r.answerer.answer(&q).is_none());
 }

@@ -180,6 +180,15 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(peer.dir.join("raftlb.log"))?;
+        // Peers on loopback answer on no interface of the host unless a test says where.
+        let announce = args
+            .iter()
+            .any(|a| a == "--interfaces" || a == "--exclude-interfaces");
+        let nowhere: &[&str] = if announce {
+            &[]
+        } else {
+            &["--interfaces", "none"]
+        };
         let child = Command::new(bin)
             .arg("run")
             .args(["--id", &id.to_string()])
@@ -190,6 +199,7 @@ impl Cluster {
             .args(["--admin-port", &peer.admin_port.to_string()])
             .args(["--peers", &peers_flag])
             .args(&args)
+            .args(nowhere)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

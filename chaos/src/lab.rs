@@ -243,7 +243,9 @@ impl Lab {
                     .arg("--data-dir")
                     .arg(self.dir.path().join(name))
                     .args(["--peers", &peers.join(",")])
-                    .args(["--node-name", name, "--interfaces", "eth0"])
+                    // No --interfaces: discovery, as installed. It must pick eth0 and never
+                    // the NOARP device holding the VIPs (nor lo).
+                    .args(["--node-name", name])
                     .env("RUST_LOG", "info")
                     .stdout(log.try_clone()?)
                     .stderr(log)
@@ -463,14 +465,15 @@ impl Lab {
         bail!("{what}: not within {timeout:?} ({last})")
     }
 
-    /// The standard lab configuration: one pool with the two VIPs, an L2Advertisement on
-    /// eth0, and a dual-stack Service.
+    /// The standard lab configuration: one pool with the two VIPs, MetalLB's canonical
+    /// L2Advertisement for it (no interfaces: wherever the node answers), and a dual-stack
+    /// Service.
     pub fn apply_standard(&self) -> anyhow::Result<()> {
         self.apply(&format!(
             "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab}}\n\
              spec: {{addresses: [{VIP4}/32, {VIP6}/128]}}\n---\n\
              apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lab}}\n\
-             spec: {{ipAddressPools: [lab], interfaces: [eth0]}}\n---\n\
+             spec: {{ipAddressPools: [lab]}}\n---\n\
              apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
              spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: {PORT}}}]}}\n"
         ))

@@ -361,6 +361,8 @@ pub struct Tasks {
     pub table: SharedTable,
     pub keeper: Arc<LeaseKeeper>,
     pub facts: NodeFacts,
+    /// The interfaces this node answers on, as they change (discovery).
+    pub interfaces: tokio::sync::watch::Receiver<Vec<String>>,
     pub announcer: Option<actix::Addr<Announcer>>,
     /// Register `facts` at start (false under Kubernetes: the Node watcher does it).
     pub register: bool,
@@ -384,11 +386,22 @@ impl Tasks {
         (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
     }
 
-    /// Registers this node's facts, once a leader exists (under Kubernetes the Node watcher
-    /// registers them instead, with the Node's labels).
-    async fn register(self) {
-        if self.register {
-            register_facts(&self.raft, &self.table, &self.facts).await;
+    /// Registers this node's facts once a leader exists, and again whenever its interfaces
+    /// change (under Kubernetes the Node watcher registers them instead, with the Node's
+    /// labels).
+    async fn register(mut self) {
+        if !self.register {
+            return;
+        }
+        loop {
+            let facts = NodeFacts {
+                interfaces: self.interfaces.borrow_and_update().clone(),
+                ..self.facts.clone()
+            };
+            register_facts(&self.raft, &self.table, &facts).await;
+            if self.interfaces.changed().await.is_err() {
+                return;
+            }
         }
     }
 

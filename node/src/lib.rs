@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod ctl;
 pub mod health;
+pub mod interfaces;
 pub mod kube;
 pub mod lease;
 pub mod manifest;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use raftlb_node::ctl::{self, CtlCommand, Output};
+use raftlb_node::interfaces::Choice;
 use raftlb_node::manifest;
 use raftlb_node::peer::{self, PeerConfig, Timing, DEFAULT_ADMIN_PORT, DEFAULT_RAFT_PORT};
 use raftlb_node::up::{self, UpConfig};
@@ -82,10 +83,17 @@ enum Cmd {
         /// This node's labels, KEY=VALUE, comma-separated (L2Advertisement nodeSelectors).
         #[arg(long, value_delimiter = ',')]
         node_labels: Vec<String>,
-        /// Interfaces to answer ARP/NDP on (raw sockets: needs root or CAP_NET_RAW). None: the
-        /// node can own VIPs in the table but announces nothing.
+        /// Interfaces to answer ARP/NDP on (raw sockets: needs root or CAP_NET_RAW); `none`:
+        /// the node may own VIPs in the table but answers nowhere. Without it, as MetalLB: every
+        /// interface that is up, broadcast-capable, not enslaved and not NOARP, rescanned
+        /// every 10 s.
         #[arg(long, value_delimiter = ',')]
         interfaces: Vec<String>,
+        /// Regular expressions of interface names discovery skips, comma-separated; replaces
+        /// MetalLB's default list (^docker.*, ^cbr.*, ^dummy.*, ^virbr.*, ^lxcbr.*, ^veth.*,
+        /// ^lo$, ^cali.*, ^tunl.*, ^flannel.*, ^kube-ipvs.*, ^cni.*, ^nodelocaldns.*, ^lxc.*).
+        #[arg(long, value_delimiter = ',')]
+        exclude_interfaces: Option<Vec<String>>,
         /// Take desired state from Kubernetes (Services, EndpointSlices, Nodes, raftlb's CRDs)
         /// and write results back (the Raft leader writes).
         #[arg(long)]
@@ -312,6 +320,7 @@ fn main() {
                 node_name,
                 node_labels,
                 interfaces,
+                exclude_interfaces,
                 kube,
                 kube_url,
                 kube_namespace,
@@ -353,7 +362,7 @@ fn main() {
                     name: node_name.unwrap_or_else(|| format!("node-{id}")),
                     raft_id: id,
                     labels,
-                    interfaces,
+                    interfaces: Vec::new(),
                     excluded: None,
                 };
                 if !peers.is_empty() && !peers.contains_key(&id) {
@@ -363,6 +372,8 @@ fn main() {
                     usage_error("give --peers (form a cluster) or --join (join one)".into());
                 }
                 let manifests = parse_manifests(&files).unwrap_or_else(|e| usage_error(e));
+                let interfaces = Choice::from_flags(&interfaces, exclude_interfaces.as_deref())
+                    .unwrap_or_else(|e| usage_error(e));
                 let cfg = PeerConfig {
                     id,
                     data_dir,
@@ -376,6 +387,7 @@ fn main() {
                     snapshot_every,
                     keep_logs,
                     facts,
+                    interfaces,
                     kube: kube.then_some(raftlb_node::kube::KubeOptions {
                         url: kube_url,
                         namespace: kube_namespace,

@@ -23,10 +23,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use actix::Actor;
-use raftlb_actors::announce::{Announcer, InterfaceHandle, DEFAULT_REPEATS};
-use raftlb_actors::lease::Clock;
-use raftlb_actors::responder::{open_interface, ArpResponder, NdpResponder};
 use raftlb_raft_store::table::ownership::NodeFacts;
 
 use crate::admin::{now_ms, operator_batch, AdminService};
@@ -55,9 +51,10 @@ pub struct PeerConfig {
     pub lb_class: Option<String>,
     pub snapshot_every: u64,
     pub keep_logs: u64,
-    /// What this node registers: name, labels, and the interfaces it announces on (none:
-    /// it owns VIPs in the table but opens no socket).
+    /// What this node registers: name and labels (the interfaces come from `interfaces`).
     pub facts: NodeFacts,
+    /// Where this node answers ARP/NDP: a list, nowhere, or discovered.
+    pub interfaces: crate::interfaces::Choice,
     /// `--kube`: Kubernetes is the source of desired state and the place results are written.
     pub kube: Option<crate::kube::KubeOptions>,
     /// `/healthz`, `/readyz` and `/metrics` (None: not served).
@@ -113,11 +110,13 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         .map_err(PeerError::Startup)?;
     let table = sm.shared();
     let keeper = LeaseKeeper::install(&cfg.facts.name, cfg.timing);
-    let announcer = if cfg.facts.interfaces.is_empty() {
-        None
-    } else {
-        Some(start_announcer(&cfg.facts.interfaces, &keeper).map_err(PeerError::Startup)?)
-    };
+    let interfaces = crate::interfaces::start(
+        cfg.interfaces.clone(),
+        keeper.lease.clone(),
+        keeper.clock.clone(),
+    )
+    .await
+    .map_err(PeerError::Startup)?;
 
     let raft_listener = tokio::net::TcpListener::bind(cfg.raft_addr)
         .await
@@ -192,8 +191,9 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         let background = tokio::spawn(apply_startup_state(raft.clone(), cfg.clone()));
         let kube_task = cfg.kube.clone().map(|opts| {
             let (raft, table, facts) = (raft.clone(), table.clone(), cfg.facts.clone());
+            let names = interfaces.names.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::kube::run(raft, table, opts, facts).await {
+                if let Err(e) = crate::kube::run(raft, table, opts, facts, names).await {
                     warn!(error = format!("{e:#}"), "Kubernetes controller stopped");
                 }
             })
@@ -203,7 +203,8 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
             table: table.clone(),
             keeper: keeper.clone(),
             facts: cfg.facts.clone(),
-            announcer,
+            interfaces: interfaces.names.clone(),
+            announcer: interfaces.announcer.clone(),
             register: cfg.kube.is_none(),
         }
         .spawn();
@@ -365,55 +366,6 @@ async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
             other => warn!(source, ?other, "manifest not applied"),
         }
     }
-}
-
-/// Opens every `--interfaces` socket and starts the actors on their own actix system thread.
-fn start_announcer(
-    interfaces: &[String],
-    keeper: &Arc<LeaseKeeper>,
-) -> anyhow::Result<actix::Addr<Announcer>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let names = interfaces.to_vec();
-    let lease = keeper.lease.clone();
-    let clock: Arc<dyn Clock> = keeper.clock.clone();
-    std::thread::Builder::new()
-        .name("actors".into())
-        .spawn(move || {
-            let system = actix::System::new();
-            let opened = system.block_on(async move {
-                let mut handles = BTreeMap::new();
-                let mut opened = Vec::new();
-                for name in names {
-                    match open_interface(&name, lease.clone(), clock.clone()) {
-                        Ok(i) => {
-                            let a = i.answerer.clone();
-                            handles.insert(
-                                name,
-                                InterfaceHandle {
-                                    answerer: a.clone(),
-                                    arp: ArpResponder::new(a.clone(), i.sink.clone()).start(),
-                                    ndp: NdpResponder::new(a, i.sink.clone()).start(),
-                                },
-                            );
-                            opened.push(i);
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(anyhow::anyhow!(
-                                "--interfaces {name}: cannot open a raw socket: {e} (needs root or CAP_NET_RAW)"
-                            )));
-                            return opened;
-                        }
-                    }
-                }
-                let addr = Announcer::new(handles, DEFAULT_REPEATS.to_vec()).start();
-                let _ = tx.send(Ok(addr));
-                opened
-            });
-            let _ = system.run();
-            drop(opened);
-        })?;
-    rx.recv()
-        .map_err(|_| anyhow::anyhow!("the actor thread stopped before it started"))?
 }
 
 async fn wait_for_signal() {

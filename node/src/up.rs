@@ -81,6 +81,9 @@ fn spawn_peer(exe: &Path, cfg: &UpConfig, id: u64, peers: &str) -> anyhow::Resul
         .args(["--admin-port", &admin_port.to_string()])
         .args(["--peers", peers])
         .args(["--profile", &cfg.profile])
+        // A local demo on 127.0.0.1: VIPs are owned in the table, never answered on the
+        // host's own network.
+        .args(["--interfaces", "none"])
         .args(["--exit-with-parent", &std::process::id().to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -21,7 +21,15 @@ async fn a_peer_joins_catches_up_and_is_removed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (raft_port, admin_port) = (free_port(), free_port());
     let mut child = Command::new(&cluster.bin)
-        .args(["run", "--id", "4", "--listen", "127.0.0.1"])
+        .args([
+            "run",
+            "--id",
+            "4",
+            "--listen",
+            "127.0.0.1",
+            "--interfaces",
+            "none",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .args([
@@ -98,7 +106,15 @@ fn an_unreachable_join_url_fails_clearly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dead = free_port(); // nothing listens here
     let out = Command::new(bin)
-        .args(["run", "--id", "9", "--listen", "127.0.0.1"])
+        .args([
+            "run",
+            "--id",
+            "9",
+            "--listen",
+            "127.0.0.1",
+            "--interfaces",
+            "none",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .args([

@@ -308,6 +308,99 @@ fn g_ipv6_owner_crash_moves_the_vip_over_ndp() {
     check_takeover(&lab, VIP6, &victim, &lines, &hits, t0);
 }
 
+/// Interfaces each node registered, from `ctl status`.
+fn registered(lab: &Lab) -> Vec<(String, Vec<String>)> {
+    let s = lab.ctl(&["status"]).unwrap();
+    s["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let names = n["interfaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect();
+            (n["name"].as_str().unwrap_or("").to_string(), names)
+        })
+        .collect()
+}
+
+/// The peers run without `--interfaces`: discovery finds eth0 in every node and never lo or the
+/// NOARP device holding the VIPs; a link added later is used within a rescan, and dropped
+/// when it goes.
+#[test]
+fn h_discovery_uses_eth0_never_the_noarp_device_and_follows_new_links() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = lab();
+    let eth0 = vec!["eth0".to_string()];
+    let nodes = registered(&lab);
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(nodes.iter().all(|(_, i)| *i == eth0), "{nodes:?}");
+    let vips = lab.ctl(&["get", "vips"]).unwrap();
+    for v in vips["vips"].as_array().into_iter().flatten() {
+        assert_eq!(v["interfaces"], serde_json::json!(["eth0"]), "{v}");
+    }
+
+    // A veth pair appears in n1: both ends qualify (up, broadcast, ARP, not enslaved).
+    let ns = lab.nodes[0].ns.clone();
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&[
+        "link", "add", "lan1", "type", "veth", "peer", "name", "lan2",
+    ]);
+    ip(&["link", "set", "lan1", "up"]);
+    ip(&["link", "set", "lan2", "up"]);
+    let n1_has = |want: Vec<String>| {
+        move |l: &Lab| {
+            Ok(registered(l)
+                .into_iter()
+                .any(|(n, i)| n == "n1" && i == want)
+                .then_some(()))
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let want = ["eth0", "lan1", "lan2"].map(String::from).to_vec();
+    lab.wait(
+        "n1 registers the new links",
+        Duration::from_secs(25),
+        n1_has(want),
+    )
+    .unwrap();
+    println!("new links registered after {} ms", t0.elapsed().as_millis());
+    // Enslaved to a bridge (left down, so the bridge does not qualify either): out.
+    ip(&["link", "add", "br9", "type", "bridge"]);
+    ip(&["link", "set", "lan2", "master", "br9"]);
+    let without_lan2 = ["eth0", "lan1"].map(String::from).to_vec();
+    lab.wait(
+        "n1 drops the bridge port",
+        Duration::from_secs(25),
+        n1_has(without_lan2),
+    )
+    .unwrap();
+    // Deleting the pair takes the last one.
+    ip(&["link", "delete", "lan1"]);
+    ip(&["link", "delete", "br9"]);
+    lab.wait(
+        "n1 back to eth0 only",
+        Duration::from_secs(25),
+        n1_has(eth0.clone()),
+    )
+    .unwrap();
+    assert!(registered(&lab).iter().all(|(_, i)| *i == eth0));
+}
+
 /// Builds the lab and keeps it for a minute, for poking at by hand (`--ignored`).
 #[test]
 #[ignore]

@@ -214,6 +214,7 @@ pub async fn run(
     table: SharedTable,
     opts: KubeOptions,
     facts: NodeFacts,
+    interfaces: tokio::sync::watch::Receiver<Vec<String>>,
 ) -> anyhow::Result<()> {
     let client = client(&opts).await?;
     let wake = Arc::new(Notify::new());
@@ -264,6 +265,7 @@ pub async fn run(
         node,
         node_wake,
         facts,
+        interfaces,
     )));
     let statefulset = opts.statefulset.as_ref().map(|name| {
         let (s, t) = reflect(
@@ -319,23 +321,32 @@ pub fn node_facts_from(base: &NodeFacts, node: &Node) -> NodeFacts {
     }
 }
 
-/// Keeps this node's registration equal to what its Node object says.
+/// Keeps this node's registration equal to what its Node object and its interfaces say.
 async fn node_facts(
     raft: Raft,
     table: SharedTable,
     node: Store<Node>,
     wake: Arc<Notify>,
     base: NodeFacts,
+    mut interfaces: tokio::sync::watch::Receiver<Vec<String>>,
 ) {
     let _ = node.wait_until_ready().await;
     loop {
+        let base = NodeFacts {
+            interfaces: interfaces.borrow_and_update().clone(),
+            ..base.clone()
+        };
         let facts = match node.state().first() {
             Some(n) => node_facts_from(&base, n),
-            None => base.clone(),
+            None => base,
         };
         crate::lease::register_facts(&raft, &table, &facts).await;
         // The table may also change under us (a restart registering flags): look again soon.
-        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = interfaces.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
