@@ -2,6 +2,7 @@
 //! cluster launcher (`raftlb up`) and the `raftlb ctl` client.
 
 pub mod admin;
+pub mod check;
 pub mod ctl;
 pub mod health;
 pub mod interfaces;

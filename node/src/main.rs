@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use raftlb_node::check;
 use raftlb_node::ctl::{self, CtlCommand, Output};
 use raftlb_node::interfaces::Choice;
 use raftlb_node::manifest;
@@ -196,24 +197,6 @@ fn parse_manifests(files: &[String]) -> Result<Vec<manifest::Manifest>, String> 
             Ok((name, parsed.objects))
         })
         .collect()
-}
-
-/// The rules between objects (overlapping pools, an advertisement naming a pool that does not
-/// exist): the files applied in order to an empty table, as `up -f` does.
-fn check_together(manifests: Vec<manifest::Manifest>) -> Result<Vec<manifest::Manifest>, String> {
-    use raftlb_raft_store::table::{AllocationTable, ApplyBatch, Command, Response};
-    let mut table = AllocationTable::new();
-    for (name, objects) in &manifests {
-        let batch = ApplyBatch {
-            objects: objects.clone(),
-            strict: true,
-            ..Default::default()
-        };
-        if let Response::Rejected(e) = table.apply(&Command::Apply(batch)) {
-            return Err(format!("{name}: {e}"));
-        }
-    }
-    Ok(manifests)
 }
 
 fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
@@ -459,9 +442,12 @@ fn main() {
                     1
                 }
             },
-            Cmd::Check { files } => match parse_manifests(&files).and_then(check_together) {
-                Ok(m) => {
-                    for (name, objs) in m {
+            Cmd::Check { files } => match parse_manifests(&files).and_then(check::together) {
+                Ok(checked) => {
+                    for note in &checked.notes {
+                        println!("note: {note}");
+                    }
+                    for (name, objs) in checked.manifests {
                         println!("{name}: {} objects OK", objs.len());
                     }
                     0

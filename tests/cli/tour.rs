@@ -256,3 +256,43 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+/// Every example under examples/ (MetalLB's and OpenELB's published shapes, Deployments in the
+/// same file included) passes `raftlb check`, alone and all together.
+#[test]
+fn every_example_passes_raftlb_check() -> anyhow::Result<()> {
+    let bin = raftlb_binary()?;
+    let mut files = Vec::new();
+    for dir in ["examples", "examples/metallb", "examples/openelb"] {
+        for entry in std::fs::read_dir(format!("{ROOT}/{dir}"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    let check = |files: &[std::path::PathBuf]| -> anyhow::Result<String> {
+        let mut cmd = Command::new(&bin);
+        cmd.arg("check");
+        for f in files {
+            cmd.arg("-f").arg(f);
+        }
+        let out = cmd.output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        anyhow::ensure!(
+            out.status.success(),
+            "raftlb check {files:?}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(stdout)
+    };
+    for f in &files {
+        let out = check(std::slice::from_ref(f))?;
+        assert!(out.contains("objects OK"), "{out}");
+    }
+    // Together: no two examples claim the same addresses or names differently.
+    check(&files)?;
+    Ok(())
+}
