@@ -23,7 +23,9 @@ pub const DEFAULT_REPEATS: [Duration; 3] = [
 pub struct InterfaceHandle {
     pub answerer: Arc<Answerer>,
     pub arp: Addr<ArpResponder>,
-    pub ndp: Addr<NdpResponder>,
+    /// None: no NDP here (MetalLB answers NDP only where the interface has an IPv6
+    /// link-local address).
+    pub ndp: Option<Addr<NdpResponder>>,
 }
 
 impl InterfaceHandle {
@@ -36,7 +38,9 @@ impl InterfaceHandle {
         if vip.is_ipv4() {
             self.arp.do_send(make(vip));
         } else {
-            self.ndp.do_send(make(vip));
+            if let Some(ndp) = &self.ndp {
+                ndp.do_send(make(vip));
+            }
         }
     }
 }

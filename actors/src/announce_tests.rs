@@ -59,7 +59,7 @@ fn rig_with(repeats: Vec<Duration>, later: bool) -> (Rig, InterfaceHandle) {
     let handle = InterfaceHandle {
         answerer: answerer.clone(),
         arp: Responder::new(answerer.clone(), sink.clone()).start(),
-        ndp: Responder::new(answerer.clone(), sink).start(),
+        ndp: Some(Responder::new(answerer.clone(), sink).start()),
     };
     let interfaces = if later {
         BTreeMap::new()

@@ -241,7 +241,8 @@ pub struct Responders {
     arbiter: ArbiterHandle,
     lease: Arc<Lease>,
     clock: Arc<dyn Clock>,
-    open: BTreeMap<String, Interface>,
+    /// Open interfaces, and whether NDP is answered on each.
+    open: BTreeMap<String, (Interface, bool)>,
 }
 
 impl Responders {
@@ -271,8 +272,9 @@ impl Responders {
         })
     }
 
-    /// Opens `name` (AF_PACKET: needs root or CAP_NET_RAW) and hands it to the announcer.
-    pub async fn open(&mut self, name: &str) -> std::io::Result<()> {
+    /// Opens `name` (AF_PACKET: needs root or CAP_NET_RAW) and hands it to the announcer;
+    /// ARP always, NDP if `ndp`.
+    pub async fn open(&mut self, name: &str, ndp: bool) -> std::io::Result<()> {
         let i = open_interface(name, self.lease.clone(), self.clock.clone())?;
         let (a, sink) = (i.answerer.clone(), i.sink.clone());
         let (arp_a, arp_sink) = (a.clone(), sink.clone());
@@ -281,20 +283,22 @@ impl Responders {
             arp: ArpResponder::start_in_arbiter(&self.arbiter, move |_| {
                 ArpResponder::new(arp_a, arp_sink)
             }),
-            ndp: NdpResponder::start_in_arbiter(&self.arbiter, move |_| NdpResponder::new(a, sink)),
+            ndp: ndp.then(|| {
+                NdpResponder::start_in_arbiter(&self.arbiter, move |_| NdpResponder::new(a, sink))
+            }),
         };
         let _ = self
             .announcer
             .send(AddInterface(name.to_string(), handle))
             .await;
-        self.open.insert(name.to_string(), i);
+        self.open.insert(name.to_string(), (i, ndp));
         Ok(())
     }
 
     /// Stops answering on `name` and closes its socket.
     pub async fn close(&mut self, name: &str) {
         let _ = self.announcer.send(RemoveInterface(name.to_string())).await;
-        if let Some(i) = self.open.remove(name) {
+        if let Some((i, _)) = self.open.remove(name) {
             // Dropping joins the receive thread (up to its 100 ms read timeout).
             let _ = tokio::task::spawn_blocking(move || drop(i)).await;
         }
@@ -354,7 +358,7 @@ pub async fn start(
         Choice::Listed(list) => {
             let mut r = Responders::start(lease, clock)?;
             for name in &list {
-                r.open(name).await.map_err(|e| {
+                r.open(name, true).await.map_err(|e| {
                     anyhow::anyhow!(
                         "--interfaces {name}: cannot open a raw socket: {e} (needs root or CAP_NET_RAW)"
                     )
@@ -408,26 +412,43 @@ struct Rescan {
 impl Rescan {
     async fn once(&mut self, names: &watch::Sender<Vec<String>>) {
         let want = suitable(&self.sources, &self.exclusions);
-        let open: BTreeSet<String> = self.responders.names().into_iter().collect();
-        let going: Vec<&String> = open.iter().filter(|n| !want.contains_key(*n)).collect();
-        if !going.is_empty() {
+        let gone: Vec<String> = self
+            .responders
+            .open
+            .keys()
+            .filter(|n| !want.contains_key(*n))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
             // The table stops placing VIPs there first; the socket closes right after.
-            let keep: Vec<String> = open
-                .iter()
-                .filter(|n| want.contains_key(*n))
-                .cloned()
+            let keep: Vec<String> = self
+                .responders
+                .names()
+                .into_iter()
+                .filter(|n| !gone.contains(n))
                 .collect();
             names.send_replace(keep);
-            for name in going {
+            for name in &gone {
                 info!(interface = %name, "interface gone or no longer suitable");
                 self.responders.close(name).await;
             }
         }
+        // An IPv6 link-local address came or went: reopen with or without NDP.
         for (name, link) in &want {
-            if open.contains(name) {
+            if self
+                .responders
+                .open
+                .get(name)
+                .is_some_and(|(_, ndp)| *ndp != link.link_local_v6)
+            {
+                self.responders.close(name).await;
+            }
+        }
+        for (name, link) in &want {
+            if self.responders.open.contains_key(name) {
                 continue;
             }
-            match self.responders.open(name).await {
+            match self.responders.open(name, link.link_local_v6).await {
                 Ok(()) => {
                     self.refused.remove(name);
                     info!(interface = %name, ndp = link.link_local_v6, "discovered: answering ARP/NDP here");
