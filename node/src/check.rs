@@ -91,35 +91,46 @@ fn keep_known(
     });
 }
 
+/// An advertisement's pool names: those defined elsewhere dropped; if none is left (and no
+/// selector), a selector matching nothing, since an empty list would mean every pool.
+fn keep_known_pools(
+    names: &mut Vec<String>,
+    selectors: &mut Vec<LabelSelector>,
+    d: &Defined,
+    note: &mut dyn FnMut(String, String),
+) {
+    let named = !names.is_empty();
+    keep_known(
+        names,
+        |n| d.pools.contains(n),
+        "spec.ipAddressPools",
+        Kind::IPAddressPool,
+        note,
+    );
+    if named && names.is_empty() && selectors.is_empty() {
+        selectors.push(nothing());
+    }
+}
+
 /// The object as the rules between objects read it, noting the names defined elsewhere.
 fn resolve(o: &Object, d: &Defined, note: &mut dyn FnMut(String, String)) -> Object {
     let mut o = o.clone();
     match &mut o.spec {
         ObjectSpec::L2Advertisement(s) => {
-            let named = !s.ip_address_pools.is_empty();
-            keep_known(
+            keep_known_pools(
                 &mut s.ip_address_pools,
-                |n| d.pools.contains(n),
-                "spec.ipAddressPools",
-                Kind::IPAddressPool,
+                &mut s.ip_address_pool_selectors,
+                d,
                 note,
             );
-            if named && s.ip_address_pools.is_empty() && s.ip_address_pool_selectors.is_empty() {
-                s.ip_address_pool_selectors.push(nothing());
-            }
         }
         ObjectSpec::BgpAdvertisement(s) => {
-            let named = !s.ip_address_pools.is_empty();
-            keep_known(
+            keep_known_pools(
                 &mut s.ip_address_pools,
-                |n| d.pools.contains(n),
-                "spec.ipAddressPools",
-                Kind::IPAddressPool,
+                &mut s.ip_address_pool_selectors,
+                d,
                 note,
             );
-            if named && s.ip_address_pools.is_empty() && s.ip_address_pool_selectors.is_empty() {
-                s.ip_address_pool_selectors.push(nothing());
-            }
             keep_known(
                 &mut s.peers,
                 |n| d.peers.contains(n),
