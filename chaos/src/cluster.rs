@@ -17,6 +17,22 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The first of `count` consecutive loopback ports that are free now, below the ephemeral range
+/// (32768 and up on Linux), so no client connection takes one of them in the meantime; the
+/// search starts at a place derived from the process id so parallel test binaries spread out.
+pub fn free_port_block(count: u16) -> u16 {
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_000;
+    let slots = (HIGH - LOW) / u32::from(count.max(1));
+    let start = std::process::id() % slots;
+    (0..slots)
+        .map(|i| (LOW + ((start + i) % slots) * u32::from(count)) as u16)
+        .find(|&base| {
+            (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("a block of free loopback ports")
+}
+
 /// The `raftlb` binary: `$RAFTLB_BIN`, else the one beside the running test in target/,
 /// brought up to date with `cargo build` once per process (`cargo test` builds only the
 /// binaries of the package under test, so without this a stale binary could be tested).

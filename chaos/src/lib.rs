@@ -8,4 +8,4 @@
 pub mod cluster;
 pub mod lab;
 
-pub use cluster::{eventually, free_port, labd_binary, raftlb_binary, Cluster};
+pub use cluster::{eventually, free_port, free_port_block, labd_binary, raftlb_binary, Cluster};

@@ -50,7 +50,7 @@ pub fn start_up(dir: &std::path::Path, base: u16) -> anyhow::Result<(Up, String)
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.stderr"))?)
         .spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let up = Up(child);
@@ -66,7 +66,8 @@ pub fn start_up(dir: &std::path::Path, base: u16) -> anyhow::Result<(Up, String)
             return Ok((up, seen));
         }
     }
-    anyhow::bail!("raftlb up did not come up; printed:\n{seen}")
+    let stderr = std::fs::read_to_string(dir.join("up.stderr")).unwrap_or_default();
+    anyhow::bail!("raftlb up did not come up; printed:\n{seen}\nstderr:\n{stderr}")
 }
 
 pub fn ctl(base: u16, args: &[&str]) -> anyhow::Result<String> {

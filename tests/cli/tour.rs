@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use raftlb_chaos::{free_port, raftlb_binary};
+use raftlb_chaos::{free_port_block, raftlb_binary};
 
 #[path = "harness.rs"]
 mod harness;
@@ -47,7 +47,7 @@ fn every_ctl_line_of_the_readme_tour_runs_as_written() -> anyhow::Result<()> {
     let lines = tour_lines();
     assert!(lines.len() >= 10, "the tour lost its lines: {lines:?}");
     let dir = tempfile::tempdir()?;
-    let base = free_port().saturating_sub(40).max(20000);
+    let base = free_port_block(6);
     let (up, _) = start_up(dir.path(), base)?;
     let bin = raftlb_binary()?;
     for line in &lines {
@@ -97,7 +97,7 @@ fn service(name: &str) -> String {
 #[test]
 fn watch_resumes_on_another_peer_without_repeating_or_losing_a_change() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let base = free_port().saturating_sub(80).max(20000);
+    let base = free_port_block(6);
     let (up, _) = start_up(dir.path(), base)?;
     let mut watch = Command::new(raftlb_binary()?)
         .args(["ctl", "get", "svc", "-w", "-o", "json", "--endpoint"])
@@ -222,7 +222,7 @@ fn watch_resumes_on_another_peer_without_repeating_or_losing_a_change() -> anyho
 #[test]
 fn up_killed_with_sigkill_leaves_no_peer_running() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let base = free_port().saturating_sub(120).max(20000);
+    let base = free_port_block(6);
     let (mut up, _) = start_up(dir.path(), base)?;
     let peers = peer_pids(dir.path());
     assert_eq!(peers.len(), 3, "{peers:?}");

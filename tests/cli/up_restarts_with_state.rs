@@ -2,7 +2,7 @@
 //! example; stopped with SIGTERM and started again on the same data dir, it comes back with the
 //! same allocations.
 
-use raftlb_chaos::free_port;
+use raftlb_chaos::free_port_block;
 
 #[path = "harness.rs"]
 mod harness;
@@ -12,7 +12,7 @@ use harness::{ctl, start_up, stop};
 fn up_applies_the_example_and_comes_back_with_its_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // Six consecutive ports from a free one; collisions are unlikely on a test machine.
-    let base = free_port().saturating_sub(10).max(20000);
+    let base = free_port_block(6);
     let (up, printed) = start_up(dir.path(), base)?;
     assert!(printed.contains("5 of 5 services allocated"), "{printed}");
     let first = ctl(base, &["-o", "json", "get", "services"])?;
