@@ -309,10 +309,9 @@ impl Responders {
     }
 }
 
-/// What `start` set up: the announcer (None with `--interfaces none`) and the names it
-/// answers on, kept current.
+/// What `start` set up: the announcer and the names it answers on, kept current.
 pub struct Started {
-    pub announcer: Option<Addr<Announcer>>,
+    pub announcer: Addr<Announcer>,
     pub names: watch::Receiver<Vec<String>>,
     /// The rescan task, or the listed interfaces held open for the process's life.
     _keep: Option<Keep>,
@@ -322,7 +321,7 @@ enum Keep {
     /// The fixed list's sockets, and the sender of its names: kept, so a reader waiting for a
     /// change waits instead of seeing a closed channel.
     Fixed {
-        _responders: Option<Responders>,
+        _responders: Responders,
         _names: watch::Sender<Vec<String>>,
     },
     Rescan(tokio::task::JoinHandle<()>),
@@ -345,12 +344,15 @@ pub async fn start(
 ) -> anyhow::Result<Started> {
     match choice {
         Choice::Nowhere => {
+            // The announcer still runs (with no interface), so the node acts on the table the
+            // same way everywhere; it just has nowhere to answer.
+            let r = Responders::start(lease, clock)?;
             let (tx, names) = watch::channel(Vec::new());
             Ok(Started {
-                announcer: None,
+                announcer: r.announcer.clone(),
                 names,
                 _keep: Some(Keep::Fixed {
-                    _responders: None,
+                    _responders: r,
                     _names: tx,
                 }),
             })
@@ -366,10 +368,10 @@ pub async fn start(
             }
             let (tx, names) = watch::channel(list);
             Ok(Started {
-                announcer: Some(r.announcer.clone()),
+                announcer: r.announcer.clone(),
                 names,
                 _keep: Some(Keep::Fixed {
-                    _responders: Some(r),
+                    _responders: r,
                     _names: tx,
                 }),
             })
@@ -392,7 +394,7 @@ pub async fn start(
                 }
             });
             Ok(Started {
-                announcer: Some(announcer),
+                announcer,
                 names: rx,
                 _keep: Some(Keep::Rescan(task)),
             })

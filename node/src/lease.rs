@@ -363,7 +363,7 @@ pub struct Tasks {
     pub facts: NodeFacts,
     /// The interfaces this node answers on, as they change (discovery).
     pub interfaces: tokio::sync::watch::Receiver<Vec<String>>,
-    pub announcer: Option<actix::Addr<Announcer>>,
+    pub announcer: actix::Addr<Announcer>,
     /// Register `facts` at start (false under Kubernetes: the Node watcher does it).
     pub register: bool,
 }
@@ -675,25 +675,13 @@ impl Tasks {
 
     /// Keeps the announcer in step with the table; records how far it got.
     async fn sync(self) {
-        let k = &self.keeper;
         let mut rx = self.raft.metrics();
         let mut last: Option<u64> = None;
         loop {
             let applied = rx.borrow_and_update().last_applied.map(|l| l.index);
             if applied != last {
                 last = applied;
-                match &self.announcer {
-                    Some(a) => self.announce(a).await,
-                    None => {
-                        // Nothing to announce: the table itself is all this node acts on.
-                        let index = self
-                            .table
-                            .read()
-                            .map_or(0, |g| g.last_applied.map_or(0, |l| l.index));
-                        k.announced_index.fetch_max(index, Ordering::AcqRel);
-                        k.wake_control.notify_one();
-                    }
-                }
+                self.announce(&self.announcer).await;
             }
             if rx.changed().await.is_err() {
                 return;

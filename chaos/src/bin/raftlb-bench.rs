@@ -3,7 +3,9 @@
 //! Rows: commit latency at concurrency 1 and throughput at concurrency 16 (raftlb next to
 //! etcd, both 3 members on loopback with fsync on); 10,000 Services applied in batches;
 //! allocator cost per allocation by pool size and fill; restart-to-ready of a peer holding
-//! 100,000 allocations; RSS of a peer holding 10,000 Services.
+//! 100,000 allocations; RSS of a peer holding 10,000 Services; the scale table: idle CPU, the
+//! cost of one more allocation and a follower's failover while holding 1,000 / 10,000 / 100,000
+//! VIPs (`RAFTLB_BENCH_SCALE` picks the sizes, `RAFTLB_BENCH_ONLY=scale` runs only that).
 //!
 //! Run: `bash chaos/bench.sh` (installs etcd-server and protobuf-compiler, builds in release).
 //! Without the `etcd` feature the etcd rows say so instead of printing figures.
@@ -269,6 +271,161 @@ async fn batched_services(
     Ok(start.elapsed())
 }
 
+/// CPU time (user + system) a process has used so far, in seconds (`/proc/PID/stat` fields 14
+/// and 15, in clock ticks).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) may hold spaces; the fields after its ')' start at field 3.
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / ticks_per_second)
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless told otherwise).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// VIPs each node owns, by Raft id, as the leader sees it.
+async fn owned(cluster: &Cluster, leader: u64) -> anyhow::Result<Vec<(u64, u64, bool)>> {
+    let s = cluster.status(leader).await?;
+    Ok(s.nodes
+        .iter()
+        .map(|n| (n.raft_id, n.vips, n.live))
+        .collect())
+}
+
+/// One row of the scale table: a 3-peer cluster holding `n` owned VIPs (one Service each, an
+/// L2Advertisement for every pool, no interfaces): idle CPU over 10 s, the cost of one more
+/// allocation commit, and the failover of a follower owning about a third of them.
+async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3, &[]).await?;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
+    apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n---\napiVersion: raftlb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all}\n".into()).await?;
+    let t_apply = batched_services(&mut cluster, n, 1000, "scale", 0).await?;
+    let t_owned = Instant::now();
+    loop {
+        let o = owned(&cluster, leader).await?;
+        if o.iter().map(|(_, v, _)| *v).sum::<u64>() == n as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            t_owned.elapsed() < Duration::from_secs(120),
+            "{n}: not every VIP owned after 120 s: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<(u64, u32)> = cluster
+        .peers
+        .iter()
+        .filter_map(|p| Some((p.id, p.pid()?)))
+        .collect();
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|(_, pid)| cpu_seconds(*pid, ticks).unwrap_or(0.0))
+        .collect();
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let mut leader_cpu = 0.0;
+    let mut follower_cpu = Vec::new();
+    for ((id, pid), b) in pids.iter().zip(&before) {
+        let pct = (cpu_seconds(*pid, ticks).unwrap_or(0.0) - b) / window.as_secs_f64() * 100.0;
+        if *id == leader {
+            leader_cpu = pct;
+        } else {
+            follower_cpu.push(pct);
+        }
+    }
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        apply(&mut client, service_yaml("scale-more", &format!("m{i}"))).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let total = (n + 50) as u64;
+    // Failover: kill the follower owning the most VIPs; every VIP gets a live owner again.
+    let o = owned(&cluster, leader).await?;
+    let (victim, victim_vips, _) = o
+        .iter()
+        .filter(|(id, _, _)| *id != leader)
+        .max_by_key(|(_, v, _)| *v)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    cluster.kill(victim);
+    let t_kill = Instant::now();
+    let moved = loop {
+        let o = owned(&cluster, leader).await?;
+        let live: u64 = o
+            .iter()
+            .filter(|(id, _, _)| *id != victim)
+            .map(|(_, v, _)| *v)
+            .sum();
+        if live == total {
+            break t_kill.elapsed();
+        }
+        anyhow::ensure!(
+            t_kill.elapsed() < Duration::from_secs(60),
+            "{n}: VIPs of node {victim} not moved after 60 s: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "{:>8} {:>12} {:>9.1}% {:>14} {:>10} {:>10} {:>8} {:>12}",
+        n,
+        ms(t_apply),
+        leader_cpu,
+        follower_cpu
+            .iter()
+            .map(|c| format!("{c:.1}%"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        victim_vips,
+        ms(moved),
+    );
+    Ok(())
+}
+
+/// The scale table, for `RAFTLB_BENCH_SCALE` VIP counts (default 1000,10000,100000).
+async fn scale_table() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = std::env::var("RAFTLB_BENCH_SCALE")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let ticks = clock_ticks();
+    println!("## scale: 3 peers holding N owned VIPs (one Service each); idle CPU over 10 s; one more allocation; a follower owning about a third killed");
+    println!(
+        "{:>8} {:>12} {:>10} {:>14} {:>10} {:>10} {:>8} {:>12}",
+        "VIPs",
+        "apply (1k)",
+        "leader",
+        "followers",
+        "alloc p50",
+        "alloc p99",
+        "victim",
+        "all moved"
+    );
+    for n in sizes {
+        scale_row(n, ticks).await?;
+    }
+    println!("(apply: N Services in batches of 1,000 through the admin API; CPU in % of one core; alloc: one Service per request at concurrency 1; all moved: kill -9 of the follower until the leader's table gives every VIP a live owner)");
+    println!();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     println!("raftlb benchmark — 3 peers on 127.0.0.1, fsync on every append (sled flush)");
@@ -277,6 +434,11 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();
+    // RAFTLB_BENCH_ONLY=scale: just the scale table (the rest takes minutes and needs etcd).
+    let only = std::env::var("RAFTLB_BENCH_ONLY").unwrap_or_default();
+    if only == "scale" {
+        return scale_table().await;
+    }
 
     // 1. Commit latency and throughput, next to etcd.
     let mut cluster = Cluster::start(3, &[]).await?;
@@ -375,6 +537,8 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(cluster);
     println!();
+
+    scale_table().await?;
 
     // 3. Allocator cost.
     println!("## allocator: cost of one allocation (lowest free + take) in the free-range index, up to 20,000 allocations each");
