@@ -354,6 +354,13 @@ pub async fn register_facts(raft: &Raft, table: &SharedTable, facts: &NodeFacts)
     }
 }
 
+/// The applied index at which the planner last found nothing to do, with no VIP waiting for a
+/// release to be confirmed: until the table moves past it, planning again gives the same answer.
+#[derive(Default)]
+struct Settled {
+    at: Option<u64>,
+}
+
 /// Everything the lease tasks need.
 #[derive(Clone)]
 pub struct Tasks {
@@ -462,6 +469,7 @@ impl Tasks {
         let tick = Duration::from_millis(t.heartbeat_ms);
         let mut led_term: Option<u64> = None;
         let mut record_leader = false;
+        let mut settled = Settled::default();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -475,6 +483,7 @@ impl Tasks {
             if led_term != Some(term) {
                 led_term = Some(term);
                 record_leader = true;
+                settled = Settled::default();
                 // Every node counts as renewed now; grants of the previous leader may run.
                 let names: Vec<String> = self
                     .table
@@ -503,7 +512,15 @@ impl Tasks {
             }
             let batch = {
                 let guard = self.table.read().unwrap_or_else(|p| p.into_inner());
-                self.decide(&guard.table, term, record_leader, now)
+                let applied = guard.last_applied.map_or(0, |l| l.index);
+                self.decide(
+                    &guard.table,
+                    applied,
+                    term,
+                    record_leader,
+                    now,
+                    &mut settled,
+                )
             };
             let Some(batch) = batch else {
                 continue;
@@ -527,13 +544,17 @@ impl Tasks {
         }
     }
 
-    /// The batch the leader should commit now, if any.
+    /// The batch the leader should commit now, if any. The planner runs only when its answer
+    /// can differ from the last one: the table moved on, liveness changes, or a VIP waits for
+    /// its releaser's confirmation (which comes with renewals and time, not with the table).
     fn decide(
         &self,
         table: &AllocationTable,
+        applied: u64,
         term: u64,
         record_leader: bool,
         now: u64,
+        settled: &mut Settled,
     ) -> Option<OwnershipBatch> {
         let k = &self.keeper;
         let t = k.timing;
@@ -564,7 +585,17 @@ impl Tasks {
                 }
             }
         }
-        let confirmed = |_: &IpAddr, rel: &Released| k.confirmed(rel, now);
+        if liveness.is_empty() && !record_leader && settled.at == Some(applied) {
+            return None;
+        }
+        let waiting = std::cell::Cell::new(false);
+        let confirmed = |_: &IpAddr, rel: &Released| {
+            let yes = k.confirmed(rel, now);
+            if !yes {
+                waiting.set(true);
+            }
+            yes
+        };
         let assignments = if liveness.is_empty() {
             ownership::plan(table, &confirmed)
         } else {
@@ -576,8 +607,11 @@ impl Tasks {
             ownership::plan(&scratch, &confirmed)
         };
         if liveness.is_empty() && assignments.is_empty() && !record_leader {
+            // Nothing to do at this index, and nothing time can change: rest until it moves.
+            settled.at = (!waiting.get()).then_some(applied);
             return None;
         }
+        settled.at = None;
         Some(OwnershipBatch {
             leader: record_leader.then(|| (term, k.name.clone())),
             liveness,
