@@ -161,7 +161,8 @@ pub struct SyncReport {
 pub struct Announcer {
     interfaces: BTreeMap<String, InterfaceHandle>,
     vips: BTreeMap<IpAddr, (Vec<String>, Addr<VipActor>)>,
-    services: BTreeMap<String, Addr<ServiceActor>>,
+    /// Each Service's actor and the status it was last sent: only a change is sent again.
+    services: BTreeMap<String, (Addr<ServiceActor>, ServiceStatus)>,
     repeats: Vec<Duration>,
 }
 
@@ -233,7 +234,7 @@ impl Handler<Sync> for Announcer {
             .cloned()
             .collect();
         for k in stale {
-            if let Some(a) = self.services.remove(&k) {
+            if let Some((a, _)) = self.services.remove(&k) {
                 a.do_send(Stop);
             }
         }
@@ -245,14 +246,18 @@ impl Handler<Sync> for Announcer {
                     .filter_map(|ip| sync.owned.get(ip).map(|ifs| (*ip, ifs.clone())))
                     .collect(),
             };
-            let actor = self.services.entry(key.clone()).or_insert_with(|| {
-                ServiceActor {
+            let (actor, sent) = self.services.entry(key.clone()).or_insert_with(|| {
+                let actor = ServiceActor {
                     key: key.clone(),
                     status: ServiceStatus::default(),
                 }
-                .start()
+                .start();
+                (actor, ServiceStatus::default())
             });
-            actor.do_send(Update(status));
+            if *sent != status {
+                actor.do_send(Update(status.clone()));
+                *sent = status;
+            }
         }
         MessageResult(report)
     }
@@ -306,7 +311,7 @@ pub struct ServiceAddr(pub String);
 impl Handler<ServiceAddr> for Announcer {
     type Result = Option<Addr<ServiceActor>>;
     fn handle(&mut self, ServiceAddr(key): ServiceAddr, _: &mut Context<Self>) -> Self::Result {
-        self.services.get(&key).cloned()
+        self.services.get(&key).map(|(a, _)| a.clone())
     }
 }
 

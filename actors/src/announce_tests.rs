@@ -205,3 +205,31 @@ async fn an_interface_found_later_is_used_and_a_removed_one_falls_silent_at_once
         .unwrap();
     assert!(r.answerer.answer(&q).is_none());
 }
+
+#[actix::test]
+async fn a_service_actor_hears_of_its_service_only_when_it_changes() {
+    let r = rig(vec![]);
+    let a: IpAddr = "10.77.0.200".parse().unwrap();
+    let b: IpAddr = "10.77.0.201".parse().unwrap();
+    let status = |r: &Rig| {
+        let announcer = r.announcer.clone();
+        async move {
+            let svc = announcer
+                .send(ServiceAddr("ns/web".into()))
+                .await
+                .unwrap()
+                .expect("a ServiceActor");
+            svc.send(GetStatus).await.unwrap()
+        }
+    };
+    r.announcer.send(owned(&[a])).await.unwrap();
+    r.announcer.send(owned(&[a])).await.unwrap();
+    assert_eq!(status(&r).await.ips, vec![a]);
+    // The Service gains an address this node does not own: its status says so.
+    let mut sync = owned(&[a]);
+    sync.services.insert("ns/web".into(), vec![a, b]);
+    r.announcer.send(sync).await.unwrap();
+    let s = status(&r).await;
+    assert_eq!(s.ips, vec![a, b]);
+    assert_eq!(s.announced, vec![(a, vec!["eth0".to_string()])]);
+}
