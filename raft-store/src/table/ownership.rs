@@ -299,12 +299,14 @@ impl AllocationTable {
             .collect()
     }
 
-    /// VIPs owned by `node`, with the interfaces to announce each on.
+    /// VIPs owned by `node`, with the interfaces to announce each on (eligibility is worked
+    /// out for this node's VIPs only).
     pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, Vec<String>> {
-        self.owners()
-            .into_iter()
-            .filter(|(_, (owner, _))| *owner == node)
-            .map(|(ip, (_, interfaces))| (ip, interfaces))
+        let e = Eligibility::new(self);
+        self.vips
+            .iter()
+            .filter(|(ip, r)| r.owner.as_deref() == Some(node) && self.addresses.contains_key(ip))
+            .map(|(ip, _)| (*ip, e.check(ip, node).unwrap_or_default()))
             .collect()
     }
 
