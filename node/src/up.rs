@@ -163,6 +163,27 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         );
     }
 
+    // Every peer registered (so its VIPs can be placed, and `move`/`drain` know it) before
+    // the cluster is reported up.
+    let registered_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let registered = match client.status(StatusRequest {}).await {
+            Ok(s) => s.into_inner().nodes.len() as u64,
+            Err(_) => 0,
+        };
+        if registered >= cfg.nodes {
+            break;
+        }
+        if Instant::now() > registered_by {
+            eprintln!(
+                "raftlb: {registered} of {} peers registered after 10 s; see the logs",
+                cfg.nodes
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     println!(
         "raftlb: {} peers up on 127.0.0.1 (leader: node {}, term {}), data in {}",
         cfg.nodes,
