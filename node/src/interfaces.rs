@@ -314,7 +314,7 @@ pub struct Started {
     pub announcer: Addr<Announcer>,
     pub names: watch::Receiver<Vec<String>>,
     /// The rescan task, or the listed interfaces held open for the process's life.
-    _keep: Option<Keep>,
+    _keep: Keep,
 }
 
 enum Keep {
@@ -329,7 +329,7 @@ enum Keep {
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if let Some(Keep::Rescan(t)) = &self._keep {
+        if let Keep::Rescan(t) = &self._keep {
             t.abort();
         }
     }
@@ -343,21 +343,13 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Started> {
     match choice {
-        Choice::Nowhere => {
-            // The announcer still runs (with no interface), so the node acts on the table the
+        Choice::Nowhere | Choice::Listed(_) => {
+            // With no interface the announcer still runs, so the node acts on the table the
             // same way everywhere; it just has nowhere to answer.
-            let r = Responders::start(lease, clock)?;
-            let (tx, names) = watch::channel(Vec::new());
-            Ok(Started {
-                announcer: r.announcer.clone(),
-                names,
-                _keep: Some(Keep::Fixed {
-                    _responders: r,
-                    _names: tx,
-                }),
-            })
-        }
-        Choice::Listed(list) => {
+            let list = match choice {
+                Choice::Listed(list) => list,
+                _ => Vec::new(),
+            };
             let mut r = Responders::start(lease, clock)?;
             for name in &list {
                 r.open(name, true).await.map_err(|e| {
@@ -370,10 +362,10 @@ pub async fn start(
             Ok(Started {
                 announcer: r.announcer.clone(),
                 names,
-                _keep: Some(Keep::Fixed {
+                _keep: Keep::Fixed {
                     _responders: r,
                     _names: tx,
-                }),
+                },
             })
         }
         Choice::Discover(exclusions) => {
@@ -396,7 +388,7 @@ pub async fn start(
             Ok(Started {
                 announcer,
                 names: rx,
-                _keep: Some(Keep::Rescan(task)),
+                _keep: Keep::Rescan(task),
             })
         }
     }

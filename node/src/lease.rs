@@ -354,13 +354,6 @@ pub async fn register_facts(raft: &Raft, table: &SharedTable, facts: &NodeFacts)
     }
 }
 
-/// The applied index at which the planner last found nothing to do, with no VIP waiting for a
-/// release to be confirmed: until the table moves past it, planning again gives the same answer.
-#[derive(Default)]
-struct Settled {
-    at: Option<u64>,
-}
-
 /// Everything the lease tasks need.
 #[derive(Clone)]
 pub struct Tasks {
@@ -469,7 +462,9 @@ impl Tasks {
         let tick = Duration::from_millis(t.heartbeat_ms);
         let mut led_term: Option<u64> = None;
         let mut record_leader = false;
-        let mut settled = Settled::default();
+        // The applied index at which the planner last found nothing to do with no VIP waiting
+        // for a release to be confirmed: until the table moves on, planning again is the same.
+        let mut settled: Option<u64> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -483,7 +478,7 @@ impl Tasks {
             if led_term != Some(term) {
                 led_term = Some(term);
                 record_leader = true;
-                settled = Settled::default();
+                settled = None;
                 // Every node counts as renewed now; grants of the previous leader may run.
                 let names: Vec<String> = self
                     .table
@@ -554,7 +549,7 @@ impl Tasks {
         term: u64,
         record_leader: bool,
         now: u64,
-        settled: &mut Settled,
+        settled: &mut Option<u64>,
     ) -> Option<OwnershipBatch> {
         let k = &self.keeper;
         let t = k.timing;
@@ -585,7 +580,7 @@ impl Tasks {
                 }
             }
         }
-        if liveness.is_empty() && !record_leader && settled.at == Some(applied) {
+        if liveness.is_empty() && !record_leader && *settled == Some(applied) {
             return None;
         }
         let waiting = std::cell::Cell::new(false);
@@ -608,10 +603,10 @@ impl Tasks {
         };
         if liveness.is_empty() && assignments.is_empty() && !record_leader {
             // Nothing to do at this index, and nothing time can change: rest until it moves.
-            settled.at = (!waiting.get()).then_some(applied);
+            *settled = (!waiting.get()).then_some(applied);
             return None;
         }
-        settled.at = None;
+        *settled = None;
         Some(OwnershipBatch {
             leader: record_leader.then(|| (term, k.name.clone())),
             liveness,

@@ -193,12 +193,12 @@ fn eip_reference(name: &str, uid: Option<String>) -> ObjectReference {
 
 /// What an Eip's status says, OpenELB's way, from the table: nothing but `ready: false` until
 /// the Eip is in force.
-fn eip_status(table: &AllocationTable, name: &str, held: &[PoolAllocation]) -> EipStatus {
-    let in_force = table.objects.contains_key(&ObjectRef {
-        kind: Kind::Eip,
-        namespace: String::new(),
-        name: name.into(),
-    });
+fn eip_status(
+    table: &AllocationTable,
+    name: &str,
+    in_force: bool,
+    held: &[PoolAllocation],
+) -> EipStatus {
     let (true, Some(pool), Some((_, v4, v6))) =
         (in_force, table.pools.get(name), table.pool_usage(name))
     else {
@@ -255,7 +255,8 @@ fn eip_writes(
             namespace: String::new(),
             name: name.clone(),
         };
-        if let Some(why) = source.invalid(&r, table.objects.get(&r)) {
+        let current = table.objects.get(&r);
+        if let Some(why) = source.invalid(&r, current) {
             refused.push(RefusedEip {
                 name: name.clone(),
                 uid: eip.uid(),
@@ -266,7 +267,7 @@ fn eip_writes(
         let held = allocations
             .get(name.as_str())
             .map_or(&[][..], Vec::as_slice);
-        let desired = eip_status(table, &name, held);
+        let desired = eip_status(table, &name, current.is_some(), held);
         let observed = eip.status.clone().unwrap_or_default();
         if desired != observed {
             out.push(StatusWrite {
@@ -747,18 +748,7 @@ impl Writer {
                 uid: w.uid.clone(),
                 ..Default::default()
             };
-            let name = format!("{}.invalid.{generation}", w.name);
-            let ev = event(
-                &ns,
-                name,
-                about,
-                "Warning",
-                "InvalidConfiguration",
-                message,
-                crate::admin::now_ms(),
-            );
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-            if let Err(e) = create_event(&api, &ev).await {
+            if let Err(e) = self.publish_invalid(&ns, about, *generation, message).await {
                 warn!(object = key, error = %e, "cannot publish the event");
             }
         }
@@ -768,25 +758,43 @@ impl Writer {
     /// One Warning Event per refused generation of an Eip (its name carries the generation, so
     /// a new leader posting it again is answered 409).
     async fn publish_eip_refusal(&mut self, r: RefusedEip) {
-        let name = format!("{}.invalid.{}", r.name, r.generation);
-        let key = format!("Event/{name}");
+        let key = format!("Event/{}.invalid.{}", r.name, r.generation);
         if self.in_flight(&key, &r.message, &None) {
             return;
         }
-        let ev = event(
-            EIP_EVENT_NAMESPACE,
-            name,
-            eip_reference(&r.name, r.uid),
-            "Warning",
-            "InvalidConfiguration",
-            &r.message,
-            crate::admin::now_ms(),
-        );
-        let api: Api<Event> = Api::namespaced(self.client.clone(), EIP_EVENT_NAMESPACE);
-        match create_event(&api, &ev).await {
+        let about = eip_reference(&r.name, r.uid);
+        match self
+            .publish_invalid(EIP_EVENT_NAMESPACE, about, r.generation, &r.message)
+            .await
+        {
             Ok(()) => self.sent(key, r.message, None),
             Err(e) => warn!(eip = r.name, error = %e, "cannot publish the event"),
         }
+    }
+
+    /// The Warning `InvalidConfiguration` Event of one generation of a configuration object,
+    /// named `NAME.invalid.GENERATION`: posted again (a new leader), it is refused as a duplicate.
+    async fn publish_invalid(
+        &self,
+        namespace: &str,
+        about: ObjectReference,
+        generation: i64,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let name = format!(
+            "{}.invalid.{generation}",
+            about.name.as_deref().unwrap_or_default()
+        );
+        let ev = event(
+            namespace,
+            name,
+            about,
+            "Warning",
+            "InvalidConfiguration",
+            message,
+            crate::admin::now_ms(),
+        );
+        create_event(&Api::namespaced(self.client.clone(), namespace), &ev).await
     }
 
     async fn write_l2_statuses(
