@@ -1,19 +1,21 @@
-//! The admin gRPC service every peer serves. Reads answer from the local replica; writes go to
-//! the Raft leader through [`network::forward_to_leader`].
+//! The admin gRPC service every peer serves. Reads answer from the local replica's applied
+//! state (possibly stale by the replication lag; no log entry); lease columns come from the
+//! leader's `LeaseReport` (a read too). Writes go to the Raft leader ([`App::write`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use raftlb_proto::admin::admin_server::Admin;
 use raftlb_proto::admin::*;
-use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::objects::Object;
 use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse, ServiceEntry};
-use raftlb_raft_store::{NodeId, Raft};
+use raftlb_raft_store::NodeId;
 use tonic::{Request, Response, Status};
 
-use crate::lease::LeaseView;
+use crate::app::App;
+use crate::clock::wall_ms;
+use crate::fence::{lease_report, LeaseView};
 use crate::manifest;
-use crate::network::{self, Forward, ForwardReply};
+use crate::raft::leader::{LeaderReply, MembershipChange};
 use crate::render::{pool_messages, service_message, vip_messages};
 use crate::watch;
 
@@ -21,22 +23,14 @@ use crate::watch;
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct AdminService {
-    pub raft: Raft,
-    pub table: SharedTable,
+    pub app: App,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn forward_error(reply: ForwardReply) -> Status {
+fn leader_error<T>(reply: LeaderReply<T>) -> Status {
     match reply {
-        ForwardReply::Failed(e) => Status::unavailable(e),
-        ForwardReply::NotLeader(_) => Status::unavailable("no leader"),
-        other => Status::internal(format!("unexpected reply {other:?}")),
+        LeaderReply::Failed(e) => Status::unavailable(e),
+        LeaderReply::NotLeader(_) => Status::unavailable("no leader"),
+        LeaderReply::Done(_) => Status::internal("unexpected reply"),
     }
 }
 
@@ -46,7 +40,7 @@ pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
         objects,
         deletes: Vec::new(),
         strict: true,
-        now_ms: now_ms(),
+        now_ms: wall_ms(),
     }
 }
 
@@ -54,11 +48,11 @@ impl AdminService {
     /// The applied state; a poisoned lock still holds a consistent table (apply never panics
     /// half-way through a write), so read it anyway.
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, raftlb_raft_store::store::Applied> {
-        self.table.read().unwrap_or_else(|p| p.into_inner())
+        self.app.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn members(&self) -> Vec<Member> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.app.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let matched = |id: NodeId| {
@@ -81,12 +75,7 @@ impl AdminService {
 
     /// Every node's lease from the leader, if one answers quickly.
     async fn leases(&self) -> Option<Vec<LeaseView>> {
-        match network::forward_to_leader(&self.raft, Forward::Leases, Duration::from_millis(500))
-            .await
-        {
-            ForwardReply::Leases(l) => Some(l),
-            _ => None,
-        }
+        lease_report(&self.app.raft, &self.app.fence, Duration::from_millis(500)).await
     }
 
     async fn operator_write(
@@ -94,25 +83,28 @@ impl AdminService {
         cmd: Command,
         done: String,
     ) -> Result<Response<MembershipReply>, Status> {
-        match network::forward_to_leader(&self.raft, Forward::Write(cmd), WRITE_DEADLINE).await {
-            ForwardReply::Written(TableResponse::Rejected(e)) => Err(Status::invalid_argument(
+        match self.app.write(cmd, WRITE_DEADLINE).await {
+            LeaderReply::Done(TableResponse::Rejected(e)) => Err(Status::invalid_argument(
                 format!("{}: {}: {}", e.object, e.field, e.reason),
             )),
-            ForwardReply::Written(_) => Ok(Response::new(MembershipReply {
+            LeaderReply::Done(_) => Ok(Response::new(MembershipReply {
                 message: done,
                 members: self.members(),
             })),
-            other => Err(forward_error(other)),
+            other => Err(leader_error(other)),
         }
     }
 
-    async fn membership(&self, fwd: Forward) -> Result<Response<MembershipReply>, Status> {
-        match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
-            ForwardReply::Membership(message) => Ok(Response::new(MembershipReply {
+    async fn membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Response<MembershipReply>, Status> {
+        match self.app.change(change, WRITE_DEADLINE).await {
+            LeaderReply::Done(message) => Ok(Response::new(MembershipReply {
                 message,
                 members: self.members(),
             })),
-            other => Err(forward_error(other)),
+            other => Err(leader_error(other)),
         }
     }
 }
@@ -121,7 +113,7 @@ impl AdminService {
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let leases = self.leases().await;
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.app.raft.metrics().borrow().clone();
         let t = self.read_table();
         let mut vips_of: std::collections::BTreeMap<&str, u64> = Default::default();
         for (owner, _) in t.table.owners().values() {
@@ -206,9 +198,8 @@ impl Admin for AdminService {
         } else {
             operator_batch(objects)
         };
-        let fwd = Forward::Write(Command::Apply(batch));
-        match network::forward_to_leader(&self.raft, fwd, WRITE_DEADLINE).await {
-            ForwardReply::Written(TableResponse::Applied(outcome)) => {
+        match self.app.write(Command::Apply(batch), WRITE_DEADLINE).await {
+            LeaderReply::Done(TableResponse::Applied(outcome)) => {
                 let t = self.read_table();
                 let services = outcome
                     .services
@@ -247,10 +238,10 @@ impl Admin for AdminService {
                     skipped,
                 }))
             }
-            ForwardReply::Written(TableResponse::Rejected(e)) => {
+            LeaderReply::Done(TableResponse::Rejected(e)) => {
                 Err(Status::invalid_argument(format!("{source}: {e}")))
             }
-            other => Err(forward_error(other)),
+            other => Err(leader_error(other)),
         }
     }
 
@@ -315,8 +306,8 @@ impl Admin for AdminService {
             ))
         })?;
         let stream = watch::stream(
-            self.raft.clone(),
-            self.table.clone(),
+            self.app.raft.clone(),
+            self.app.state.clone(),
             resource,
             req.min_index,
         );
@@ -328,7 +319,7 @@ impl Admin for AdminService {
         let cmd = Command::Drain {
             node: req.node.clone(),
             drain: !req.undo,
-            now_ms: now_ms(),
+            now_ms: wall_ms(),
         };
         let done = if req.undo {
             format!("node {} may own VIPs again", req.node)
@@ -353,7 +344,7 @@ impl Admin for AdminService {
         let cmd = Command::MoveVip {
             vip,
             node: req.node,
-            now_ms: now_ms(),
+            now_ms: wall_ms(),
         };
         self.operator_write(cmd, done).await
     }
@@ -392,7 +383,7 @@ impl Admin for AdminService {
                 req.addr
             )));
         }
-        self.membership(Forward::AddLearner {
+        self.membership(MembershipChange::AddLearner {
             id: req.id,
             addr: req.addr,
         })
@@ -403,7 +394,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        self.membership(Forward::Promote {
+        self.membership(MembershipChange::Promote {
             id: req.into_inner().id,
         })
         .await
@@ -413,7 +404,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        self.membership(Forward::Remove {
+        self.membership(MembershipChange::Remove {
             id: req.into_inner().id,
         })
         .await
@@ -423,7 +414,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        self.membership(Forward::TransferLeader {
+        self.membership(MembershipChange::TransferLeader {
             to: req.into_inner().id,
         })
         .await
@@ -434,17 +425,19 @@ impl Admin for AdminService {
         _: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotReply>, Status> {
         let applied = self
+            .app
             .raft
             .metrics()
             .borrow()
             .last_applied
             .map_or(0, |l| l.index);
-        self.raft
+        self.app
+            .raft
             .trigger()
             .snapshot()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let mut rx = self.raft.metrics();
+        let mut rx = self.app.raft.metrics();
         let waited = tokio::time::timeout(
             Duration::from_secs(30),
             rx.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied)),

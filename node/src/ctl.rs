@@ -10,7 +10,7 @@ use raftlb_proto::admin::*;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
-use crate::admin::now_ms;
+use crate::clock::wall_ms;
 use crate::render::{age, table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -707,7 +707,7 @@ async fn get(
     history: bool,
 ) -> anyhow::Result<()> {
     let wide = output == Output::Wide;
-    let now = now_ms();
+    let now = wall_ms();
     let mut moves = Vec::new();
     let rows: Vec<Row> = match kind {
         GetWhat::Pools => client
@@ -856,7 +856,7 @@ async fn watch(
         while let Ok(Some(reply)) = stream.message().await {
             failures = 0;
             seen_index = seen_index.max(reply.applied_index);
-            let now = now_ms();
+            let now = wall_ms();
             let mut rows: Vec<Row> = Vec::new();
             rows.extend(reply.pools.iter().map(|p| pool_row(p, wide)));
             for s in &reply.services {

@@ -12,32 +12,28 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use raftlb_actors::lease::Clock;
-use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::pool::Family;
 use raftlb_raft_store::table::ServiceState;
 use raftlb_raft_store::Raft;
 
+use crate::app::App;
+
 /// How far behind its own log a peer may be and still be ready.
 pub const READY_LAG: u64 = 100;
 
-#[derive(Clone)]
-struct Ctx {
-    raft: Raft,
-    table: SharedTable,
-}
+type Ctx = App;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    raft: Raft,
-    table: SharedTable,
+    app: App,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(Ctx { raft, table });
-    axum::serve(listener, app)
+        .with_state(app);
+    axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
 }
@@ -108,7 +104,8 @@ impl Exposition {
     }
 }
 
-pub fn render(raft: &Raft, table: &SharedTable) -> String {
+pub fn render(app: &App) -> String {
+    let (raft, table) = (&app.raft, &app.state);
     let mut out = Exposition(String::new());
     let m = raft.metrics().borrow().clone();
     {
@@ -256,7 +253,8 @@ pub fn render(raft: &Raft, table: &SharedTable) -> String {
         );
         out.sample("raftlb_config_generation", &[], t.generation);
     }
-    if let Some(k) = crate::lease::keeper() {
+    {
+        let k = &app.fence;
         let left = k.lease.remaining(k.clock.now_ns()).as_secs_f64();
         out.family(
             "raftlb_lease_valid",
@@ -327,6 +325,6 @@ async fn metrics(
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
-        render(&ctx.raft, &ctx.table),
+        render(&ctx),
     )
 }

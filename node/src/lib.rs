@@ -2,15 +2,22 @@
 //! cluster launcher (`raftlb up`) and the `raftlb ctl` client.
 
 pub mod admin;
+pub mod announce;
+pub mod app;
 pub mod check;
+pub mod clock;
+pub mod control;
 pub mod ctl;
+pub mod fence;
 pub mod health;
 pub mod interfaces;
 pub mod kube;
-pub mod lease;
 pub mod manifest;
-pub mod network;
 pub mod peer;
+pub mod raft;
+pub mod register;
 pub mod render;
+pub mod rpc;
+pub mod timing;
 pub mod up;
 pub mod watch;

@@ -25,15 +25,20 @@ use tracing::{info, warn};
 
 use raftlb_raft_store::table::ownership::NodeFacts;
 
-use crate::admin::{now_ms, operator_batch, AdminService};
-use crate::lease::{LeaseKeeper, Tasks};
-use crate::network::{self, Forward, ForwardReply, NetworkFactory, RaftService};
+use crate::admin::{operator_batch, AdminService};
+use crate::app::App;
+use crate::clock::wall_ms;
+use crate::fence::{self, LeaseKeeper};
+use crate::raft::leader::LeaderReply;
+use crate::raft::membership::TransferGuard;
+use crate::raft::transport::NetworkFactory;
+use crate::rpc::RaftService;
 
 /// Default ports: Raft transport and admin API.
 pub const DEFAULT_RAFT_PORT: u16 = 7470;
 pub const DEFAULT_ADMIN_PORT: u16 = 7471;
 
-pub use crate::lease::Timing;
+pub use crate::timing::Timing;
 
 /// Everything `run` needs, already checked.
 #[derive(Debug, Clone)]
@@ -109,7 +114,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         })
         .map_err(PeerError::Startup)?;
     let table = sm.shared();
-    let keeper = LeaseKeeper::install(&cfg.facts.name, cfg.timing);
+    let keeper = LeaseKeeper::new(&cfg.facts.name, cfg.timing);
     let interfaces = crate::interfaces::start(
         cfg.interfaces.clone(),
         keeper.lease.clone(),
@@ -140,6 +145,12 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     let raft = Raft::new(cfg.id, Arc::new(raft_config), NetworkFactory, log, sm)
         .await
         .map_err(|e| PeerError::Startup(anyhow::anyhow!("raft: {e}")))?;
+    let app = App {
+        raft: raft.clone(),
+        state: table.clone(),
+        fence: keeper.clone(),
+        transfer: TransferGuard::default(),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -147,12 +158,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     };
     let raft_server = Server::builder()
         .add_service(
-            RaftServer::new(RaftService {
-                raft: raft.clone(),
-                table: table.clone(),
-                keeper: keeper.clone(),
-            })
-            .max_decoding_message_size(64 << 20),
+            RaftServer::new(RaftService { app: app.clone() }).max_decoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
@@ -160,11 +166,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         );
     let admin_server = Server::builder()
         .add_service(
-            AdminServer::new(AdminService {
-                raft: raft.clone(),
-                table: table.clone(),
-            })
-            .max_decoding_message_size(64 << 20),
+            AdminServer::new(AdminService { app: app.clone() }).max_decoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
@@ -173,9 +175,9 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     let servers = tokio::spawn(async move { tokio::try_join!(raft_server, admin_server) });
     if let Some(listener) = metrics_listener {
         let stop = stopped(stop_rx.clone());
-        let (raft, table) = (raft.clone(), table.clone());
+        let app = app.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::health::serve(listener, raft, table, stop).await {
+            if let Err(e) = crate::health::serve(listener, app, stop).await {
                 warn!(error = %e, "metrics server stopped");
             }
         });
@@ -188,33 +190,44 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         if let Some(url) = &cfg.join {
             join(&raft, &cfg, url).await?;
         }
-        let background = tokio::spawn(apply_startup_state(raft.clone(), cfg.clone()));
+        let background = tokio::spawn(apply_startup_state(app.clone(), cfg.clone()));
         let kube_task = cfg.kube.clone().map(|opts| {
-            let (raft, table, facts) = (raft.clone(), table.clone(), cfg.facts.clone());
+            let (app, facts) = (app.clone(), cfg.facts.clone());
             let names = interfaces.names.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::kube::run(raft, table, opts, facts, names).await {
+                if let Err(e) = crate::kube::run(app, opts, facts, names).await {
                     warn!(error = format!("{e:#}"), "Kubernetes controller stopped");
                 }
             })
         });
-        let lease_tasks = Tasks {
-            raft: raft.clone(),
-            table: table.clone(),
-            keeper: keeper.clone(),
-            facts: cfg.facts.clone(),
-            interfaces: interfaces.names.clone(),
-            announcer: interfaces.announcer.clone(),
-            register: cfg.kube.is_none(),
+        let mut tasks = vec![
+            tokio::spawn(fence::hold_leader_lease(
+                raft.clone(),
+                keeper.clone(),
+                app.transfer.clone(),
+            )),
+            tokio::spawn(fence::renew_with_leader(raft.clone(), keeper.clone())),
+            tokio::spawn(crate::control::run(app.clone())),
+            tokio::spawn(crate::announce::run(
+                app.clone(),
+                interfaces.announcer.clone(),
+            )),
+        ];
+        // Under Kubernetes the Node watcher registers this node, with the Node's labels.
+        if cfg.kube.is_none() {
+            tasks.push(tokio::spawn(crate::register::run(
+                app.clone(),
+                cfg.facts.clone(),
+                interfaces.names.clone(),
+            )));
         }
-        .spawn();
         wait_for_signal().await;
         info!("stopping");
         background.abort();
         if let Some(t) = kube_task {
             t.abort();
         }
-        for t in lease_tasks {
+        for t in tasks {
             t.abort();
         }
         // Stop answering before the process goes: the lease ends now.
@@ -327,32 +340,28 @@ async fn join(raft: &Raft, cfg: &PeerConfig, url: &str) -> Result<(), PeerError>
 
 /// Applies `--lb-class` and `-f` manifests once a leader exists. Idempotent, so every
 /// restart may do it again.
-async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
-    let mut rx = raft.metrics();
+async fn apply_startup_state(app: App, cfg: PeerConfig) {
+    let mut rx = app.raft.metrics();
     if rx.wait_for(|m| m.current_leader.is_some()).await.is_err() {
         return;
     }
     if let Some(class) = &cfg.lb_class {
         let cmd = Command::SetLoadBalancerClass {
             class: Some(class.clone()).filter(|c| !c.is_empty()),
-            now_ms: now_ms(),
+            now_ms: wall_ms(),
         };
-        let reply =
-            network::forward_to_leader(&raft, Forward::Write(cmd), Duration::from_secs(30)).await;
-        if !matches!(reply, ForwardReply::Written(_)) {
+        let reply = app.write(cmd, Duration::from_secs(30)).await;
+        if !matches!(reply, LeaderReply::Done(_)) {
             warn!(?reply, "could not set the loadBalancerClass");
         }
     }
     for (source, objects) in &cfg.manifests {
         let batch = operator_batch(objects.clone());
-        let reply = network::forward_to_leader(
-            &raft,
-            Forward::Write(Command::Apply(batch)),
-            Duration::from_secs(30),
-        )
-        .await;
+        let reply = app
+            .write(Command::Apply(batch), Duration::from_secs(30))
+            .await;
         match reply {
-            ForwardReply::Written(Response::Applied(o)) => {
+            LeaderReply::Done(Response::Applied(o)) => {
                 info!(
                     source,
                     generation = o.generation,
@@ -360,7 +369,7 @@ async fn apply_startup_state(raft: Raft, cfg: PeerConfig) {
                     "manifest applied"
                 )
             }
-            ForwardReply::Written(Response::Rejected(e)) => {
+            LeaderReply::Done(Response::Rejected(e)) => {
                 warn!(source, error = %e, "manifest rejected")
             }
             other => warn!(source, ?other, "manifest not applied"),

@@ -5,7 +5,8 @@
 //! allocator cost per allocation by pool size and fill; restart-to-ready of a peer holding
 //! 100,000 allocations; RSS of a peer holding 10,000 Services; the scale table: idle CPU, the
 //! cost of one more allocation and a follower's failover while holding 1,000 / 10,000 / 100,000
-//! VIPs (`RAFTLB_BENCH_SCALE` picks the sizes, `RAFTLB_BENCH_ONLY=scale` runs only that).
+//! VIPs (`RAFTLB_BENCH_SCALE` picks the sizes, `RAFTLB_BENCH_ONLY=scale` runs only that,
+//! `RAFTLB_BENCH_ONLY=commit` only the etcd comparison).
 //!
 //! Run: `bash chaos/bench.sh` (installs etcd-server and protobuf-compiler, builds in release).
 //! Without the `etcd` feature the etcd rows say so instead of printing figures.
@@ -426,21 +427,8 @@ async fn scale_table() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    println!("raftlb benchmark — 3 peers on 127.0.0.1, fsync on every append (sled flush)");
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!();
-    // RAFTLB_BENCH_ONLY=scale: just the scale table (the rest takes minutes and needs etcd).
-    let only = std::env::var("RAFTLB_BENCH_ONLY").unwrap_or_default();
-    if only == "scale" {
-        return scale_table().await;
-    }
-
-    // 1. Commit latency and throughput, next to etcd.
+/// Commit latency at concurrency 1 and throughput at concurrency 16, raftlb next to etcd.
+async fn commit_table() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, &[]).await?;
     let ours = raftlb_commit_figures(&mut cluster).await?;
     drop(cluster);
@@ -482,6 +470,28 @@ async fn main() -> anyhow::Result<()> {
     println!("etcd: not measured (build with --features etcd; chaos/bench.sh does)");
     println!("(raftlb's figure includes YAML parsing, validation and allocation; etcd's is a plain put of a value of the same size)");
     println!();
+
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    println!("raftlb benchmark — 3 peers on 127.0.0.1, fsync on every append (sled flush)");
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    // RAFTLB_BENCH_ONLY=scale: just the scale table (the rest takes minutes and needs etcd).
+    let only = std::env::var("RAFTLB_BENCH_ONLY").unwrap_or_default();
+    if only == "scale" {
+        return scale_table().await;
+    }
+
+    commit_table().await?;
+    if only == "commit" {
+        return Ok(());
+    }
 
     // 2. 10,000 Services in batches; RSS at 10,000; then 100,000 and restart-to-ready.
     let mut cluster = Cluster::start(3, &[]).await?;

@@ -31,6 +31,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::App;
+use crate::raft::leader::MembershipChange;
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -39,9 +41,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
-use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::ownership::NodeFacts;
-use raftlb_raft_store::Raft;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
@@ -210,8 +210,7 @@ pub async fn client(opts: &KubeOptions) -> anyhow::Result<Client> {
 
 /// Runs the watchers, the Node facts task and the controller loop until the runtime stops.
 pub async fn run(
-    raft: Raft,
-    table: SharedTable,
+    app: App,
     opts: KubeOptions,
     facts: NodeFacts,
     interfaces: tokio::sync::watch::Receiver<Vec<String>>,
@@ -260,8 +259,7 @@ pub async fn run(
     );
     tasks.push(node_task);
     tasks.push(tokio::spawn(node_facts(
-        raft.clone(),
-        table.clone(),
+        app.clone(),
         node,
         node_wake,
         facts,
@@ -279,8 +277,7 @@ pub async fn run(
     info!(namespace = ns, "watching Kubernetes");
 
     let mut controller = Controller {
-        raft,
-        table,
+        app,
         stores,
         source: source::Source::default(),
         status: status::Writer::new(client, opts.namespace.clone()),
@@ -323,8 +320,7 @@ pub fn node_facts_from(base: &NodeFacts, node: &Node) -> NodeFacts {
 
 /// Keeps this node's registration equal to what its Node object and its interfaces say.
 async fn node_facts(
-    raft: Raft,
-    table: SharedTable,
+    app: App,
     node: Store<Node>,
     wake: Arc<Notify>,
     base: NodeFacts,
@@ -340,7 +336,7 @@ async fn node_facts(
             Some(n) => node_facts_from(&base, n),
             None => base,
         };
-        crate::lease::register_facts(&raft, &table, &facts).await;
+        crate::register::register_facts(&app, &facts).await;
         // The table may also change under us (a restart registering flags): look again soon.
         tokio::select! {
             _ = wake.notified() => {}
@@ -351,8 +347,7 @@ async fn node_facts(
 }
 
 struct Controller {
-    raft: Raft,
-    table: SharedTable,
+    app: App,
     stores: Stores,
     source: source::Source,
     status: status::Writer,
@@ -382,7 +377,7 @@ impl Controller {
         else {
             return;
         };
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.app.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let Some(&id) = beyond_replicas(membership.nodes().map(|(id, _)| *id), replicas).first()
         else {
@@ -396,28 +391,25 @@ impl Controller {
                 replicas,
                 to, "this peer is beyond the StatefulSet's replicas: handing leadership over"
             );
-            crate::network::execute_locally(
-                &self.raft,
-                crate::network::Forward::TransferLeader { to },
-            )
-            .await
+            self.app
+                .change_here(MembershipChange::TransferLeader { to })
+                .await
         } else {
             info!(replicas, id, "StatefulSet scaled down: removing member");
-            crate::network::execute_locally(&self.raft, crate::network::Forward::Remove { id })
-                .await
+            self.app.change_here(MembershipChange::Remove { id }).await
         };
         info!(?reply, "membership");
     }
 
     fn leads(&self) -> bool {
-        let m = self.raft.metrics();
+        let m = self.app.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(m.id)
     }
 
     /// `eips_later` brings the Eip store if the cluster starts serving Eips after startup.
     async fn run(&mut self, wake: Arc<Notify>, mut eips_later: mpsc::Receiver<Store<Eip>>) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.app.raft.metrics();
         let mut applied = None;
         loop {
             tokio::select! {
@@ -441,15 +433,13 @@ impl Controller {
                 continue;
             }
             // Fence: act only while a quorum still follows us, on a table that is up to date.
-            if self.raft.ensure_linearizable().await.is_err() {
+            if self.app.raft.ensure_linearizable().await.is_err() {
                 continue;
             }
             self.follow_scale_down().await;
-            self.source
-                .sync(&self.raft, &self.table, &self.stores)
-                .await;
+            self.source.sync(&self.app, &self.stores).await;
             self.status
-                .write(&self.raft, &self.table, &self.stores, &self.source)
+                .write(&self.app, &self.stores, &self.source)
                 .await;
         }
     }

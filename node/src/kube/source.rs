@@ -10,18 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::objects::{Kind, Object, ObjectRef, ObjectSpec};
 use raftlb_raft_store::table::{ApplyBatch, Command, Response};
-use raftlb_raft_store::Raft;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::Stores;
-use crate::admin::now_ms;
+use crate::app::App;
+use crate::clock::wall_ms;
 use crate::manifest;
-use crate::network::{self, Forward, ForwardReply};
+use crate::raft::leader::LeaderReply;
 
 /// Objects per bulk batch (one Raft entry each).
 const BULK: usize = 200;
@@ -264,7 +263,8 @@ impl Source {
     }
 
     /// Submits the differences between the stores and the table. Leader only.
-    pub(super) async fn sync(&mut self, raft: &Raft, table: &SharedTable, stores: &Stores) {
+    pub(super) async fn sync(&mut self, app: &App, stores: &Stores) {
+        let table = &app.state;
         let desired = desired(stores, &mut self.cache);
         self.unparsable = desired.invalid.clone();
         // Compared under the lock, so only what differs is cloned.
@@ -320,7 +320,7 @@ impl Source {
 
         for o in configs {
             let r = o.reference().normalized();
-            match write(raft, batch(vec![o.clone()], vec![])).await {
+            match write(app, batch(vec![o.clone()], vec![])).await {
                 Some(Response::Rejected(e)) => {
                     info!(object = %r, field = e.field, reason = e.reason, "configuration refused; the last valid one stays in force");
                     let why = Invalid {
@@ -356,7 +356,7 @@ impl Source {
             .chain(config_deletes.into_iter().map(|r| batch(vec![], vec![r])))
             .chain(bulk_deletes.chunks(BULK).map(|c| batch(vec![], c.to_vec())));
         for b in batches {
-            match write(raft, b).await {
+            match write(app, b).await {
                 Some(Response::Rejected(e)) => {
                     warn!(
                         object = e.object,
@@ -377,14 +377,14 @@ fn batch(objects: Vec<Object>, deletes: Vec<ObjectRef>) -> ApplyBatch {
         objects: objects.into_iter().map(|o| (1, o)).collect(),
         deletes: deletes.into_iter().map(|r| (1, r)).collect(),
         strict: false,
-        now_ms: now_ms(),
+        now_ms: wall_ms(),
     }
 }
 
 /// Commits one batch; None when leadership was lost (the next leader takes over).
-async fn write(raft: &Raft, batch: ApplyBatch) -> Option<Response> {
-    match network::execute_locally(raft, Forward::Write(Command::Apply(batch))).await {
-        ForwardReply::Written(r) => Some(r),
+async fn write(app: &App, batch: ApplyBatch) -> Option<Response> {
+    match app.write_here(Command::Apply(batch)).await {
+        LeaderReply::Done(r) => Some(r),
         other => {
             warn!(?other, "write to the table failed");
             None

@@ -12,12 +12,10 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::intent::ANN_ALLOCATED_FROM;
 use raftlb_raft_store::table::objects::{Kind, ObjectRef};
 use raftlb_raft_store::table::pool::{from_u128, FamilyUsage};
 use raftlb_raft_store::table::{AllocationTable, Command, ServiceState};
-use raftlb_raft_store::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -26,7 +24,8 @@ use tracing::{info, warn};
 use super::crd::*;
 use super::source::Source;
 use super::Stores;
-use crate::network::{self, Forward, ForwardReply};
+use crate::app::App;
+use crate::raft::leader::LeaderReply;
 
 /// Events published per round at most (the rest follow in the next rounds).
 const EVENTS_PER_ROUND: usize = 256;
@@ -525,13 +524,8 @@ impl Writer {
         self.written.insert(key, (desired, rv));
     }
 
-    pub(super) async fn write(
-        &mut self,
-        raft: &Raft,
-        table: &SharedTable,
-        stores: &Stores,
-        source: &Source,
-    ) {
+    pub(super) async fn write(&mut self, app: &App, stores: &Stores, source: &Source) {
+        let table = &app.state;
         // Everything is decided under the lock and sent after it.
         let (services, crs, refused_eips, l2, events, published) = {
             let t = table.read().unwrap_or_else(|p| p.into_inner());
@@ -650,9 +644,7 @@ impl Writer {
         }
         if upto > published {
             let cmd = Command::EventsPublished { upto };
-            if let ForwardReply::Written(_) =
-                network::execute_locally(raft, Forward::Write(cmd)).await
-            {
+            if let LeaderReply::Done(_) = app.write_here(cmd).await {
                 self.events_cursor = upto;
             }
         }
@@ -792,7 +784,7 @@ impl Writer {
             "Warning",
             "InvalidConfiguration",
             message,
-            crate::admin::now_ms(),
+            crate::clock::wall_ms(),
         );
         create_event(&Api::namespaced(self.client.clone(), namespace), &ev).await
     }

@@ -1,0 +1,76 @@
+//! The context of one running peer, built once at start-up and handed to every server and
+//! loop: the Raft handle, the applied state, the fence and the leader hand-over guard. There
+//! are no process globals; a test may run several peers in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use raftlb_raft_store::store::SharedTable;
+use raftlb_raft_store::{Command, Raft, Response};
+
+use crate::fence::LeaseKeeper;
+use crate::raft::leader::{to_leader, LeaderReply, Leading, MembershipChange};
+use crate::raft::membership::TransferGuard;
+
+#[derive(Clone)]
+pub struct App {
+    pub raft: Raft,
+    /// The applied table, membership and last applied index.
+    pub state: SharedTable,
+    pub fence: Arc<LeaseKeeper>,
+    pub transfer: TransferGuard,
+}
+
+impl App {
+    /// This node's name in the table.
+    pub fn name(&self) -> &str {
+        &self.fence.name
+    }
+
+    /// The term this peer leads in, if it leads.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+    }
+
+    pub fn leads(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
+    fn leading(&self) -> Leading {
+        Leading {
+            raft: self.raft.clone(),
+            transfer: self.transfer.clone(),
+        }
+    }
+
+    /// Commits `cmd` through whoever leads, waiting up to `deadline` for one.
+    pub async fn write(&self, cmd: Command, deadline: Duration) -> LeaderReply<Response> {
+        to_leader(&self.leading(), cmd, deadline).await
+    }
+
+    /// Changes the membership through whoever leads.
+    pub async fn change(
+        &self,
+        change: MembershipChange,
+        deadline: Duration,
+    ) -> LeaderReply<String> {
+        to_leader(&self.leading(), change, deadline).await
+    }
+
+    /// Runs leader work here, which must be the leader (the kube controller, which acts only
+    /// while it leads): no forwarding.
+    pub async fn write_here(&self, cmd: Command) -> LeaderReply<Response> {
+        use crate::raft::leader::LeaderJob;
+        cmd.here(&self.leading()).await
+    }
+
+    pub async fn change_here(&self, change: MembershipChange) -> LeaderReply<String> {
+        use crate::raft::leader::LeaderJob;
+        change.here(&self.leading()).await
+    }
+}

@@ -1,0 +1,161 @@
+//! The leader's control loop (DESIGN.md §3): it declares a node with no renewal for
+//! `down_after` down and reassigns its VIPs in the same command; a new leader records itself,
+//! takes the previous leader's VIPs at once and counts every other node as renewed at its
+//! election. Planning itself is the table's pure `ownership::plan`; this loop decides when to
+//! run it and commits what it returns.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use raftlb_raft_store::table::ownership::{self, OwnershipBatch, Released};
+use raftlb_raft_store::table::{AllocationTable, Command};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::clock::{ms_to_ns, wall_ms};
+use crate::fence::{LeaseKeeper, Renewal};
+
+/// Leader only: liveness and ownership decisions, for as long as the process runs.
+pub async fn run(app: App) {
+    let k = &app.fence;
+    let t = k.timing;
+    let tick = Duration::from_millis(t.heartbeat_ms);
+    let mut led_term: Option<u64> = None;
+    let mut record_leader = false;
+    // The applied index at which the planner last found nothing to do with no VIP waiting
+    // for a release to be confirmed: until the table moves on, planning again is the same.
+    let mut settled: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = k.wake_control.notified() => {}
+        }
+        let Some(term) = app.leader_term() else {
+            led_term = None;
+            continue;
+        };
+        let now = k.now();
+        if led_term != Some(term) {
+            led_term = Some(term);
+            record_leader = true;
+            settled = None;
+            let names: Vec<String> = app
+                .state
+                .read()
+                .map(|t| t.table.nodes.keys().cloned().collect())
+                .unwrap_or_default();
+            k.take_over(names.into_iter());
+            info!(term, "leading: taking over liveness and ownership");
+        }
+        if !k.leader_lease_valid(now) {
+            continue;
+        }
+        let batch = {
+            let guard = app.state.read().unwrap_or_else(|p| p.into_inner());
+            let applied = guard.last_applied.map_or(0, |l| l.index);
+            decide(
+                k,
+                &guard.table,
+                applied,
+                term,
+                record_leader,
+                now,
+                &mut settled,
+            )
+        };
+        let Some(batch) = batch else {
+            continue;
+        };
+        let moves = batch.assignments.len();
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            app.raft.client_write(Command::Ownership(batch)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                record_leader = false;
+                if moves > 0 {
+                    info!(moves, "ownership committed");
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "ownership commit failed"),
+            Err(_) => warn!("ownership commit timed out"),
+        }
+    }
+}
+
+/// The batch the leader should commit now, if any. The planner runs only when its answer
+/// can differ from the last one: the table moved on, liveness changes, or a VIP waits for
+/// its releaser's confirmation (which comes with renewals and time, not with the table).
+fn decide(
+    k: &LeaseKeeper,
+    table: &AllocationTable,
+    applied: u64,
+    term: u64,
+    record_leader: bool,
+    now: u64,
+    settled: &mut Option<u64>,
+) -> Option<OwnershipBatch> {
+    let t = k.timing;
+    let mut liveness: Vec<(String, bool)> = Vec::new();
+    {
+        let mut renewals = k.renewals();
+        for (name, node) in &table.nodes {
+            if *name == k.name {
+                if !node.live {
+                    liveness.push((name.clone(), true));
+                }
+                continue;
+            }
+            let r = renewals.entry(name.clone()).or_insert(Renewal {
+                received_ns: now,
+                applied: 0,
+                granted_ns: Some(now),
+                renewed: false,
+            });
+            let quiet = now.saturating_sub(r.received_ns);
+            let previous_leader =
+                record_leader && table.leader.as_ref().is_some_and(|(_, l)| l == name);
+            if node.live && (quiet > ms_to_ns(t.down_after_ms) || previous_leader) {
+                // The previous leader's lease ended before anyone could elect us.
+                liveness.push((name.clone(), false));
+            } else if !node.live && r.renewed && quiet < ms_to_ns(2 * t.renew_every_ms) {
+                liveness.push((name.clone(), true));
+            }
+        }
+    }
+    if liveness.is_empty() && !record_leader && *settled == Some(applied) {
+        return None;
+    }
+    let waiting = std::cell::Cell::new(false);
+    let confirmed = |_: &IpAddr, rel: &Released| {
+        let yes = k.confirmed(rel, now);
+        if !yes {
+            waiting.set(true);
+        }
+        yes
+    };
+    let assignments = if liveness.is_empty() {
+        ownership::plan(table, &confirmed)
+    } else {
+        let mut scratch = table.clone();
+        scratch.apply(&Command::Ownership(OwnershipBatch {
+            liveness: liveness.clone(),
+            ..Default::default()
+        }));
+        ownership::plan(&scratch, &confirmed)
+    };
+    if liveness.is_empty() && assignments.is_empty() && !record_leader {
+        // Nothing to do at this index, and nothing time can change: rest until it moves.
+        *settled = (!waiting.get()).then_some(applied);
+        return None;
+    }
+    *settled = None;
+    Some(OwnershipBatch {
+        leader: record_leader.then(|| (term, k.name.clone())),
+        liveness,
+        assignments,
+        now_ms: wall_ms(),
+    })
+}

@@ -1,0 +1,154 @@
+//! Raft transport over tonic: the client side openraft calls. openraft's messages travel as
+//! postcard bytes (the one codec) inside `raft.proto`'s Payload, one typed RPC each.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use raftlb_proto::raft::raft_client::RaftClient;
+use raftlb_proto::raft::Payload;
+use raftlb_raft_store::codec;
+use raftlb_raft_store::{NodeId, TypeConfig};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+/// A lazily connected channel to a peer's Raft port.
+pub fn channel(addr: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))
+        .map(|e| {
+            e.connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .connect_lazy()
+        })
+}
+
+/// A Raft client for `addr`, made once and kept in `clients` (a tonic channel reconnects by
+/// itself).
+pub fn cached_client(
+    clients: &mut BTreeMap<String, RaftClient<Channel>>,
+    addr: &str,
+) -> Result<RaftClient<Channel>, String> {
+    if let Some(c) = clients.get(addr) {
+        return Ok(c.clone());
+    }
+    let c = RaftClient::new(channel(addr)?);
+    clients.insert(addr.to_string(), c.clone());
+    Ok(c)
+}
+
+/// `value` as a request payload that gives up at `timeout`.
+pub fn payload<T: Serialize>(
+    value: &T,
+    timeout: Duration,
+) -> Result<tonic::Request<Payload>, String> {
+    let data = codec::encode(value).map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(Payload { data });
+    req.set_timeout(timeout);
+    Ok(req)
+}
+
+/// Makes one [`Network`] per target peer; openraft keeps it for the life of a replication
+/// stream.
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        Network {
+            target,
+            client: channel(&node.addr).map(RaftClient::new),
+        }
+    }
+}
+
+pub struct Network {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+/// The three openraft RPCs.
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl Network {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(e.clone()),
+                )))
+            }
+        };
+        let request = payload(req, option.hard_ttl())
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| {
+            let err = std::io::Error::other(format!("{rpc:?} to {}: {status}", self.target));
+            match status.code() {
+                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
+                _ => RPCError::Network(NetworkError::new(&err)),
+            }
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
