@@ -1,5 +1,6 @@
 //! The actors above the responders: the `Announcer` (one per node) reconciles what the table
-//! says this node owns into one `VipActor` per owned VIP and one `ServiceActor` per Service.
+//! says this node owns into one `VipActor` per owned VIP and one `ServiceActor` per Service it
+//! announces.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -147,7 +148,7 @@ impl Handler<GetStatus> for ServiceActor {
 pub struct Sync {
     /// VIPs this node owns -> the interfaces to announce each on.
     pub owned: BTreeMap<IpAddr, Vec<String>>,
-    /// Service key -> its IPs.
+    /// Service key -> its IPs, for the Services with an IP in `owned`.
     pub services: BTreeMap<String, Vec<IpAddr>>,
 }
 

@@ -30,19 +30,20 @@ async fn announce(app: &App, a: &actix::Addr<Announcer>) {
     let k = &app.fence;
     let (sync, index) = {
         let g = app.state.read().unwrap_or_else(|p| p.into_inner());
-        let services = g
-            .table
-            .services
-            .iter()
-            .filter_map(|(key, e)| match &e.state {
+        let t = &g.table;
+        let owned = t.owned_by(&k.name);
+        // The Services this node announces: the users of its VIPs (not every Service, which
+        // would cost every node O(Services) per applied entry).
+        let services = owned
+            .keys()
+            .filter_map(|ip| t.addresses.get(ip))
+            .flat_map(|usage| usage.users.keys())
+            .filter_map(|key| match &t.services.get(key)?.state {
                 ServiceState::Allocated { ips, .. } => Some((key.clone(), ips.clone())),
                 _ => None,
             })
             .collect();
-        let sync = AnnounceSync {
-            owned: g.table.owned_by(&k.name),
-            services,
-        };
+        let sync = AnnounceSync { owned, services };
         (sync, g.last_applied.map_or(0, |l| l.index))
     };
     match a.send(sync).await {

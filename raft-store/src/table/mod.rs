@@ -223,12 +223,6 @@ impl AllocationTable {
 
     /// Applies one command. Deterministic.
     pub fn apply(&mut self, command: &Command) -> Response {
-        let response = self.apply_command(command);
-        self.sync_vips();
-        response
-    }
-
-    fn apply_command(&mut self, command: &Command) -> Response {
         match command {
             Command::RegisterNode { facts, now_ms } => self.register_node(facts, *now_ms),
             Command::Ownership(batch) => self.apply_ownership(batch),
@@ -1019,6 +1013,9 @@ impl AllocationTable {
             if let Some(p) = self.pools.get_mut(pool) {
                 p.take(ip);
             }
+            // Every allocated address has an ownership record (kept after release, so its
+            // epoch keeps counting if the address comes back).
+            self.vips.entry(*ip).or_default();
         }
         let usage = self.addresses.entry(*ip).or_insert_with(|| AddressUse {
             pool: pool.to_string(),

@@ -271,14 +271,6 @@ impl AllocationTable {
         Response::Ok
     }
 
-    /// A record for every allocated address (records of released addresses stay, so their
-    /// epoch keeps counting if the address comes back).
-    pub(super) fn sync_vips(&mut self) {
-        for ip in self.addresses.keys() {
-            self.vips.entry(*ip).or_default();
-        }
-    }
-
     /// The interfaces `node` would announce `vip` on, or why it may not own it. Ignores
     /// liveness and draining (the planner checks those).
     pub fn eligible(&self, vip: &IpAddr, node: &str) -> Result<Vec<String>, String> {
