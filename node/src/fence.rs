@@ -35,6 +35,7 @@ use crate::clock::ms_to_ns;
 use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
 use crate::raft::transport::{cached_client, channel, payload};
+use crate::raft::KnownLeader;
 use crate::timing::Timing;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,17 +290,7 @@ pub async fn lease_report(
     k: &LeaseKeeper,
     timeout: Duration,
 ) -> Option<Vec<LeaseView>> {
-    let (me, leader, addr) = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        let addr = m.current_leader.and_then(|l| {
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone())
-        });
-        (m.id, m.current_leader, addr)
-    };
+    let KnownLeader { me, leader, addr } = KnownLeader::of(raft);
     if leader? == me {
         return Some(k.report());
     }
@@ -324,17 +315,7 @@ pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>) {
             _ = tokio::time::sleep(every) => {}
             _ = k.wake_renew.notified() => {}
         }
-        let (me, leader, addr) = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            let addr = m.current_leader.and_then(|l| {
-                m.membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| n.addr.clone())
-            });
-            (m.id, m.current_leader, addr)
-        };
+        let KnownLeader { me, leader, addr } = KnownLeader::of(&raft);
         let (Some(leader), Some(addr)) = (leader, addr) else {
             continue;
         };

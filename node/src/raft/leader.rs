@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 use super::membership::{transfer_leader, TransferGuard};
 use super::transport::{cached_client, payload};
+use super::KnownLeader;
 pub use super::LeaderReply;
 
 /// A change of the cluster's members, or of who leads it.
@@ -166,16 +167,11 @@ pub async fn to_leader<J: LeaderJob>(
     while tokio::time::Instant::now() < until {
         // The metrics channel already knows the leader; asking RaftCore would cost a
         // round-trip through its queue on every write.
-        let metrics = at.raft.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(l) if l == metrics.id => last = job.clone().here(at).await,
-            Some(l) => {
-                let addr = metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| n.addr.clone());
-                if let Some(addr) = addr {
+        let known = KnownLeader::of(&at.raft);
+        match known.leader {
+            Some(l) if l == known.me => last = job.clone().here(at).await,
+            Some(_) => {
+                if let Some(addr) = known.addr {
                     let client = match cached_client(&mut clients, &addr) {
                         Ok(c) => c,
                         Err(e) => return LeaderReply::Failed(e),

@@ -6,7 +6,7 @@ pub mod leader;
 pub mod membership;
 pub mod transport;
 
-use raftlb_raft_store::NodeId;
+use raftlb_raft_store::{NodeId, Raft};
 use serde::{Deserialize, Serialize};
 
 /// The leader's answer, from this peer or over the wire.
@@ -16,4 +16,30 @@ pub enum LeaderReply<T> {
     /// Not (or no longer) the leader; the sender should retry with this one.
     NotLeader(Option<(NodeId, String)>),
     Failed(String),
+}
+
+/// Who leads, as this peer's metrics know it (no round-trip through RaftCore's queue).
+pub struct KnownLeader {
+    pub me: NodeId,
+    pub leader: Option<NodeId>,
+    /// The leader's Raft address, when the membership lists it.
+    pub addr: Option<String>,
+}
+
+impl KnownLeader {
+    pub fn of(raft: &Raft) -> KnownLeader {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let addr = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        KnownLeader {
+            me: m.id,
+            leader: m.current_leader,
+            addr,
+        }
+    }
 }
