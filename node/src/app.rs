@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::{Command, Raft, Response};
 
@@ -23,18 +22,12 @@ pub struct App {
 }
 
 impl App {
-    /// This node's name in the table.
-    pub fn name(&self) -> &str {
-        &self.fence.name
-    }
-
     /// The term this peer leads in, if it leads.
     pub fn leader_term(&self) -> Option<u64> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+        crate::raft::leader_term(&self.raft)
     }
 
+    /// Whether this peer's metrics name it the leader.
     pub fn leads(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();

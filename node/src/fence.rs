@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::ServerState;
 use raftlb_actors::lease::{Clock, Lease, MonotonicClock};
 use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Empty;
@@ -35,7 +34,7 @@ use crate::clock::ms_to_ns;
 use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
 use crate::raft::transport::{cached_client, channel, payload};
-use crate::raft::KnownLeader;
+use crate::raft::{leader_term, KnownLeader};
 use crate::timing::Timing;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,7 +234,7 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
     let mut making_way_since: Option<u64> = None;
     loop {
         tokio::time::sleep(tick).await;
-        if !is_leader(&raft) {
+        if leader_term(&raft).is_none() {
             if making_way_since.take().is_some() {
                 raft.runtime_config().heartbeat(true);
             }
@@ -258,7 +257,7 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
         let sent = k.now();
         let lease = Duration::from_millis(t.leader_lease_ms);
         match tokio::time::timeout(lease, raft.get_read_log_id()).await {
-            Ok(Ok(_)) if is_leader(&raft) => {
+            Ok(Ok(_)) if leader_term(&raft).is_some() => {
                 let end = sent + ms_to_ns(t.leader_lease_ms);
                 k.leader_lease_end_ns.fetch_max(end, Ordering::AcqRel);
                 k.lease.set(k.leader_lease_end_ns.load(Ordering::Acquire));
@@ -274,12 +273,6 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
             }
         }
     }
-}
-
-fn is_leader(raft: &Raft) -> bool {
-    let m = raft.metrics();
-    let m = m.borrow();
-    m.state == ServerState::Leader && m.current_leader == Some(m.id)
 }
 
 /// Every node's lease as the leader sees it: from this peer's keeper if it leads, else asked
@@ -333,7 +326,7 @@ pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>) {
         let Ok(reply) = renew_rpc(client, &req, every).await else {
             continue;
         };
-        let still_follower = !is_leader(&raft);
+        let still_follower = leader_term(&raft).is_none();
         if reply.granted
             && still_follower
             && k.announced_index.load(Ordering::Acquire) >= reply.ownership_index

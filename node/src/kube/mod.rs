@@ -401,12 +401,6 @@ impl Controller {
         info!(?reply, "membership");
     }
 
-    fn leads(&self) -> bool {
-        let m = self.app.raft.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(m.id)
-    }
-
     /// `eips_later` brings the Eip store if the cluster starts serving Eips after startup.
     async fn run(&mut self, wake: Arc<Notify>, mut eips_later: mpsc::Receiver<Store<Eip>>) {
         let mut metrics = self.app.raft.metrics();
@@ -428,7 +422,7 @@ impl Controller {
             }
             // Let a burst of watch events land before looking.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if !self.leads() {
+            if !self.app.leads() {
                 self.status.forget();
                 continue;
             }

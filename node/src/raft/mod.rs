@@ -18,6 +18,15 @@ pub enum LeaderReply<T> {
     Failed(String),
 }
 
+/// The term this peer leads in, if it is the leader in state and in its own view of the
+/// cluster.
+pub fn leader_term(raft: &Raft) -> Option<u64> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    (m.state == openraft::ServerState::Leader && m.current_leader == Some(m.id))
+        .then_some(m.current_term)
+}
+
 /// Who leads, as this peer's metrics know it (no round-trip through RaftCore's queue).
 pub struct KnownLeader {
     pub me: NodeId,
