@@ -2,7 +2,7 @@
 //! says this node owns into one `VipActor` per owned VIP and one `ServiceActor` per Service it
 //! announces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,8 +148,24 @@ impl Handler<GetStatus> for ServiceActor {
 pub struct Sync {
     /// VIPs this node owns -> the interfaces to announce each on.
     pub owned: BTreeMap<IpAddr, Vec<String>>,
-    /// Service key -> its IPs, for the Services with an IP in `owned`.
+    /// Service key -> its IPs, for the Services with an IP this node owns.
     pub services: BTreeMap<String, Vec<IpAddr>>,
+    /// What the two maps cover.
+    pub scope: Scope,
+}
+
+/// What a [`Sync`] covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: afterwards the announcer holds exactly what the maps list.
+    #[default]
+    All,
+    /// Only these VIPs and Services (what the applied entries touched): one listed and absent
+    /// from the maps is no longer this node's; one not listed is left as it is.
+    Only {
+        vips: BTreeSet<IpAddr>,
+        services: BTreeSet<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +173,8 @@ pub struct SyncReport {
     pub started: Vec<IpAddr>,
     /// Withdrawn before this reply: no answerer of this node answers for them any more.
     pub withdrawn: Vec<IpAddr>,
+    /// VIPs held after this sync.
+    pub holding: usize,
 }
 
 pub struct Announcer {
@@ -187,24 +205,36 @@ impl Handler<Sync> for Announcer {
 
     fn handle(&mut self, sync: Sync, _: &mut Context<Self>) -> Self::Result {
         let mut report = SyncReport::default();
+        let (vips, services): (BTreeSet<IpAddr>, BTreeSet<String>) = match &sync.scope {
+            Scope::All => (
+                self.vips.keys().chain(sync.owned.keys()).copied().collect(),
+                self.services
+                    .keys()
+                    .chain(sync.services.keys())
+                    .cloned()
+                    .collect(),
+            ),
+            Scope::Only { vips, services } => (vips.clone(), services.clone()),
+        };
         // Withdraw first, synchronously, so the reply can be taken as "stopped".
-        let gone: Vec<IpAddr> = self
-            .vips
-            .iter()
-            .filter(|(ip, (ifs, _))| sync.owned.get(ip) != Some(ifs))
-            .map(|(ip, _)| *ip)
-            .collect();
-        for ip in gone {
-            let (ifs, actor) = self.vips.remove(&ip).expect("listed above");
+        for ip in &vips {
+            let wanted = sync.owned.get(ip);
+            if self.vips.get(ip).is_none_or(|(ifs, _)| Some(ifs) == wanted) {
+                continue;
+            }
+            let (ifs, actor) = self.vips.remove(ip).expect("checked above");
             for name in &ifs {
                 if let Some(i) = self.interfaces.get(name) {
-                    i.answerer.withdraw(&ip);
+                    i.answerer.withdraw(ip);
                 }
             }
             actor.do_send(Stop);
-            report.withdrawn.push(ip);
+            report.withdrawn.push(*ip);
         }
-        for (ip, ifs) in &sync.owned {
+        for ip in &vips {
+            let Some(ifs) = sync.owned.get(ip) else {
+                continue;
+            };
             if self.vips.contains_key(ip) {
                 continue;
             }
@@ -227,29 +257,24 @@ impl Handler<Sync> for Announcer {
             self.vips.insert(*ip, (ifs.clone(), actor));
             report.started.push(*ip);
         }
-        // Services.
-        let stale: Vec<String> = self
-            .services
-            .keys()
-            .filter(|k| !sync.services.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in stale {
-            if let Some((a, _)) = self.services.remove(&k) {
-                a.do_send(Stop);
-            }
-        }
-        for (key, ips) in &sync.services {
+        // Services: a message only to those whose status changed.
+        for key in services {
+            let Some(ips) = sync.services.get(&key) else {
+                if let Some((a, _)) = self.services.remove(&key) {
+                    a.do_send(Stop);
+                }
+                continue;
+            };
             let status = ServiceStatus {
                 ips: ips.clone(),
                 announced: ips
                     .iter()
-                    .filter_map(|ip| sync.owned.get(ip).map(|ifs| (*ip, ifs.clone())))
+                    .filter_map(|ip| self.vips.get(ip).map(|(ifs, _)| (*ip, ifs.clone())))
                     .collect(),
             };
             let (actor, sent) = self.services.entry(key.clone()).or_insert_with(|| {
                 let actor = ServiceActor {
-                    key: key.clone(),
+                    key,
                     status: ServiceStatus::default(),
                 }
                 .start();
@@ -260,6 +285,7 @@ impl Handler<Sync> for Announcer {
                 *sent = status;
             }
         }
+        report.holding = self.vips.len();
         MessageResult(report)
     }
 }

@@ -88,6 +88,7 @@ fn owned(ips: &[IpAddr]) -> Sync {
             .map(|ip| (*ip, vec!["eth0".to_string()]))
             .collect(),
         services: BTreeMap::from([("ns/web".to_string(), ips.to_vec())]),
+        scope: Scope::All,
     }
 }
 
@@ -232,4 +233,41 @@ async fn a_service_actor_hears_of_its_service_only_when_it_changes() {
     let s = status(&r).await;
     assert_eq!(s.ips, vec![a, b]);
     assert_eq!(s.announced, vec![(a, vec!["eth0".to_string()])]);
+}
+
+#[actix::test]
+async fn a_partial_sync_changes_what_it_lists_and_leaves_the_rest() {
+    let r = rig(vec![]);
+    let a: IpAddr = "10.77.0.200".parse().unwrap();
+    let b: IpAddr = "10.77.0.201".parse().unwrap();
+    let mut both = owned(&[a, b]);
+    both.services = BTreeMap::from([("ns/a".to_string(), vec![a]), ("ns/b".to_string(), vec![b])]);
+    r.announcer.send(both).await.unwrap();
+    settle().await;
+    let answers = |ip: &IpAddr| {
+        let IpAddr::V4(v4) = ip else { unreachable!() };
+        r.answerer.answer(&who_has(*v4)).is_some()
+    };
+    assert!(answers(&a) && answers(&b));
+    // The table moved `a` away (and with it Service ns/a); the sync lists only what changed.
+    let only_a = Sync {
+        owned: BTreeMap::new(),
+        services: BTreeMap::new(),
+        scope: Scope::Only {
+            vips: [a].into(),
+            services: ["ns/a".to_string()].into(),
+        },
+    };
+    let report = r.announcer.send(only_a).await.unwrap();
+    assert_eq!(report.withdrawn, vec![a]);
+    assert!(report.started.is_empty());
+    assert!(!answers(&a), "a is withdrawn");
+    assert!(answers(&b), "b was not listed: it stays");
+    let service = |key: &str| r.announcer.send(ServiceAddr(key.into()));
+    assert!(service("ns/a").await.unwrap().is_none(), "ns/a stopped");
+    assert!(service("ns/b").await.unwrap().is_some(), "ns/b kept");
+    // A full sync with nothing owned withdraws the rest.
+    let report = r.announcer.send(Sync::default()).await.unwrap();
+    assert_eq!(report.withdrawn, vec![b]);
+    assert!(service("ns/b").await.unwrap().is_none());
 }

@@ -106,6 +106,8 @@ pub struct Peer {
     pub id: u64,
     pub raft_port: u16,
     pub admin_port: u16,
+    /// `/metrics`, unless the cluster's flags name a port of their own.
+    pub metrics_port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
 }
@@ -152,6 +154,7 @@ impl Cluster {
                 id,
                 raft_port: free_port(),
                 admin_port: free_port(),
+                metrics_port: free_port(),
                 dir: dir.path().join(format!("node-{id}")),
                 child: None,
             })
@@ -205,6 +208,12 @@ impl Cluster {
         } else {
             &["--interfaces", "none"]
         };
+        let metrics_port = peer.metrics_port.to_string();
+        let metrics: &[&str] = if args.iter().any(|a| a == "--metrics-port") {
+            &[]
+        } else {
+            &["--metrics-port", &metrics_port]
+        };
         let child = Command::new(bin)
             .arg("run")
             .args(["--id", &id.to_string()])
@@ -216,12 +225,33 @@ impl Cluster {
             .args(["--peers", &peers_flag])
             .args(&args)
             .args(nowhere)
+            .args(metrics)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
         peer.child = Some(child);
         Ok(())
+    }
+
+    /// The samples of one metric family on a peer's `/metrics`, summed (None: not served or
+    /// not found).
+    pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.peer(id).metrics_port;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

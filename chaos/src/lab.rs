@@ -484,6 +484,12 @@ impl Lab {
     pub fn start_raftlb(&mut self) -> anyhow::Result<()> {
         self.start_all()?;
         self.wait("a leader", Duration::from_secs(30), |l| l.leader())?;
+        let n = self.nodes.len();
+        self.wait("every node registered", Duration::from_secs(30), |l| {
+            let s = l.ctl(&["status"])?;
+            let registered = s["nodes"].as_array().map_or(0, Vec::len);
+            Ok((registered == n).then_some(()))
+        })?;
         self.wait("the configuration applied", Duration::from_secs(20), |l| {
             l.apply_standard().map(Some)
         })?;

@@ -11,6 +11,7 @@ use raftlb_raft_store::{Command, Raft, Response};
 use crate::fence::LeaseKeeper;
 use crate::raft::leader::{to_leader, LeaderReply, Leading, MembershipChange};
 use crate::raft::membership::TransferGuard;
+use crate::stats::Stats;
 
 #[derive(Clone)]
 pub struct App {
@@ -19,6 +20,7 @@ pub struct App {
     pub state: SharedTable,
     pub fence: Arc<LeaseKeeper>,
     pub transfer: TransferGuard,
+    pub stats: Arc<Stats>,
 }
 
 impl App {

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::clock::{ms_to_ns, wall_ms};
-use crate::fence::{LeaseKeeper, Renewal};
+use crate::fence::Renewal;
 
 /// Leader only: liveness and ownership decisions, for as long as the process runs.
 pub async fn run(app: App) {
@@ -22,9 +22,7 @@ pub async fn run(app: App) {
     let tick = Duration::from_millis(t.heartbeat_ms);
     let mut led_term: Option<u64> = None;
     let mut record_leader = false;
-    // The applied index at which the planner last found nothing to do with no VIP waiting
-    // for a release to be confirmed: until the table moves on, planning again is the same.
-    let mut settled: Option<u64> = None;
+    let mut plans = Plans::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -38,7 +36,7 @@ pub async fn run(app: App) {
         if led_term != Some(term) {
             led_term = Some(term);
             record_leader = true;
-            settled = None;
+            plans = Plans::default();
             let names: Vec<String> = app
                 .state
                 .read()
@@ -50,18 +48,19 @@ pub async fn run(app: App) {
         if !k.leader_lease_valid(now) {
             continue;
         }
-        let batch = {
+        let (batch, applied) = {
             let guard = app.state.read().unwrap_or_else(|p| p.into_inner());
             let applied = guard.last_applied.map_or(0, |l| l.index);
-            decide(
-                k,
+            let batch = decide(
+                &app,
                 &guard.table,
                 applied,
                 term,
                 record_leader,
                 now,
-                &mut settled,
-            )
+                &mut plans,
+            );
+            (batch, applied)
         };
         let Some(batch) = batch else {
             continue;
@@ -75,6 +74,7 @@ pub async fn run(app: App) {
         {
             Ok(Ok(_)) => {
                 record_leader = false;
+                plans.committed = Some(applied);
                 if moves > 0 {
                     info!(moves, "ownership committed");
                 }
@@ -85,18 +85,30 @@ pub async fn run(app: App) {
     }
 }
 
+/// What the leader remembers of its own plans (this term).
+#[derive(Default)]
+struct Plans {
+    /// The applied index at which the planner last found nothing to do with no VIP waiting
+    /// for a release to be confirmed: until the table moves on, planning again is the same.
+    settled: Option<u64>,
+    /// The applied index of the last plan committed (or found empty): the next plan looks
+    /// only at what changed after it.
+    committed: Option<u64>,
+}
+
 /// The batch the leader should commit now, if any. The planner runs only when its answer
 /// can differ from the last one: the table moved on, liveness changes, or a VIP waits for
 /// its releaser's confirmation (which comes with renewals and time, not with the table).
 fn decide(
-    k: &LeaseKeeper,
+    app: &App,
     table: &AllocationTable,
     applied: u64,
     term: u64,
     record_leader: bool,
     now: u64,
-    settled: &mut Option<u64>,
+    plans: &mut Plans,
 ) -> Option<OwnershipBatch> {
+    let k = &app.fence;
     let t = k.timing;
     let mut liveness: Vec<(String, bool)> = Vec::new();
     {
@@ -125,7 +137,7 @@ fn decide(
             }
         }
     }
-    if liveness.is_empty() && !record_leader && *settled == Some(applied) {
+    if liveness.is_empty() && !record_leader && plans.settled == Some(applied) {
         return None;
     }
     let waiting = std::cell::Cell::new(false);
@@ -136,22 +148,17 @@ fn decide(
         }
         yes
     };
-    let assignments = if liveness.is_empty() {
-        ownership::plan(table, &confirmed)
-    } else {
-        let mut scratch = table.clone();
-        scratch.apply(&Command::Ownership(OwnershipBatch {
-            liveness: liveness.clone(),
-            ..Default::default()
-        }));
-        ownership::plan(&scratch, &confirmed)
-    };
+    let started = std::time::Instant::now();
+    let planned = ownership::plan_changes(table, &liveness, plans.committed, &confirmed);
+    app.stats.planned(started.elapsed(), planned.examined);
+    let assignments = planned.assignments;
     if liveness.is_empty() && assignments.is_empty() && !record_leader {
         // Nothing to do at this index, and nothing time can change: rest until it moves.
-        *settled = (!waiting.get()).then_some(applied);
+        plans.settled = (!waiting.get()).then_some(applied);
+        plans.committed = Some(applied);
         return None;
     }
-    *settled = None;
+    plans.settled = None;
     Some(OwnershipBatch {
         leader: record_leader.then(|| (term, k.name.clone())),
         liveness,

@@ -254,6 +254,57 @@ pub fn render(app: &App) -> String {
         out.sample("raftlb_config_generation", &[], t.generation);
     }
     {
+        let s = &app.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let node = [("node", app.fence.name.as_str())];
+        let rows: [(&str, &str, &str, f64); 5] = [
+            (
+                "raftlb_announcer_vips",
+                "gauge",
+                "VIPs this node's announcer holds (answers for while its lease holds)",
+                load(&s.announcing) as f64,
+            ),
+            (
+                "raftlb_planner_runs_total",
+                "counter",
+                "Planner passes this peer ran while leading",
+                load(&s.plans) as f64,
+            ),
+            (
+                "raftlb_planner_seconds_total",
+                "counter",
+                "Time spent in those passes",
+                load(&s.plan_ns) as f64 / 1e9,
+            ),
+            (
+                "raftlb_planner_vips_examined_total",
+                "counter",
+                "VIPs those passes looked at (only what changed since the last plan)",
+                load(&s.plan_vips) as f64,
+            ),
+            (
+                "raftlb_announcer_full_syncs_total",
+                "counter",
+                "Syncs of the announcer with the whole table (start, or a journal that fell behind)",
+                load(&s.syncs_full) as f64,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            out.family(name, kind, help);
+            out.sample(name, &node, value);
+        }
+        out.family(
+            "raftlb_announcer_partial_syncs_total",
+            "counter",
+            "Syncs of the announcer with what the applied entries touched",
+        );
+        out.sample(
+            "raftlb_announcer_partial_syncs_total",
+            &node,
+            load(&s.syncs_partial),
+        );
+    }
+    {
         let k = &app.fence;
         let left = k.lease.remaining(k.clock.now_ns()).as_secs_f64();
         out.family(

@@ -18,6 +18,7 @@ pub mod raft;
 pub mod register;
 pub mod render;
 pub mod rpc;
+pub mod stats;
 pub mod timing;
 pub mod up;
 pub mod watch;

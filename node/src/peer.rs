@@ -150,6 +150,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         state: table.clone(),
         fence: keeper.clone(),
         transfer: TransferGuard::default(),
+        stats: Arc::default(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -347,6 +347,13 @@ async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
             follower_cpu.push(pct);
         }
     }
+    let rss_mib = pids
+        .iter()
+        .filter_map(|(_, pid)| rss_kib(*pid))
+        .max()
+        .unwrap_or(0) as f64
+        / 1024.0;
+    let plans_before = planner(&cluster, leader).await;
     let mut lat = Vec::new();
     for i in 0..50 {
         let t = Instant::now();
@@ -354,7 +361,13 @@ async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
         lat.push(t.elapsed());
     }
     lat.sort();
+    let plans_after = planner(&cluster, leader).await;
+    let runs = (plans_after.0 - plans_before.0).max(1.0);
+    let plan_ms = (plans_after.1 - plans_before.1) / runs * 1e3;
+    let plan_vips = (plans_after.2 - plans_before.2) / runs;
     let total = (n + 50) as u64;
+    let live_ids: Vec<u64> = cluster.peers.iter().map(|p| p.id).collect();
+    announced(&cluster, &live_ids, total, Duration::from_secs(60)).await?;
     // Failover: kill the follower owning the most VIPs; every VIP gets a live owner again.
     let o = owned(&cluster, leader).await?;
     let (victim, victim_vips, _) = o
@@ -381,8 +394,11 @@ async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let survivors: Vec<u64> = live_ids.into_iter().filter(|id| *id != victim).collect();
+    announced(&cluster, &survivors, total, Duration::from_secs(60)).await?;
+    let all_announced = t_kill.elapsed();
     println!(
-        "{:>8} {:>12} {:>9.1}% {:>14} {:>10} {:>10} {:>8} {:>12}",
+        "{:>8} {:>12} {:>9.1}% {:>14} {:>8.0} MiB {:>10} {:>10} {:>9.3} ms {:>9.1} {:>8} {:>12} {:>12}",
         n,
         ms(t_apply),
         leader_cpu,
@@ -391,12 +407,53 @@ async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
             .map(|c| format!("{c:.1}%"))
             .collect::<Vec<_>>()
             .join(" "),
+        rss_mib,
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99)),
+        plan_ms,
+        plan_vips,
         victim_vips,
         ms(moved),
+        ms(all_announced),
     );
     Ok(())
+}
+
+/// The leader's planner counters: (runs, seconds, VIPs examined).
+async fn planner(cluster: &Cluster, leader: u64) -> (f64, f64, f64) {
+    let m = |name| cluster.metric(leader, name);
+    (
+        m("raftlb_planner_runs_total").await.unwrap_or(0.0),
+        m("raftlb_planner_seconds_total").await.unwrap_or(0.0),
+        m("raftlb_planner_vips_examined_total").await.unwrap_or(0.0),
+    )
+}
+
+/// Waits until the announcers of `peers` hold `total` VIPs between them.
+async fn announced(
+    cluster: &Cluster,
+    peers: &[u64],
+    total: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut held = 0.0;
+        for id in peers {
+            held += cluster
+                .metric(*id, "raftlb_announcer_vips")
+                .await
+                .unwrap_or(0.0);
+        }
+        if held as u64 == total {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "announcers of {peers:?} hold {held} VIPs, not {total}, after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The scale table, for `RAFTLB_BENCH_SCALE` VIP counts (default 1000,10000,100000).
@@ -409,20 +466,24 @@ async fn scale_table() -> anyhow::Result<()> {
     let ticks = clock_ticks();
     println!("## scale: 3 peers holding N owned VIPs (one Service each); idle CPU over 10 s; one more allocation; a follower owning about a third killed");
     println!(
-        "{:>8} {:>12} {:>10} {:>14} {:>10} {:>10} {:>8} {:>12}",
+        "{:>8} {:>12} {:>10} {:>14} {:>12} {:>10} {:>10} {:>12} {:>9} {:>8} {:>12} {:>12}",
         "VIPs",
         "apply (1k)",
         "leader",
         "followers",
+        "max RSS",
         "alloc p50",
         "alloc p99",
+        "plan",
+        "examined",
         "victim",
-        "all moved"
+        "all moved",
+        "announced"
     );
     for n in sizes {
         scale_row(n, ticks).await?;
     }
-    println!("(apply: N Services in batches of 1,000 through the admin API; CPU in % of one core; alloc: one Service per request at concurrency 1; all moved: kill -9 of the follower until the leader's table gives every VIP a live owner)");
+    println!("(apply: N Services in batches of 1,000 through the admin API; CPU in % of one core over 10 s idle; max RSS: the largest peer after that; alloc: one Service per request at concurrency 1; plan: the leader's mean planner pass during those 50 allocations, and the VIPs it examined per pass; all moved: kill -9 of the follower until the leader's table gives every VIP a live owner; announced: until the survivors' announcers hold every VIP)");
     println!();
     Ok(())
 }

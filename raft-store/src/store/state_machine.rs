@@ -65,6 +65,9 @@ impl StateMachine {
                 .map_err(|e| sled::Error::Unsupported(format!("snapshot in store: {e}")))?;
             applied = codec::decode(&stored.data)
                 .map_err(|e| sled::Error::Unsupported(format!("snapshot data: {e}")))?;
+            applied
+                .table
+                .restored(applied.last_applied.map_or(0, |l| l.index));
         }
         Ok(StateMachine {
             db: db.clone(),
@@ -176,6 +179,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The meta is authoritative for what the snapshot covers.
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
+        applied
+            .table
+            .restored(meta.last_log_id.map_or(0, |l| l.index));
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: codec::encode(&applied).map_err(sm_err)?,

@@ -9,6 +9,7 @@
 //! priority then pool name; and the lowest free address is found through a free-range index
 //! ([`pool::FreeIntervals`]), not a scan.
 
+pub mod index;
 pub mod intent;
 pub mod objects;
 pub mod ownership;
@@ -196,6 +197,9 @@ pub struct AllocationTable {
     pub ownership_index: u64,
     /// Index of the log entry being applied (set by the state machine before each apply).
     pub log_index: u64,
+    /// Derived from the above and the entries applied; not in snapshots (see [`index`]).
+    #[serde(skip)]
+    index: index::Indexes,
 }
 
 /// Config keys ignore the namespace: MetalLB's CRs all live in one namespace and refer to each
@@ -244,6 +248,7 @@ impl AllocationTable {
             Command::SetLoadBalancerClass { class, now_ms } => {
                 if self.load_balancer_class != *class {
                     self.load_balancer_class = class.clone();
+                    self.touch_all();
                     // Holders first: what they give up is free for the others.
                     let mut keys: Vec<String> = self.services.keys().cloned().collect();
                     keys.sort_by_key(|k| !self.holds_addresses(k));
@@ -480,7 +485,10 @@ impl AllocationTable {
                     self.pending.remove(&key);
                     outcome.changes.push((r, Change::Deleted));
                 }
-            } else if self.objects.remove(&r).is_some() {
+            } else if let Some(old) = self.objects.remove(&r) {
+                if let ObjectSpec::EndpointSlice(s) = &old.spec {
+                    self.file_slice(&r, &s.service, false);
+                }
                 config_changed |= r.kind != Kind::EndpointSlice;
                 outcome.changes.push((r, Change::Deleted));
             }
@@ -521,7 +529,15 @@ impl AllocationTable {
                         None => Change::Created,
                     };
                     if change != Change::Unchanged {
-                        self.objects.insert(r.clone(), obj.clone());
+                        let old = self.objects.insert(r.clone(), obj.clone());
+                        for (spec, present) in [
+                            (old.as_ref().map(|o| &o.spec), false),
+                            (Some(&obj.spec), true),
+                        ] {
+                            if let Some(ObjectSpec::EndpointSlice(s)) = spec {
+                                self.file_slice(&r, &s.service, present);
+                            }
+                        }
                         // Endpoints change who may announce, not what is allocated.
                         config_changed |= r.kind != Kind::EndpointSlice;
                     }
@@ -532,6 +548,7 @@ impl AllocationTable {
 
         if config_changed {
             self.generation += 1;
+            self.touch_all();
             self.rebuild_pools();
             // Services holding addresses first (they keep them if still valid), as MetalLB's
             // reprocess-all does, so a pending Service can never take an address in use.
@@ -711,7 +728,10 @@ impl AllocationTable {
 
     fn set_state(&mut self, key: &str, state: ServiceState) {
         if let Some(e) = self.services.get_mut(key) {
-            e.state = state;
+            if e.state != state {
+                e.state = state;
+                self.touch_service(key);
+            }
         }
     }
 
@@ -1009,6 +1029,7 @@ impl AllocationTable {
     }
 
     fn assign(&mut self, key: &str, intent: &Intent, pool: &str, ip: &IpAddr) {
+        let before = self.slot(ip);
         if !self.addresses.contains_key(ip) {
             if let Some(p) = self.pools.get_mut(pool) {
                 p.take(ip);
@@ -1041,6 +1062,7 @@ impl AllocationTable {
                 .or_default()
                 .insert(*ip);
         }
+        self.refile(*ip, before);
     }
 
     /// Gives back whatever the Service holds. Returns whether it held anything.
@@ -1051,6 +1073,7 @@ impl AllocationTable {
             return false;
         };
         for ip in &ips {
+            let before = self.slot(ip);
             let Some(usage) = self.addresses.get_mut(ip) else {
                 continue;
             };
@@ -1067,6 +1090,7 @@ impl AllocationTable {
                     }
                 }
             }
+            self.refile(*ip, before);
         }
         self.set_state(
             key,

@@ -13,7 +13,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::objects::{L2AdvertisementSpec, ObjectSpec};
+use super::index::Changes;
+use super::objects::{Kind, L2AdvertisementSpec, ObjectSpec};
 use super::{selector, AllocationTable, ApplyError, Response};
 
 /// How many moves the table remembers (oldest dropped first).
@@ -118,7 +119,12 @@ impl AllocationTable {
             );
         }
         match self.nodes.get_mut(&facts.name) {
-            Some(n) => n.facts = facts.clone(),
+            Some(n) if n.facts == *facts => {}
+            Some(n) => {
+                n.facts = facts.clone();
+                // Where it may announce changed: its VIPs are planned and announced again.
+                self.touch_owned_by(&facts.name);
+            }
             None => {
                 self.nodes.insert(
                     facts.name.clone(),
@@ -176,6 +182,7 @@ impl AllocationTable {
         let rec = self.vips.entry(*vip).or_default();
         if rec.owner.as_deref() != Some(node) {
             rec.move_to = Some(node.to_string());
+            self.touch_vip(*vip);
             let msg = format!("operator asked to move {vip} to node {node}");
             self.event(now_ms, &object, "Normal", "MoveRequested", &msg);
         }
@@ -212,6 +219,7 @@ impl AllocationTable {
         }
         for a in &batch.assignments {
             let index = self.log_index;
+            let before = self.slot(&a.vip);
             let live = |n: &str| self.nodes.get(n).is_some_and(|r| r.live);
             let rec = self.vips.entry(a.vip).or_default();
             if a.epoch != rec.epoch + 1 {
@@ -251,6 +259,7 @@ impl AllocationTable {
             while self.history.len() > MAX_HISTORY {
                 self.history.pop_front();
             }
+            self.refile(a.vip, before);
             if let Some(msg) = assigned {
                 let users: Vec<String> = self
                     .addresses
@@ -295,10 +304,36 @@ impl AllocationTable {
     /// out for this node's VIPs only).
     pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, Vec<String>> {
         let e = Eligibility::new(self);
-        self.vips
-            .iter()
-            .filter(|(ip, r)| r.owner.as_deref() == Some(node) && self.addresses.contains_key(ip))
-            .map(|(ip, _)| (*ip, e.check(ip, node).unwrap_or_default()))
+        self.index
+            .vips
+            .by_owner
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|ip| (*ip, e.check(ip, node).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Whether `node` owns the allocated address `vip`.
+    pub fn owns(&self, node: &str, vip: &IpAddr) -> bool {
+        self.index
+            .vips
+            .by_owner
+            .get(node)
+            .is_some_and(|s| s.contains(vip))
+    }
+
+    /// This node's view of some VIPs: for each of `vips` it owns, the interfaces to announce it
+    /// on.
+    pub fn owned_among<'a>(
+        &self,
+        node: &str,
+        vips: impl IntoIterator<Item = &'a IpAddr>,
+    ) -> BTreeMap<IpAddr, Vec<String>> {
+        let e = Eligibility::new(self);
+        vips.into_iter()
+            .filter(|ip| self.owns(node, ip))
+            .map(|ip| (*ip, e.check(ip, node).unwrap_or_default()))
             .collect()
     }
 
@@ -333,43 +368,33 @@ fn refuse(object: &str, field: &str, reason: &str) -> Response {
     })
 }
 
-/// What eligibility needs from the table, gathered once per plan.
+/// What eligibility needs from the table, gathered once per plan (the advertisements only:
+/// its cost does not grow with the number of Services).
 struct Eligibility<'a> {
     table: &'a AllocationTable,
     /// L2Advertisements, and the one each layer2/vip Eip implies.
     advertisements: Vec<(&'a str, Cow<'a, L2AdvertisementSpec>)>,
-    /// Service key -> nodes with a ready endpoint of it.
-    ready: BTreeMap<String, BTreeSet<&'a str>>,
 }
 
 impl<'a> Eligibility<'a> {
     fn new(table: &'a AllocationTable) -> Eligibility<'a> {
         let mut advertisements = Vec::new();
-        let mut ready: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-        for obj in table.objects.values() {
-            match &obj.spec {
-                ObjectSpec::L2Advertisement(spec) => {
-                    advertisements.push((obj.name.as_str(), Cow::Borrowed(spec)))
-                }
-                ObjectSpec::Eip(eip) => advertisements.extend(
+        for obj in table.objects_of(Kind::L2Advertisement) {
+            if let ObjectSpec::L2Advertisement(spec) = &obj.spec {
+                advertisements.push((obj.name.as_str(), Cow::Borrowed(spec)));
+            }
+        }
+        for obj in table.objects_of(Kind::Eip) {
+            if let ObjectSpec::Eip(eip) = &obj.spec {
+                advertisements.extend(
                     eip.l2_advertisement(&obj.name)
                         .map(|a| (obj.name.as_str(), Cow::Owned(a))),
-                ),
-                ObjectSpec::EndpointSlice(spec) => {
-                    let nodes = ready
-                        .entry(format!("{}/{}", obj.namespace, spec.service))
-                        .or_default();
-                    for ep in spec.endpoints.iter().filter(|e| e.ready) {
-                        nodes.extend(ep.node_name.as_deref());
-                    }
-                }
-                _ => {}
+                );
             }
         }
         Eligibility {
             table,
             advertisements,
-            ready,
         }
     }
 
@@ -396,7 +421,7 @@ impl<'a> Eligibility<'a> {
         for entry in &users {
             if entry.spec.external_traffic_policy == "Local" {
                 let key = entry.spec.key();
-                if !self.ready.get(&key).is_some_and(|n| n.contains(node)) {
+                if !t.ready_nodes(&key).contains(node) {
                     return Err(format!(
                         "externalTrafficPolicy Local and no ready endpoint of {key} here"
                     ));
@@ -460,33 +485,73 @@ impl<'a> Eligibility<'a> {
     }
 }
 
-/// Plans owners. `confirmed(vip, released)` says whether the node that released `vip` is known
-/// to have stopped answering (it renewed having applied the release, or its last lease has run
-/// out); until then the VIP stays unowned.
+/// Plans owners for every VIP, with the table's liveness (see [`plan_changes`]).
 pub fn plan(
     table: &AllocationTable,
     confirmed: &dyn Fn(&IpAddr, &Released) -> bool,
 ) -> Vec<AssignVip> {
+    plan_changes(table, &[], None, confirmed).assignments
+}
+
+/// What a planner pass decided, and how many VIPs it looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub assignments: Vec<AssignVip>,
+    pub examined: usize,
+}
+
+/// Plans owners.
+///
+/// - `liveness` overrides the table's: the changes the leader commits together with the plan
+///   (no copy of the table is made to apply them first).
+/// - `since` is the applied index of the last plan the leader committed (or found empty). Then
+///   only the VIPs whose plan can differ from that one are looked at: those the entries after
+///   it touched, the unowned, those whose Service is gone, and those of nodes that may not own
+///   (down, drained). Every other VIP kept its owner, its users and its eligibility inputs, and
+///   the planner is sticky, so it would plan nothing for them. `None`, or a configuration
+///   change since, plans every VIP.
+/// - `confirmed(vip, released)` says whether the node that released `vip` is known to have
+///   stopped answering (it renewed having applied the release, or its last lease has run out);
+///   until then the VIP stays unowned.
+pub fn plan_changes(
+    table: &AllocationTable,
+    liveness: &[(String, bool)],
+    since: Option<u64>,
+    confirmed: &dyn Fn(&IpAddr, &Released) -> bool,
+) -> Planned {
     let e = Eligibility::new(table);
-    let live = |n: &str| table.nodes.get(n).is_some_and(|r| r.live);
-    let usable = |n: &str| table.nodes.get(n).is_some_and(|r| r.live && !r.draining);
+    let live = |n: &str| {
+        table.nodes.get(n).is_some_and(|r| {
+            let told = liveness.iter().rev().find(|(m, _)| m == n).map(|(_, l)| *l);
+            told.unwrap_or(r.live)
+        })
+    };
+    let usable = |n: &str| live(n) && table.nodes.get(n).is_some_and(|r| !r.draining);
+    let ix = &table.index.vips;
     let mut load: BTreeMap<&str, usize> = table
         .nodes
-        .iter()
-        .filter(|(_, r)| r.live && !r.draining)
-        .map(|(n, _)| (n.as_str(), 0))
+        .keys()
+        .filter(|n| usable(n))
+        .map(|n| (n.as_str(), ix.by_owner.get(n).map_or(0, BTreeSet::len)))
         .collect();
-    for (ip, r) in &table.vips {
-        if let Some(o) = r.owner.as_deref() {
-            if table.addresses.contains_key(ip) {
-                if let Some(c) = load.get_mut(o) {
-                    *c += 1;
+    let candidates: Vec<(&IpAddr, &VipRecord)> = match table.changes_since(since) {
+        Changes::All => table.vips.iter().collect(),
+        Changes::Some { mut vips, .. } => {
+            vips.extend(&ix.unowned);
+            vips.extend(&ix.orphaned);
+            for (n, owned) in &ix.by_owner {
+                if !usable(n) {
+                    vips.extend(owned);
                 }
             }
+            vips.iter()
+                .filter_map(|ip| table.vips.get_key_value(ip))
+                .collect()
         }
-    }
+    };
+    let examined = candidates.len();
     let mut out = Vec::new();
-    for (vip, rec) in &table.vips {
+    for (vip, rec) in candidates {
         let next = rec.epoch + 1;
         let assign = |node: Option<&str>, cause: String| AssignVip {
             vip: *vip,
@@ -501,7 +566,7 @@ pub fn plan(
                 Some("no Service holds the address any more".to_string())
             } else if !live(owner) {
                 Some(format!("node {owner} is down"))
-            } else if table.nodes[owner].draining {
+            } else if !usable(owner) {
                 Some(format!("node {owner} is drained"))
             } else if let Some(t) = moving {
                 Some(format!("operator moves it to {t}"))
@@ -548,7 +613,10 @@ pub fn plan(
             out.push(assign(Some(t), cause));
         }
     }
-    out
+    Planned {
+        assignments: out,
+        examined,
+    }
 }
 
 /// The operator's target if eligible, else the eligible node with the fewest VIPs (ties by

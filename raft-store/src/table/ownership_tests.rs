@@ -37,6 +37,7 @@ fn node(t: &mut AllocationTable, name: &str, id: u64, labels: &[(&str, &str)], i
 }
 
 fn ok(t: &mut AllocationTable, c: Command) {
+    t.log_index += 1;
     let r = t.apply(&c);
     assert!(
         !matches!(r, Response::Rejected(_)),
@@ -471,4 +472,204 @@ fn excluded_node_owns_nothing_and_moves_are_counted_and_reported() {
     assert_eq!(t.failovers_total, b_owned, "one failover per VIP b owned");
     assert_eq!(t.moves_total, 3 + b_owned);
     assert_eq!(owners(&t).get("b"), None);
+}
+
+// ---- incremental planning equals planning every VIP ----
+
+/// splitmix64, as in the table's randomized runs.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// The index the table keeps equals the one rebuilt from its data.
+fn assert_index_in_step(t: &AllocationTable, context: &str) {
+    let mut rebuilt = t.clone();
+    rebuilt.restored(t.log_index);
+    assert_eq!(t.index.vips, rebuilt.index.vips, "VIP index: {context}");
+    assert_eq!(
+        t.index.slices, rebuilt.index.slices,
+        "slice index: {context}"
+    );
+}
+
+/// One command of a stream that exercises everything the planner reads: Services coming and
+/// going (some Local, some sharing), endpoints moving, node facts changing, drains, moves and
+/// advertisement edits.
+fn random_ownership_command(rng: &mut Rng, t: &AllocationTable) -> Command {
+    let names = ["a", "b", "c", "d"];
+    let node_name = names[rng.below(4) as usize];
+    let service = format!("s{}", rng.below(12));
+    match rng.below(20) {
+        0..=6 => {
+            let local = rng.below(3) == 0;
+            let shared = rng.below(3) == 0;
+            let team = ["x", "y"][rng.below(2) as usize];
+            let port = 80 + rng.below(2) as u16;
+            batch(
+                vec![svc_with("ns", &service, |s| {
+                    if local {
+                        s.external_traffic_policy = "Local".into();
+                    }
+                    if shared {
+                        s.annotations
+                            .insert("metallb.io/allow-shared-ip".into(), "k".into());
+                        s.selector = [("app".to_string(), "shared".to_string())].into();
+                    }
+                    s.ports[0].port = port;
+                    s.labels.insert("team".into(), team.into());
+                })],
+                false,
+            )
+        }
+        7..=8 => Command::Apply(crate::table::ApplyBatch {
+            deletes: vec![(
+                1,
+                ObjectRef {
+                    kind: Kind::Service,
+                    namespace: "ns".into(),
+                    name: service,
+                },
+            )],
+            ..Default::default()
+        }),
+        9..=10 => {
+            let ready: Vec<(&str, bool)> = names.iter().map(|n| (*n, rng.below(2) == 0)).collect();
+            batch(vec![slice("ns", &service, &ready)], false)
+        }
+        11 => {
+            let ifs = [vec!["eth0"], vec!["eth1"], vec!["eth0", "eth1"]][rng.below(3) as usize]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let excluded = (rng.below(5) == 0).then(|| "test".to_string());
+            let zone = ["1", "2"][rng.below(2) as usize];
+            let facts = NodeFacts {
+                name: node_name.into(),
+                raft_id: names.iter().position(|n| *n == node_name).unwrap() as u64 + 1,
+                labels: [("zone".to_string(), zone.to_string())].into(),
+                interfaces: ifs,
+                excluded,
+            };
+            Command::RegisterNode { facts, now_ms: 1 }
+        }
+        12..=13 => Command::Drain {
+            node: node_name.into(),
+            drain: rng.below(2) == 0,
+            now_ms: 1,
+        },
+        14..=15 => match t.addresses.keys().nth(rng.below(8) as usize) {
+            Some(vip) => Command::MoveVip {
+                vip: *vip,
+                node: node_name.into(),
+                now_ms: 1,
+            },
+            None => Command::EventsPublished { upto: 0 },
+        },
+        16 => {
+            let zone = ["1", "2"][rng.below(2) as usize];
+            let team = ["x", "y"][rng.below(2) as usize];
+            let restrict = rng.below(2) == 0;
+            batch(
+                vec![l2("all", |s| {
+                    if restrict {
+                        s.node_selectors = vec![selector_on("zone", zone)];
+                        s.service_selectors = vec![selector_on("team", team)];
+                        s.interfaces = vec!["eth0".into()];
+                    }
+                })],
+                false,
+            )
+        }
+        _ => Command::EventsPublished { upto: 0 },
+    }
+}
+
+fn selector_on(key: &str, value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: [(key.to_string(), value.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn planning_what_changed_equals_planning_every_vip() {
+    let seed = std::env::var("RAFTLB_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(11, |d| d.as_nanos() as u64)
+        });
+    eprintln!("planning_what_changed: RAFTLB_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut plans = 0;
+    let mut assignments = 0;
+    let (mut examined, mut total) = (0, 0);
+    for run in 0..40 {
+        let mut t = cluster(0);
+        node(&mut t, "d", 4, &[("zone", "2")], &["eth1"]);
+        // The applied index of the last plan committed (or found empty).
+        let mut since: Option<u64> = None;
+        for step in 0..120 {
+            let cmd = random_ownership_command(&mut rng, &t);
+            t.log_index += 1;
+            t.apply(&cmd);
+            let context = format!("seed {seed} run {run} step {step} after {cmd:?}");
+            assert_index_in_step(&t, &context);
+            if rng.below(3) != 0 {
+                continue;
+            }
+            // The leader plans, with liveness changes it is about to commit.
+            let mut liveness: Vec<(String, bool)> = Vec::new();
+            for n in ["a", "b", "c", "d"] {
+                if rng.below(6) == 0 {
+                    liveness.push((n.to_string(), rng.below(2) == 0));
+                }
+            }
+            let confirm = rng.below(2) == 0;
+            let confirmed = |_: &IpAddr, _: &Released| confirm;
+            let every = plan_changes(&t, &liveness, None, &confirmed);
+            let changed = plan_changes(&t, &liveness, since, &confirmed);
+            assert_eq!(changed.assignments, every.assignments, "{context}");
+            assert!(changed.examined <= every.examined);
+            examined += changed.examined;
+            total += every.examined;
+            let every = every.assignments;
+            plans += 1;
+            assignments += every.len();
+            let applied = t.log_index;
+            t.log_index += 1;
+            t.apply(&Command::Ownership(OwnershipBatch {
+                leader: None,
+                liveness,
+                assignments: every,
+                now_ms: 3,
+            }));
+            since = Some(applied);
+        }
+    }
+    eprintln!("planning_what_changed: {plans} plans, {assignments} assignments compared; {examined} VIPs examined of {total}");
+    assert!(assignments > 100, "the streams must move VIPs around");
+}
+
+#[test]
+fn a_restored_table_answers_all_to_readers_from_before() {
+    let mut t = cluster(3);
+    settle(&mut t, true);
+    let at = t.log_index;
+    assert!(matches!(t.changes_since(Some(at)), Changes::Some { .. }));
+    let mut restored = t.clone();
+    restored.restored(at);
+    assert_eq!(restored.changes_since(Some(at - 1)), Changes::All);
+    assert_eq!(restored.changes_since(Some(at)), t.changes_since(Some(at)));
+    assert_eq!(restored.owned_by("a"), t.owned_by("a"));
 }
