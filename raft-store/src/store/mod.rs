@@ -1,8 +1,8 @@
 //! openraft storage on sled: [`LogStore`] (vote, log, committed index, purge marker) and
 //! [`StateMachine`] (the allocation table and its snapshot).
 //!
-//! Durability: every log append, vote and committed index is flushed (fsync) before it is
-//! acknowledged. The state machine lives in memory and is made durable by snapshots: the last
+//! Durability: every log append and vote is flushed (fsync) before it is acknowledged (appends
+//! in groups: see [`LogStore`]); the committed index rides along with the next flush. The state machine lives in memory and is made durable by snapshots: the last
 //! snapshot (table, last-applied log id, membership) is persisted in sled, and on restart
 //! openraft re-applies the committed log after it. `apply` is deterministic, so the replay
 //! rebuilds exactly the table that was lost.
