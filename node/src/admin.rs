@@ -121,7 +121,7 @@ impl Admin for AdminService {
         }
         let nodes = t
             .table
-            .nodes
+            .nodes()
             .iter()
             .map(|(name, n)| {
                 let lease = leases
@@ -158,12 +158,16 @@ impl Admin for AdminService {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             members: self.members(),
-            config_generation: t.table.generation,
-            services: t.table.services.len() as u64,
-            pending_services: t.table.pending.len() as u64,
-            pools: t.table.pools.len() as u64,
+            config_generation: t.table.generation(),
+            services: t.table.services().len() as u64,
+            pending_services: t.table.pending().len() as u64,
+            pools: t.table.pools().len() as u64,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
-            load_balancer_class: t.table.load_balancer_class.clone().unwrap_or_default(),
+            load_balancer_class: t
+                .table
+                .load_balancer_class()
+                .unwrap_or_default()
+                .to_string(),
             nodes,
         }))
     }
@@ -182,7 +186,7 @@ impl Admin for AdminService {
                 // Nothing for raftlb in it: say what was skipped and write nothing.
                 return Ok(Response::new(ApplyReply {
                     skipped,
-                    generation: self.read_table().table.generation,
+                    generation: self.read_table().table.generation(),
                     ..Default::default()
                 }));
             }
@@ -205,7 +209,7 @@ impl Admin for AdminService {
                     .services
                     .iter()
                     .map(|(key, state)| {
-                        let mut entry = t.table.services.get(key).cloned().unwrap_or_else(|| {
+                        let mut entry = t.table.services().get(key).cloned().unwrap_or_else(|| {
                             // Applied, then changed again before this read: report the
                             // committed answer, not the newer state.
                             let (namespace, name) = key.split_once('/').unwrap_or(("", key));
@@ -255,7 +259,7 @@ impl Admin for AdminService {
         _: Request<ListRequest>,
     ) -> Result<Response<ServiceList>, Status> {
         let t = self.read_table();
-        let services = t.table.services.values().map(service_message).collect();
+        let services = t.table.services().values().map(service_message).collect();
         Ok(Response::new(ServiceList { services }))
     }
 
@@ -274,7 +278,7 @@ impl Admin for AdminService {
         let vips = vip_messages(&t.table, &lease_of);
         let history = if req.into_inner().history {
             t.table
-                .history
+                .history()
                 .iter()
                 .map(|m| VipMove {
                     time_ms: m.time_ms,
@@ -357,7 +361,7 @@ impl Admin for AdminService {
         let t = self.read_table();
         let events = t
             .table
-            .events
+            .events()
             .iter()
             .filter(|e| e.seq > req.after_seq && (req.object.is_empty() || e.object == req.object))
             .map(|e| Event {

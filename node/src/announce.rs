@@ -45,7 +45,7 @@ fn sync_since(app: &App, since: Option<u64>) -> (AnnounceSync, u64) {
             // changed with it).
             let services: BTreeSet<String> = vips
                 .iter()
-                .filter_map(|ip| t.addresses.get(ip))
+                .filter_map(|ip| t.addresses().get(ip))
                 .flat_map(|usage| usage.users.keys().cloned())
                 .chain(services)
                 .collect();
@@ -57,14 +57,14 @@ fn sync_since(app: &App, since: Option<u64>) -> (AnnounceSync, u64) {
     let keys: Vec<&String> = match &scope {
         Scope::All => owned
             .keys()
-            .filter_map(|ip| t.addresses.get(ip))
+            .filter_map(|ip| t.addresses().get(ip))
             .flat_map(|usage| usage.users.keys())
             .collect(),
         Scope::Only { services, .. } => services.iter().collect(),
     };
     let services = keys
         .into_iter()
-        .filter_map(|key| match &t.services.get(key)?.state {
+        .filter_map(|key| match &t.services().get(key)?.state {
             ServiceState::Allocated { ips, .. } if ips.iter().any(|ip| t.owns(me, ip)) => {
                 Some((key.clone(), ips.clone()))
             }

@@ -170,7 +170,7 @@ pub fn together(manifests: Vec<Manifest>) -> Result<Checked, String> {
     let defined = Defined::of(&manifests);
     let mut notes = Vec::new();
     let mut table = AllocationTable::new();
-    for (source, objects) in &manifests {
+    for (index, (source, objects)) in (1..).zip(&manifests) {
         let mut resolved = Vec::with_capacity(objects.len());
         for (doc, o) in objects {
             let mut note = |field: String, what: String| {
@@ -187,7 +187,7 @@ pub fn together(manifests: Vec<Manifest>) -> Result<Checked, String> {
             strict: true,
             ..Default::default()
         };
-        if let Response::Rejected(e) = table.apply(&Command::Apply(batch)) {
+        if let Response::Rejected(e) = table.apply(index, &Command::Apply(batch)) {
             return Err(format!("{source}: {e}"));
         }
     }

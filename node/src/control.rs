@@ -40,7 +40,7 @@ pub async fn run(app: App) {
             let names: Vec<String> = app
                 .state
                 .read()
-                .map(|t| t.table.nodes.keys().cloned().collect())
+                .map(|t| t.table.nodes().keys().cloned().collect())
                 .unwrap_or_default();
             k.take_over(names.into_iter());
             info!(term, "leading: taking over liveness and ownership");
@@ -113,7 +113,7 @@ fn decide(
     let mut liveness: Vec<(String, bool)> = Vec::new();
     {
         let mut renewals = k.renewals();
-        for (name, node) in &table.nodes {
+        for (name, node) in table.nodes() {
             if *name == k.name {
                 if !node.live {
                     liveness.push((name.clone(), true));
@@ -127,8 +127,7 @@ fn decide(
                 renewed: false,
             });
             let quiet = now.saturating_sub(r.received_ns);
-            let previous_leader =
-                record_leader && table.leader.as_ref().is_some_and(|(_, l)| l == name);
+            let previous_leader = record_leader && table.leader().is_some_and(|(_, l)| l == name);
             if node.live && (quiet > ms_to_ns(t.down_after_ms) || previous_leader) {
                 // The previous leader's lease ended before anyone could elect us.
                 liveness.push((name.clone(), false));

@@ -165,11 +165,11 @@ impl LeaseKeeper {
         r.renewed = true;
         r.applied = r.applied.max(req.applied);
         let t = table.read().unwrap_or_else(|p| p.into_inner());
-        let index = t.table.ownership_index;
+        let index = t.table.ownership_index();
         if !self.leader_lease_valid(now) {
             return refuse("the leader has no lease".into(), index);
         }
-        let Some(node) = t.table.nodes.get(&req.node) else {
+        let Some(node) = t.table.nodes().get(&req.node) else {
             return refuse(format!("node {} is not registered", req.node), index);
         };
         if !node.live {

@@ -152,7 +152,7 @@ pub fn render(app: &App) -> String {
         ];
         for (name, help, family, pick) in per_pool {
             out.family(name, "gauge", help);
-            for pool in t.pools.keys() {
+            for pool in t.pools().keys() {
                 if let Some((_, v4, v6)) = t.pool_usage(pool) {
                     let value = match family {
                         Some(Family::V4) => pick(&v4),
@@ -164,9 +164,9 @@ pub fn render(app: &App) -> String {
             }
         }
         let mut allocated: std::collections::BTreeMap<&str, u64> =
-            t.pools.keys().map(|p| (p.as_str(), 0)).collect();
+            t.pools().keys().map(|p| (p.as_str(), 0)).collect();
         let mut pending = 0;
-        for e in t.services.values() {
+        for e in t.services().values() {
             match &e.state {
                 ServiceState::Allocated { pool, .. } => {
                     *allocated.entry(pool.as_str()).or_default() += 1;
@@ -200,7 +200,7 @@ pub fn render(app: &App) -> String {
             "gauge",
             "VIPs each node owns in the table",
         );
-        for node in t.nodes.keys() {
+        for node in t.nodes().keys() {
             let n = owners.values().filter(|(o, _)| *o == node).count();
             out.sample("raftlb_vips_owned", &[("node", node)], n);
         }
@@ -211,7 +211,7 @@ pub fn render(app: &App) -> String {
         );
         for (ip, (node, _)) in &owners {
             let ip_text = ip.to_string();
-            if let Some(usage) = t.addresses.get(ip) {
+            if let Some(usage) = t.addresses().get(ip) {
                 for service in usage.users.keys() {
                     out.sample(
                         "raftlb_speaker_announced",
@@ -231,7 +231,7 @@ pub fn render(app: &App) -> String {
             "gauge",
             "Node renews its lease as the leader last recorded (1) or was declared down (0)",
         );
-        for (name, n) in &t.nodes {
+        for (name, n) in t.nodes() {
             out.sample("raftlb_node_live", &[("node", name)], u8::from(n.live));
         }
         out.family(
@@ -239,19 +239,19 @@ pub fn render(app: &App) -> String {
             "counter",
             "Changes of VIP owner applied",
         );
-        out.sample("raftlb_vip_moves_total", &[], t.moves_total);
+        out.sample("raftlb_vip_moves_total", &[], t.moves_total());
         out.family(
             "raftlb_failovers_total",
             "counter",
             "Changes of VIP owner away from a node that was down",
         );
-        out.sample("raftlb_failovers_total", &[], t.failovers_total);
+        out.sample("raftlb_failovers_total", &[], t.failovers_total());
         out.family(
             "raftlb_config_generation",
             "gauge",
             "Generation of the configuration in force",
         );
-        out.sample("raftlb_config_generation", &[], t.generation);
+        out.sample("raftlb_config_generation", &[], t.generation());
     }
     {
         let s = &app.stats;

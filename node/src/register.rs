@@ -19,7 +19,7 @@ pub async fn register_facts(app: &App, facts: &NodeFacts) {
             .state
             .read()
             .ok()
-            .and_then(|t| t.table.nodes.get(&facts.name).map(|n| n.facts.clone()))
+            .and_then(|t| t.table.nodes().get(&facts.name).map(|n| n.facts.clone()))
             .as_ref()
             == Some(facts);
         if already {

@@ -20,7 +20,7 @@ fn usage(u: FamilyUsageOf) -> FamilyUsage {
 /// Every pool (IPAddressPools and Eips) with its usage.
 pub fn pool_messages(table: &AllocationTable) -> Vec<Pool> {
     table
-        .pools
+        .pools()
         .keys()
         .filter_map(|name| {
             let (object, v4, v6) = table.pool_usage(name)?;
@@ -50,10 +50,10 @@ pub fn pool_messages(table: &AllocationTable) -> Vec<Pool> {
 pub fn vip_messages(table: &AllocationTable, lease_of: &dyn Fn(&str) -> String) -> Vec<Vip> {
     let owners = table.owners();
     table
-        .addresses
+        .addresses()
         .iter()
         .map(|(ip, usage)| {
-            let rec = table.vips.get(ip).cloned().unwrap_or_default();
+            let rec = table.vips().get(ip).cloned().unwrap_or_default();
             Vip {
                 ip: ip.to_string(),
                 pool: usage.pool.clone(),

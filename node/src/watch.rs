@@ -52,7 +52,7 @@ fn listing(resource: Resource, table: &AllocationTable) -> BTreeMap<String, Item
             .map(|p| (p.name.clone(), Item::Pool(p)))
             .collect(),
         Resource::Services => table
-            .services
+            .services()
             .iter()
             .map(|(key, entry)| (key.clone(), Item::Service(service_message(entry))))
             .collect(),

@@ -272,10 +272,11 @@ impl Source {
             let t = table.read().unwrap_or_else(|p| p.into_inner());
             let t = &t.table;
             let in_table = |r: &ObjectRef, o: &Object| match &o.spec {
-                ObjectSpec::Service(spec) => {
-                    t.services.get(&spec.key()).is_some_and(|e| e.spec == *spec)
-                }
-                _ => t.objects.get(r) == Some(o),
+                ObjectSpec::Service(spec) => t
+                    .services()
+                    .get(&spec.key())
+                    .is_some_and(|e| e.spec == *spec),
+                _ => t.objects().get(r) == Some(o),
             };
             let mut configs: Vec<Object> = Vec::new();
             let mut bulk: Vec<Object> = Vec::new();
@@ -290,7 +291,7 @@ impl Source {
                         let retry = self
                             .refused
                             .get(r)
-                            .is_none_or(|f| f.object != *o || f.generation != t.generation);
+                            .is_none_or(|f| f.object != *o || f.generation != t.generation());
                         if retry {
                             configs.push(o.clone());
                         }
@@ -299,19 +300,19 @@ impl Source {
             }
             let wanted =
                 |r: &ObjectRef| desired.objects.contains_key(r) || desired.invalid.contains_key(r);
-            let services = t.services.values().map(|e| ObjectRef {
+            let services = t.services().values().map(|e| ObjectRef {
                 kind: Kind::Service,
                 namespace: e.spec.namespace.clone(),
                 name: e.spec.name.clone(),
             });
             let deletes: Vec<ObjectRef> = t
-                .objects
+                .objects()
                 .keys()
                 .cloned()
                 .chain(services)
                 .filter(|r| !wanted(r))
                 .collect();
-            (configs, bulk, deletes, t.generation)
+            (configs, bulk, deletes, t.generation())
         };
         // Kind order: pools before the advertisements that name them.
         configs.sort_by_key(|o| o.spec.kind());

@@ -70,7 +70,7 @@ fn desired_view(table: &AllocationTable, svc: &Service) -> Option<ServiceView> {
         ips: vec![],
         pool: None,
     };
-    match table.services.get(&key).map(|e| &e.state) {
+    match table.services().get(&key).map(|e| &e.state) {
         Some(ServiceState::Allocated { pool, ips }) => Some(ServiceView {
             ips: ips.iter().map(|i| i.to_string()).collect(),
             pool: Some(pool.clone()),
@@ -88,7 +88,7 @@ fn desired_view(table: &AllocationTable, svc: &Service) -> Option<ServiceView> {
             let ours = seen.pool.is_some()
                 || seen.ips.iter().any(|ip| {
                     ip.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| table.pools.values().any(|p| p.position(&ip).is_some()))
+                        .is_ok_and(|ip| table.pools().values().any(|p| p.position(&ip).is_some()))
                 });
             ours.then_some(cleared)
         }
@@ -143,7 +143,7 @@ fn saturating(n: u128) -> i64 {
 /// Every allocated address, grouped by pool (one pass over the addresses for all pools).
 fn allocations_by_pool(table: &AllocationTable) -> BTreeMap<&str, Vec<PoolAllocation>> {
     let mut out: BTreeMap<&str, Vec<PoolAllocation>> = BTreeMap::new();
-    for (ip, u) in &table.addresses {
+    for (ip, u) in table.addresses() {
         out.entry(u.pool.as_str())
             .or_default()
             .push(PoolAllocation {
@@ -199,7 +199,7 @@ fn eip_status(
     held: &[PoolAllocation],
 ) -> EipStatus {
     let (true, Some(pool), Some((_, v4, v6))) =
-        (in_force, table.pools.get(name), table.pool_usage(name))
+        (in_force, table.pools().get(name), table.pool_usage(name))
     else {
         return EipStatus::default();
     };
@@ -254,7 +254,7 @@ fn eip_writes(
             namespace: String::new(),
             name: name.clone(),
         };
-        let current = table.objects.get(&r);
+        let current = table.objects().get(&r);
         if let Some(why) = source.invalid(&r, current) {
             refused.push(RefusedEip {
                 name: name.clone(),
@@ -317,7 +317,7 @@ fn config_writes<K>(
             namespace: String::new(),
             name: cr.name_any(),
         };
-        let current = table.objects.get(&r);
+        let current = table.objects().get(&r);
         let invalid = source.invalid(&r, current);
         let (observed_conditions, observed) = status_of(&cr);
         let Some(cond) = valid_condition(
@@ -356,7 +356,7 @@ fn status_value<S: Serialize>(s: &Option<S>) -> Value {
 fn l2_statuses(table: &AllocationTable) -> BTreeMap<String, ServiceL2StatusStatus> {
     let owners = table.owners();
     let mut out = BTreeMap::new();
-    for (key, entry) in &table.services {
+    for (key, entry) in table.services() {
         let ServiceState::Allocated { ips, .. } = &entry.state else {
             continue;
         };
@@ -369,7 +369,7 @@ fn l2_statuses(table: &AllocationTable) -> BTreeMap<String, ServiceL2StatusStatu
                     node: node.to_string(),
                     protocol: "layer2".into(),
                     interfaces: interfaces.clone(),
-                    epoch: table.vips.get(ip).map_or(0, |v| v.epoch as i64),
+                    epoch: table.vips().get(ip).map_or(0, |v| v.epoch as i64),
                 })
             })
             .collect();
@@ -602,15 +602,22 @@ impl Writer {
                 );
             }
             let l2 = l2_statuses(t);
-            self.events_cursor = self.events_cursor.max(t.events_published);
+            self.events_cursor = self.events_cursor.max(t.events_published());
             let events: Vec<_> = t
-                .events
+                .events()
                 .iter()
                 .filter(|e| e.seq > self.events_cursor)
                 .take(EVENTS_PER_ROUND)
                 .cloned()
                 .collect();
-            (services, crs, refused_eips, l2, events, t.events_published)
+            (
+                services,
+                crs,
+                refused_eips,
+                l2,
+                events,
+                t.events_published(),
+            )
         };
 
         for (svc, want) in services {

@@ -147,10 +147,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Blank => Response::Ok,
-                EntryPayload::Normal(ref command) => {
-                    state.table.log_index = entry.log_id.index;
-                    state.table.apply(command)
-                }
+                EntryPayload::Normal(ref command) => state.table.apply(entry.log_id.index, command),
                 EntryPayload::Membership(ref m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     Response::Ok

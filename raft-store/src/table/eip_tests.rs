@@ -47,7 +47,7 @@ fn allocated(ip: &str, pool: &str) -> ServiceState {
 }
 
 fn rejected(t: &mut AllocationTable, objects: Vec<Object>) -> ApplyError {
-    match t.apply(&batch(objects, true)) {
+    match t.apply(t.log_index + 1, &batch(objects, true)) {
         Response::Rejected(e) => e,
         other => panic!("accepted: {other:?}"),
     }
@@ -56,19 +56,22 @@ fn rejected(t: &mut AllocationTable, objects: Vec<Object>) -> ApplyError {
 #[test]
 fn openelb_layer2_walkthrough_gets_the_first_address() {
     let mut t = AllocationTable::new();
-    let r = t.apply(&batch(
-        vec![
-            eip("eip-sample-pool", "196.168.220.10-196.168.220.30", layer2),
-            openelb_svc(
-                "nginx",
-                &[
-                    (intent::OPENELB_PROTOCOL, "layer2"),
-                    (intent::OPENELB_EIP, "eip-sample-pool"),
-                ],
-            ),
-        ],
-        true,
-    ));
+    let r = t.apply(
+        t.log_index + 1,
+        &batch(
+            vec![
+                eip("eip-sample-pool", "196.168.220.10-196.168.220.30", layer2),
+                openelb_svc(
+                    "nginx",
+                    &[
+                        (intent::OPENELB_PROTOCOL, "layer2"),
+                        (intent::OPENELB_EIP, "eip-sample-pool"),
+                    ],
+                ),
+            ],
+            true,
+        ),
+    );
     assert!(matches!(r, Response::Applied(_)), "{r:?}");
     assert_eq!(
         state(&t, "default/nginx"),
@@ -96,7 +99,7 @@ fn protocol_annotation_picks_the_first_enabled_eip_of_that_protocol() {
         openelb_svc("ip", &[(intent::OPENELB_IP, "10.3.0.2")]),
     ];
     assert!(matches!(
-        t.apply(&batch(objects, true)),
+        t.apply(t.log_index + 1, &batch(objects, true)),
         Response::Applied(_)
     ));
     assert_eq!(state(&t, "default/l2"), allocated("10.3.0.0", "c-l2"));
@@ -115,7 +118,7 @@ fn protocol_annotation_picks_the_first_enabled_eip_of_that_protocol() {
             ],
         ),
     ];
-    let r = t.apply(&batch(objects, false));
+    let r = t.apply(t.log_index + 1, &batch(objects, false));
     assert!(matches!(r, Response::Applied(_)), "{r:?}");
     let ServiceState::Pending { reason } = state(&t, "default/wrong") else {
         panic!("{:?}", state(&t, "default/wrong"))
@@ -143,30 +146,39 @@ fn protocol_annotation_picks_the_first_enabled_eip_of_that_protocol() {
 #[test]
 fn a_disabled_eip_keeps_its_addresses_and_gives_no_new_ones() {
     let mut t = AllocationTable::new();
-    t.apply(&batch(
-        vec![
-            eip("e", "10.0.0.0/30", layer2),
-            openelb_svc("old", &[(intent::OPENELB_EIP, "e")]),
-        ],
-        true,
-    ));
+    t.apply(
+        t.log_index + 1,
+        &batch(
+            vec![
+                eip("e", "10.0.0.0/30", layer2),
+                openelb_svc("old", &[(intent::OPENELB_EIP, "e")]),
+            ],
+            true,
+        ),
+    );
     assert_eq!(state(&t, "default/old"), allocated("10.0.0.0", "e"));
-    t.apply(&batch(
-        vec![eip("e", "10.0.0.0/30", |s| {
-            layer2(s);
-            s.disable = true;
-        })],
-        true,
-    ));
+    t.apply(
+        t.log_index + 1,
+        &batch(
+            vec![eip("e", "10.0.0.0/30", |s| {
+                layer2(s);
+                s.disable = true;
+            })],
+            true,
+        ),
+    );
     assert_eq!(state(&t, "default/old"), allocated("10.0.0.0", "e"), "kept");
-    t.apply(&batch(
-        vec![
-            openelb_svc("named", &[(intent::OPENELB_EIP, "e")]),
-            openelb_svc("by-ip", &[(intent::OPENELB_IP, "10.0.0.3")]),
-            openelb_svc("auto", &[]),
-        ],
-        false,
-    ));
+    t.apply(
+        t.log_index + 1,
+        &batch(
+            vec![
+                openelb_svc("named", &[(intent::OPENELB_EIP, "e")]),
+                openelb_svc("by-ip", &[(intent::OPENELB_IP, "10.0.0.3")]),
+                openelb_svc("auto", &[]),
+            ],
+            false,
+        ),
+    );
     for (key, want) in [
         ("default/named", "Eip e is disabled"),
         ("default/by-ip", "requested IP 10.0.0.3: Eip e is disabled"),
@@ -178,7 +190,10 @@ fn a_disabled_eip_keeps_its_addresses_and_gives_no_new_ones() {
         assert!(reason.contains(want), "{key}: {reason}");
     }
     // Enabled again: the waiting Services get addresses (retried in key order).
-    t.apply(&batch(vec![eip("e", "10.0.0.0/30", layer2)], true));
+    t.apply(
+        t.log_index + 1,
+        &batch(vec![eip("e", "10.0.0.0/30", layer2)], true),
+    );
     assert_eq!(state(&t, "default/auto"), allocated("10.0.0.1", "e"));
     assert_eq!(state(&t, "default/by-ip"), allocated("10.0.0.3", "e"));
     assert_eq!(state(&t, "default/named"), allocated("10.0.0.2", "e"));
@@ -215,7 +230,7 @@ fn namespaces_and_priority_order_eips_like_service_allocation() {
         svc_with("other", "web", |_| {}),
     ];
     assert!(matches!(
-        t.apply(&batch(objects, true)),
+        t.apply(t.log_index + 1, &batch(objects, true)),
         Response::Applied(_)
     ));
     assert_eq!(
@@ -229,7 +244,10 @@ fn namespaces_and_priority_order_eips_like_service_allocation() {
 #[test]
 fn eips_and_pools_share_names_and_may_not_overlap() {
     let mut t = AllocationTable::new();
-    t.apply(&batch(vec![pool("p", &["10.0.0.0/24"])], true));
+    t.apply(
+        t.log_index + 1,
+        &batch(vec![pool("p", &["10.0.0.0/24"])], true),
+    );
     let e = rejected(&mut t, vec![eip("e", "10.0.0.128-10.0.0.130", layer2)]);
     assert_eq!(
         (e.object.as_str(), e.field.as_str()),
@@ -246,7 +264,10 @@ fn eips_and_pools_share_names_and_may_not_overlap() {
     );
     assert!(e.reason.contains("IPAddressPool p exists"), "{}", e.reason);
     // The other way round, and an advertisement may name an Eip as its pool.
-    t.apply(&batch(vec![eip("e", "10.1.0.0/24", layer2)], true));
+    t.apply(
+        t.log_index + 1,
+        &batch(vec![eip("e", "10.1.0.0/24", layer2)], true),
+    );
     let e = rejected(&mut t, vec![pool("e", &["10.2.0.0/24"])]);
     assert_eq!(e.object, "IPAddressPool/e");
     let adv = Object {
@@ -259,7 +280,7 @@ fn eips_and_pools_share_names_and_may_not_overlap() {
         }),
     };
     assert!(matches!(
-        t.apply(&batch(vec![adv], true)),
+        t.apply(t.log_index + 1, &batch(vec![adv], true)),
         Response::Applied(_)
     ));
 }

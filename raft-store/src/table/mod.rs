@@ -14,6 +14,7 @@ pub mod intent;
 pub mod objects;
 pub mod ownership;
 pub mod pool;
+mod queries;
 pub mod selector;
 pub mod validate;
 
@@ -166,37 +167,37 @@ pub struct Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationTable {
     /// Bumped by every batch that changes configuration.
-    pub generation: u64,
-    pub load_balancer_class: Option<String>,
+    generation: u64,
+    load_balancer_class: Option<String>,
     /// Configuration objects and Namespaces (Services live in `services`).
-    pub objects: BTreeMap<ObjectRef, Object>,
-    pub pools: BTreeMap<String, PoolState>,
-    pub services: BTreeMap<String, ServiceEntry>,
-    pub addresses: BTreeMap<IpAddr, AddressUse>,
+    objects: BTreeMap<ObjectRef, Object>,
+    pools: BTreeMap<String, PoolState>,
+    services: BTreeMap<String, ServiceEntry>,
+    addresses: BTreeMap<IpAddr, AddressUse>,
     /// Sharing key -> addresses that carry it, so packing onto a shared IP is not a scan.
-    pub shared: BTreeMap<String, BTreeSet<IpAddr>>,
-    pub pending: BTreeSet<String>,
-    pub events: VecDeque<Event>,
-    pub next_event_seq: u64,
+    shared: BTreeMap<String, BTreeSet<IpAddr>>,
+    pending: BTreeSet<String>,
+    events: VecDeque<Event>,
+    next_event_seq: u64,
     /// Events up to this sequence number are published as Kubernetes Events.
-    pub events_published: u64,
+    events_published: u64,
     /// Nodes that may announce, by name.
-    pub nodes: BTreeMap<String, NodeRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
     /// Owner of every address that was ever allocated.
-    pub vips: BTreeMap<IpAddr, VipRecord>,
+    vips: BTreeMap<IpAddr, VipRecord>,
     /// The last [`ownership::MAX_HISTORY`] changes of owner.
-    pub history: VecDeque<VipMove>,
+    history: VecDeque<VipMove>,
     /// Changes of owner ever applied, and those away from an owner that was down (failovers):
     /// counters for metrics, which the bounded history cannot give.
-    pub moves_total: u64,
-    pub failovers_total: u64,
+    moves_total: u64,
+    failovers_total: u64,
     /// (term, node) of the leader that committed the last ownership batch with its name.
-    pub leader: Option<(u64, String)>,
+    leader: Option<(u64, String)>,
     /// Log index of the last change of owner: a node's lease is only granted once it has
     /// applied this far.
-    pub ownership_index: u64,
+    ownership_index: u64,
     /// Index of the log entry being applied (set by the state machine before each apply).
-    pub log_index: u64,
+    log_index: u64,
     /// Derived from the above and the entries applied; not in snapshots (see [`index`]).
     #[serde(skip)]
     index: index::Indexes,
@@ -225,8 +226,9 @@ impl AllocationTable {
         AllocationTable::default()
     }
 
-    /// Applies one command. Deterministic.
-    pub fn apply(&mut self, command: &Command) -> Response {
+    /// Applies the command of log entry `index`. Deterministic.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Response {
+        self.log_index = index;
         match command {
             Command::RegisterNode { facts, now_ms } => self.register_node(facts, *now_ms),
             Command::Ownership(batch) => self.apply_ownership(batch),

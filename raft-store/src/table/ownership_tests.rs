@@ -31,14 +31,13 @@ fn node(t: &mut AllocationTable, name: &str, id: u64, labels: &[(&str, &str)], i
         excluded: None,
     };
     assert_eq!(
-        t.apply(&Command::RegisterNode { facts, now_ms: 1 }),
+        t.apply(t.log_index + 1, &Command::RegisterNode { facts, now_ms: 1 }),
         Response::Ok
     );
 }
 
 fn ok(t: &mut AllocationTable, c: Command) {
-    t.log_index += 1;
-    let r = t.apply(&c);
+    let r = t.apply(t.log_index + 1, &c);
     assert!(
         !matches!(r, Response::Rejected(_)),
         "{c:?} was rejected: {r:?}"
@@ -46,7 +45,6 @@ fn ok(t: &mut AllocationTable, c: Command) {
 }
 
 fn commit(t: &mut AllocationTable, liveness: Vec<(&str, bool)>, assignments: Vec<AssignVip>) {
-    t.log_index += 1;
     let b = OwnershipBatch {
         leader: None,
         liveness: liveness
@@ -201,20 +199,26 @@ fn move_goes_where_the_operator_says_after_the_old_owner_stops() {
     assert_eq!(owner(&t, "10.0.0.0").as_deref(), Some("c"));
     assert_eq!(t.vips[&vip].move_to, None);
     // Moving to an unknown node or an unallocated address is refused, naming the field.
-    let r = t.apply(&Command::MoveVip {
-        vip,
-        node: "zz".into(),
-        now_ms: 4,
-    });
+    let r = t.apply(
+        t.log_index + 1,
+        &Command::MoveVip {
+            vip,
+            node: "zz".into(),
+            now_ms: 4,
+        },
+    );
     let Response::Rejected(e) = r else {
         panic!("{r:?}")
     };
     assert_eq!(e.field, "node");
-    let r = t.apply(&Command::MoveVip {
-        vip: "10.0.0.7".parse().unwrap(),
-        node: "a".into(),
-        now_ms: 4,
-    });
+    let r = t.apply(
+        t.log_index + 1,
+        &Command::MoveVip {
+            vip: "10.0.0.7".parse().unwrap(),
+            node: "a".into(),
+            now_ms: 4,
+        },
+    );
     assert!(matches!(r, Response::Rejected(e) if e.field == "vip"));
 }
 
@@ -621,8 +625,7 @@ fn planning_what_changed_equals_planning_every_vip() {
         let mut since: Option<u64> = None;
         for step in 0..120 {
             let cmd = random_ownership_command(&mut rng, &t);
-            t.log_index += 1;
-            t.apply(&cmd);
+            t.apply(t.log_index + 1, &cmd);
             let context = format!("seed {seed} run {run} step {step} after {cmd:?}");
             assert_index_in_step(&t, &context);
             if rng.below(3) != 0 {
@@ -647,13 +650,15 @@ fn planning_what_changed_equals_planning_every_vip() {
             plans += 1;
             assignments += every.len();
             let applied = t.log_index;
-            t.log_index += 1;
-            t.apply(&Command::Ownership(OwnershipBatch {
-                leader: None,
-                liveness,
-                assignments: every,
-                now_ms: 3,
-            }));
+            t.apply(
+                t.log_index + 1,
+                &Command::Ownership(OwnershipBatch {
+                    leader: None,
+                    liveness,
+                    assignments: every,
+                    now_ms: 3,
+                }),
+            );
             since = Some(applied);
         }
     }

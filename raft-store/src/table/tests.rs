@@ -85,18 +85,21 @@ pub(super) fn batch(objects: Vec<Object>, strict: bool) -> Command {
 }
 
 fn apply(t: &mut AllocationTable, objects: Vec<Object>) -> Response {
-    let r = t.apply(&batch(objects, false));
+    let r = t.apply(t.log_index + 1, &batch(objects, false));
     check_invariants(t);
     r
 }
 
 fn delete(t: &mut AllocationTable, refs: Vec<ObjectRef>) -> Response {
-    let r = t.apply(&Command::Apply(ApplyBatch {
-        objects: vec![],
-        deletes: refs.into_iter().map(|r| (1, r)).collect(),
-        strict: false,
-        now_ms: 2,
-    }));
+    let r = t.apply(
+        t.log_index + 1,
+        &Command::Apply(ApplyBatch {
+            objects: vec![],
+            deletes: refs.into_iter().map(|r| (1, r)).collect(),
+            strict: false,
+            now_ms: 2,
+        }),
+    );
     check_invariants(t);
     r
 }
@@ -213,12 +216,15 @@ fn avoid_buggy_ips_skips_dot_zero_and_dot_255_and_refuses_them_on_request() {
     apply(&mut t, vec![p, svc("a", "s1"), svc("a", "s2")]);
     assert_eq!(ips(&t, "a/s1"), ["10.0.0.254"]);
     assert_eq!(ips(&t, "a/s2"), ["10.0.1.1"]);
-    let r = t.apply(&batch(
-        vec![svc_with("a", "s3", |s| {
-            s.load_balancer_ip = Some("10.0.1.0".into())
-        })],
-        true,
-    ));
+    let r = t.apply(
+        t.log_index + 1,
+        &batch(
+            vec![svc_with("a", "s3", |s| {
+                s.load_balancer_ip = Some("10.0.1.0".into())
+            })],
+            true,
+        ),
+    );
     assert!(
         matches!(r, Response::Rejected(ref e) if e.reason.contains("not in any IPAddressPool")),
         "{r:?}"
@@ -518,10 +524,13 @@ fn load_balancer_class_filters_services() {
         t.services["a/classed"].state,
         ServiceState::Ignored { .. }
     ));
-    t.apply(&Command::SetLoadBalancerClass {
-        class: Some("example.com/lb".into()),
-        now_ms: 3,
-    });
+    t.apply(
+        t.log_index + 1,
+        &Command::SetLoadBalancerClass {
+            class: Some("example.com/lb".into()),
+            now_ms: 3,
+        },
+    );
     check_invariants(&t);
     assert!(matches!(
         t.services["a/plain"].state,
@@ -621,19 +630,22 @@ fn pool_shrink_reallocates_or_pends_with_an_event_each() {
 fn addresses_moving_between_pools_are_relabelled_not_renumbered() {
     let mut t = AllocationTable::new();
     apply(&mut t, vec![pool("old", &["10.11.0.0/30"]), svc("a", "s")]);
-    let r = t.apply(&Command::Apply(ApplyBatch {
-        objects: vec![(1, pool("new", &["10.11.0.0/30"]))],
-        deletes: vec![(
-            2,
-            ObjectRef {
-                kind: Kind::IPAddressPool,
-                namespace: String::new(),
-                name: "old".into(),
-            },
-        )],
-        strict: true,
-        now_ms: 5,
-    }));
+    let r = t.apply(
+        t.log_index + 1,
+        &Command::Apply(ApplyBatch {
+            objects: vec![(1, pool("new", &["10.11.0.0/30"]))],
+            deletes: vec![(
+                2,
+                ObjectRef {
+                    kind: Kind::IPAddressPool,
+                    namespace: String::new(),
+                    name: "old".into(),
+                },
+            )],
+            strict: true,
+            now_ms: 5,
+        }),
+    );
     assert!(matches!(r, Response::Applied(_)), "{r:?}");
     check_invariants(&t);
     assert_eq!(
@@ -647,10 +659,10 @@ fn a_rejected_batch_changes_nothing() {
     let mut t = AllocationTable::new();
     apply(&mut t, vec![pool("a", &["10.12.0.0/24"]), svc("x", "s")]);
     let before = t.clone();
-    let r = t.apply(&batch(
-        vec![svc("x", "t"), pool("b", &["10.12.0.128/25"])],
-        true,
-    ));
+    let r = t.apply(
+        t.log_index + 1,
+        &batch(vec![svc("x", "t"), pool("b", &["10.12.0.128/25"])], true),
+    );
     match r {
         Response::Rejected(e) => {
             assert_eq!(
@@ -663,15 +675,25 @@ fn a_rejected_batch_changes_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(t, before);
+    assert_unchanged(&t, &before);
     // Deleting what does not exist is refused in strict mode.
-    let r = t.apply(&Command::Apply(ApplyBatch {
-        deletes: vec![(1, svc_ref("x", "ghost"))],
-        strict: true,
-        ..Default::default()
-    }));
+    let r = t.apply(
+        t.log_index + 1,
+        &Command::Apply(ApplyBatch {
+            deletes: vec![(1, svc_ref("x", "ghost"))],
+            strict: true,
+            ..Default::default()
+        }),
+    );
     assert!(matches!(r, Response::Rejected(ref e) if e.reason == "not found"));
-    assert_eq!(t, before);
+    assert_unchanged(&t, &before);
+}
+
+/// Nothing changed but the index of the entry last applied (indexes and journal included).
+fn assert_unchanged(t: &AllocationTable, before: &AllocationTable) {
+    let mut same = before.clone();
+    same.log_index = t.log_index;
+    assert_eq!(*t, same);
 }
 
 #[test]
@@ -684,7 +706,7 @@ fn reapplying_is_idempotent() {
         Response::Applied(o) => assert!(o.changes.iter().all(|(_, c)| *c == Change::Unchanged)),
         other => panic!("{other:?}"),
     }
-    assert_eq!(t, before, "no events, no generation bump");
+    assert_unchanged(&t, &before); // no events, no generation bump
 }
 
 #[test]
@@ -830,8 +852,8 @@ fn random_command_streams_keep_the_invariants_and_replicas_agree() {
         let mut replica_b = AllocationTable::new();
         for step in 0..150 {
             let cmd = random_command(&mut rng, step);
-            let ra = replica_a.apply(&cmd);
-            let rb = replica_b.apply(&cmd);
+            let ra = replica_a.apply(replica_a.log_index + 1, &cmd);
+            let rb = replica_b.apply(replica_b.log_index + 1, &cmd);
             assert_eq!(ra, rb, "seed {seed} run {run} step {step}");
             let result = std::panic::catch_unwind(|| check_invariants(&replica_a));
             assert!(
