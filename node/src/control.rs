@@ -1,13 +1,14 @@
 //! The leader's control loop (DESIGN.md §3): it declares a node with no renewal for
 //! `down_after` down and reassigns its VIPs in the same command; a new leader records itself,
 //! takes the previous leader's VIPs at once and counts every other node as renewed at its
-//! election. Planning itself is the table's pure `ownership::plan`; this loop decides when to
+//! election. Planning itself is the table's pure `planner::plan_changes`; this loop decides when to
 //! run it and commits what it returns.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use raftlb_raft_store::table::ownership::{self, OwnershipBatch, Released};
+use raftlb_raft_store::table::ownership::{OwnershipBatch, Released};
+use raftlb_raft_store::table::planner;
 use raftlb_raft_store::table::{AllocationTable, Command};
 use tracing::{info, warn};
 
@@ -148,7 +149,7 @@ fn decide(
         yes
     };
     let started = std::time::Instant::now();
-    let planned = ownership::plan_changes(table, &liveness, plans.committed, &confirmed);
+    let planned = planner::plan_changes(table, &liveness, plans.committed, &confirmed);
     app.stats.planned(started.elapsed(), planned.examined);
     let assignments = planned.assignments;
     if liveness.is_empty() && assignments.is_empty() && !record_leader {

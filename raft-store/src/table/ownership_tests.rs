@@ -1,11 +1,13 @@
-//! The planner, one rule per test, against the pure table.
+//! The planner and the ownership records, one rule per test, against the pure table.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::super::tests::{batch, pool, svc, svc_with};
 use super::*;
+use crate::table::index::Changes;
 use crate::table::objects::*;
+use crate::table::planner::{plan, plan_changes};
 use crate::table::{Command, Response};
 
 fn l2(name: &str, f: impl FnOnce(&mut L2AdvertisementSpec)) -> Object {

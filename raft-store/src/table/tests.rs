@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::intent::Intent;
+use super::pool::Family;
 use super::*;
 
 pub(super) fn pool(name: &str, addrs: &[&str]) -> Object {

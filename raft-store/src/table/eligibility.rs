@@ -1,0 +1,127 @@
+//! Eligibility: whether a node may announce a VIP, and on which interfaces (L2Advertisements
+//! and the layer-2 Eips, their pool, Service and node selectors, `externalTrafficPolicy:
+//! Local` endpoints, excluded nodes).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::objects::{Kind, L2AdvertisementSpec, ObjectSpec};
+use super::{selector, AllocationTable};
+
+/// What eligibility needs from the table, gathered once per plan (the advertisements only:
+/// its cost does not grow with the number of Services).
+pub(super) struct Eligibility<'a> {
+    table: &'a AllocationTable,
+    /// L2Advertisements, and the one each layer2/vip Eip implies.
+    advertisements: Vec<(&'a str, Cow<'a, L2AdvertisementSpec>)>,
+}
+
+impl<'a> Eligibility<'a> {
+    pub(super) fn new(table: &'a AllocationTable) -> Eligibility<'a> {
+        let mut advertisements = Vec::new();
+        for obj in table.objects_of(Kind::L2Advertisement) {
+            if let ObjectSpec::L2Advertisement(spec) = &obj.spec {
+                advertisements.push((obj.name.as_str(), Cow::Borrowed(spec)));
+            }
+        }
+        for obj in table.objects_of(Kind::Eip) {
+            if let ObjectSpec::Eip(eip) = &obj.spec {
+                advertisements.extend(
+                    eip.l2_advertisement(&obj.name)
+                        .map(|a| (obj.name.as_str(), Cow::Owned(a))),
+                );
+            }
+        }
+        Eligibility {
+            table,
+            advertisements,
+        }
+    }
+
+    pub(super) fn check(&self, vip: &IpAddr, node: &str) -> Result<Vec<String>, String> {
+        let t = self.table;
+        let usage = t
+            .addresses
+            .get(vip)
+            .ok_or_else(|| "no Service holds this address".to_string())?;
+        let record = t
+            .nodes
+            .get(node)
+            .ok_or_else(|| format!("node {node} is not registered"))?;
+        if let Some(why) = &record.facts.excluded {
+            return Err(format!("node {node} is excluded: {why}"));
+        }
+        let no_labels = BTreeMap::new();
+        let pool_labels = t.pool_object(&usage.pool).map_or(&no_labels, |o| &o.labels);
+        let users: Vec<&super::ServiceEntry> = usage
+            .users
+            .keys()
+            .filter_map(|k| t.services.get(k))
+            .collect();
+        for entry in &users {
+            if entry.spec.external_traffic_policy == "Local" {
+                let key = entry.spec.key();
+                if !t.ready_nodes(&key).contains(node) {
+                    return Err(format!(
+                        "externalTrafficPolicy Local and no ready endpoint of {key} here"
+                    ));
+                }
+            }
+        }
+        let mut selecting = 0;
+        let mut accepted = false;
+        let mut interfaces: BTreeSet<String> = BTreeSet::new();
+        let mut why = String::new();
+        for (name, adv) in &self.advertisements {
+            let selects_pool = (adv.ip_address_pools.is_empty()
+                && adv.ip_address_pool_selectors.is_empty())
+                || adv.ip_address_pools.contains(&usage.pool)
+                || adv
+                    .ip_address_pool_selectors
+                    .iter()
+                    .any(|s| selector::matches(s, pool_labels));
+            let selects_service = adv.service_selectors.is_empty()
+                || users.iter().any(|e| {
+                    adv.service_selectors
+                        .iter()
+                        .any(|s| selector::matches(s, &e.spec.labels))
+                });
+            if !selects_pool || !selects_service {
+                continue;
+            }
+            selecting += 1;
+            let labels = &record.facts.labels;
+            if !adv.node_selectors.is_empty()
+                && !adv
+                    .node_selectors
+                    .iter()
+                    .any(|s| selector::matches(s, labels))
+            {
+                why = format!("L2Advertisement {name}: nodeSelectors do not match");
+                continue;
+            }
+            // No interfaces listed: every interface of the node.
+            let here: Vec<&String> = record
+                .facts
+                .interfaces
+                .iter()
+                .filter(|i| adv.interfaces.is_empty() || adv.interfaces.contains(i))
+                .collect();
+            if here.is_empty() && !adv.interfaces.is_empty() {
+                why = format!(
+                    "L2Advertisement {name}: none of interfaces [{}] is here",
+                    adv.interfaces.join(", ")
+                );
+                continue;
+            }
+            accepted = true;
+            interfaces.extend(here.into_iter().cloned());
+        }
+        match (accepted, selecting) {
+            (true, _) => Ok(interfaces.into_iter().collect()),
+            (false, 0) => Err(format!("no L2Advertisement selects pool {}", usage.pool)),
+            (false, _) => Err(why),
+        }
+    }
+}
