@@ -291,7 +291,7 @@ impl Cluster {
         Ok(self
             .client(id)
             .await?
-            .status(StatusRequest {})
+            .status(StatusRequest::default())
             .await?
             .into_inner())
     }
@@ -300,7 +300,7 @@ impl Cluster {
         Ok(self
             .client(id)
             .await?
-            .list_services(ListRequest {})
+            .list_services(ListRequest::default())
             .await?
             .into_inner()
             .services)

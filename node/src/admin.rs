@@ -1,6 +1,9 @@
-//! The admin gRPC service every peer serves. Reads answer from the local replica's applied
-//! state (possibly stale by the replication lag; no log entry); lease columns come from the
-//! leader's `LeaseReport` (a read too). Writes go to the Raft leader ([`App::write`]).
+//! The admin gRPC service every peer serves. Reads never write to the log: by default they
+//! answer from the local replica's applied state (possibly stale by the replication lag); with
+//! `linearizable` set, the peer first waits until it has applied the leader's read index
+//! ([`crate::raft::read`]), so the answer reflects every write acknowledged before the request.
+//! Lease columns come from the leader's `LeaseReport` (a read too). Writes go to the Raft
+//! leader ([`App::write`]).
 
 use std::time::Duration;
 
@@ -21,9 +24,15 @@ use crate::watch;
 
 /// How long a write may wait for a leader.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a linearizable read may wait for the read index and for this peer to apply it.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct AdminService {
     pub app: App,
+}
+
+fn applied_index(t: &raftlb_raft_store::store::Applied) -> u64 {
+    t.last_applied.map_or(0, |l| l.index)
 }
 
 fn leader_error<T>(reply: LeaderReply<T>) -> Status {
@@ -47,6 +56,16 @@ pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
 impl AdminService {
     /// The applied state; a poisoned lock still holds a consistent table (apply never panics
     /// half-way through a write), so read it anyway.
+    /// For a linearizable read: waits until this peer has applied the leader's read index.
+    async fn read_barrier(&self, linearizable: bool) -> Result<(), Status> {
+        if linearizable {
+            crate::raft::read::barrier(&self.app.raft, READ_DEADLINE)
+                .await
+                .map_err(Status::unavailable)?;
+        }
+        Ok(())
+    }
+
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, raftlb_raft_store::store::Applied> {
         self.app.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,7 +130,8 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        self.read_barrier(req.into_inner().linearizable).await?;
         let leases = self.leases().await;
         let m = self.app.raft.metrics().borrow().clone();
         let t = self.read_table();
@@ -249,21 +269,31 @@ impl Admin for AdminService {
         }
     }
 
-    async fn list_pools(&self, _: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
-        let pools = pool_messages(&self.read_table().table);
-        Ok(Response::new(PoolList { pools }))
+    async fn list_pools(&self, req: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
+        self.read_barrier(req.into_inner().linearizable).await?;
+        let t = self.read_table();
+        Ok(Response::new(PoolList {
+            pools: pool_messages(&t.table),
+            applied_index: applied_index(&t),
+        }))
     }
 
     async fn list_services(
         &self,
-        _: Request<ListRequest>,
+        req: Request<ListRequest>,
     ) -> Result<Response<ServiceList>, Status> {
+        self.read_barrier(req.into_inner().linearizable).await?;
         let t = self.read_table();
         let services = t.table.services().values().map(service_message).collect();
-        Ok(Response::new(ServiceList { services }))
+        Ok(Response::new(ServiceList {
+            services,
+            applied_index: applied_index(&t),
+        }))
     }
 
     async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
+        let req = req.into_inner();
+        self.read_barrier(req.linearizable).await?;
         let leases = self.leases().await;
         let t = self.read_table();
         // The owner's lease as the leader sees it.
@@ -276,7 +306,7 @@ impl Admin for AdminService {
             },
         };
         let vips = vip_messages(&t.table, &lease_of);
-        let history = if req.into_inner().history {
+        let history = if req.history {
             t.table
                 .history()
                 .iter()
@@ -292,7 +322,11 @@ impl Admin for AdminService {
         } else {
             Vec::new()
         };
-        Ok(Response::new(VipList { vips, history }))
+        Ok(Response::new(VipList {
+            vips,
+            history,
+            applied_index: applied_index(&t),
+        }))
     }
 
     type WatchStream =
@@ -358,6 +392,7 @@ impl Admin for AdminService {
         req: Request<EventsRequest>,
     ) -> Result<Response<EventList>, Status> {
         let req = req.into_inner();
+        self.read_barrier(req.linearizable).await?;
         let t = self.read_table();
         let events = t
             .table
@@ -373,7 +408,10 @@ impl Admin for AdminService {
                 message: e.message.clone(),
             })
             .collect();
-        Ok(Response::new(EventList { events }))
+        Ok(Response::new(EventList {
+            events,
+            applied_index: applied_index(&t),
+        }))
     }
 
     async fn add_learner(

@@ -25,7 +25,12 @@ pub enum Output {
 #[derive(Debug, clap::Subcommand)]
 pub enum CtlCommand {
     /// Cluster status: members, roles, leader, term, log and applied indexes.
-    Status,
+    Status {
+        /// Answer only once this peer has applied every write acknowledged before (the
+        /// leader's read index); without it the peer answers from its table at once.
+        #[arg(long)]
+        linearizable: bool,
+    },
     /// Apply a multi-document manifest (file or - for stdin), atomically.
     Apply {
         #[arg(short = 'f', long = "filename")]
@@ -56,6 +61,10 @@ pub enum CtlCommand {
         /// vips: also the recent changes of owner (time, from, to, cause).
         #[arg(long)]
         history: bool,
+        /// Answer only once this peer has applied every write acknowledged before (the
+        /// leader's read index); without it the peer answers from its table at once.
+        #[arg(long)]
+        linearizable: bool,
     },
     /// Move every VIP off a node, break-before-make (--undo lets it own VIPs again).
     Drain {
@@ -300,9 +309,9 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
     }
     let mut client = connect(endpoints).await?;
     match command {
-        CtlCommand::Status => {
+        CtlCommand::Status { linearizable } => {
             let s = client
-                .status(StatusRequest {})
+                .status(StatusRequest { linearizable })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -349,6 +358,7 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
             namespace,
             object,
             history,
+            linearizable,
             watch: _,
         } => {
             let (kinds, name) = get_targets(&what, name)?;
@@ -357,7 +367,12 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
                     println!();
                 }
                 let filter = Filter::new(*kind, name.clone(), namespace.clone());
-                get(&mut client, output, *kind, &filter, object.clone(), history).await?;
+                let read = GetOptions {
+                    object: object.clone(),
+                    history,
+                    linearizable,
+                };
+                get(&mut client, output, *kind, &filter, read).await?;
             }
             Ok(())
         }
@@ -698,20 +713,31 @@ fn listing_json(kind: GetWhat, rows: &[Row]) -> Value {
     }
 }
 
+/// What one `get` asks for beyond the resource.
+struct GetOptions {
+    object: Option<String>,
+    history: bool,
+    linearizable: bool,
+}
+
 async fn get(
     client: &mut AdminClient<Channel>,
     output: Output,
     kind: GetWhat,
     filter: &Filter,
-    object: Option<String>,
-    history: bool,
+    read: GetOptions,
 ) -> anyhow::Result<()> {
+    let GetOptions {
+        object,
+        history,
+        linearizable,
+    } = read;
     let wide = output == Output::Wide;
     let now = wall_ms();
     let mut moves = Vec::new();
     let rows: Vec<Row> = match kind {
         GetWhat::Pools => client
-            .list_pools(ListRequest {})
+            .list_pools(ListRequest { linearizable })
             .await
             .map_err(status_error)?
             .into_inner()
@@ -720,7 +746,7 @@ async fn get(
             .map(|p| pool_row(p, wide))
             .collect(),
         GetWhat::Services => client
-            .list_services(ListRequest {})
+            .list_services(ListRequest { linearizable })
             .await
             .map_err(status_error)?
             .into_inner()
@@ -730,7 +756,10 @@ async fn get(
             .collect::<anyhow::Result<_>>()?,
         GetWhat::Vips => {
             let list = client
-                .list_vips(VipsRequest { history })
+                .list_vips(VipsRequest {
+                    history,
+                    linearizable,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -741,6 +770,7 @@ async fn get(
             .list_events(EventsRequest {
                 after_seq: 0,
                 object: object.unwrap_or_default(),
+                linearizable,
             })
             .await
             .map_err(status_error)?

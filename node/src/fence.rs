@@ -21,7 +21,6 @@ use std::time::Duration;
 use raftlb_actors::lease::{Clock, Lease, MonotonicClock};
 use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Empty;
-use raftlb_raft_store::codec;
 use raftlb_raft_store::store::SharedTable;
 use raftlb_raft_store::table::ownership::Released;
 use raftlb_raft_store::Raft;
@@ -33,7 +32,7 @@ use tracing::warn;
 use crate::clock::ms_to_ns;
 use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
-use crate::raft::transport::{cached_client, channel, payload};
+use crate::raft::transport::{cached_client, channel, payload, reply};
 use crate::raft::{leader_term, KnownLeader};
 use crate::timing::Timing;
 
@@ -290,8 +289,7 @@ pub async fn lease_report(
     let mut client = RaftClient::new(channel(&addr?).ok()?);
     let mut req = tonic::Request::new(Empty {});
     req.set_timeout(timeout);
-    let reply = client.lease_report(req).await.ok()?;
-    match codec::decode(&reply.into_inner().data).ok()? {
+    match reply(client.lease_report(req).await.ok()?).ok()? {
         LeaderReply::Done(views) => Some(views),
         _ => None,
     }
@@ -341,9 +339,9 @@ async fn renew_rpc(
     req: &RenewRequest,
     timeout: Duration,
 ) -> Result<RenewReply, String> {
-    let reply = client
+    let r = client
         .renew_lease(payload(req, timeout)?)
         .await
         .map_err(|s| s.message().to_string())?;
-    codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
+    reply(r)
 }

@@ -71,6 +71,10 @@ impl RaftGrpc for RaftService {
         reply(&self.app.fence.renew(&self.app.raft, &self.app.state, &r))
     }
 
+    async fn read_index(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {
+        reply(&crate::raft::read::leader_read_index(&self.app.raft).await)
+    }
+
     async fn lease_report(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {
         let views = if self.app.leads() {
             LeaderReply::Done(self.app.fence.report())

@@ -129,7 +129,7 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
             }
         }
         if let Ok(mut client) = ctl::connect(&endpoints).await {
-            if let Ok(s) = client.status(StatusRequest {}).await {
+            if let Ok(s) = client.status(StatusRequest::default()).await {
                 let s = s.into_inner();
                 if let Some(l) = s.leader_id {
                     break (l, s.term);
@@ -167,7 +167,7 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
     // the cluster is reported up.
     let registered_by = Instant::now() + Duration::from_secs(10);
     loop {
-        let registered = match client.status(StatusRequest {}).await {
+        let registered = match client.status(StatusRequest::default()).await {
             Ok(s) => s.into_inner().nodes.len() as u64,
             Err(_) => 0,
         };

@@ -60,7 +60,7 @@ async fn a_peer_joins_catches_up_and_is_removed() -> anyhow::Result<()> {
             .await?;
         let mut joined = raftlb_proto::admin::admin_client::AdminClient::new(ch);
         let services = joined
-            .list_services(raftlb_proto::admin::ListRequest {})
+            .list_services(raftlb_proto::admin::ListRequest::default())
             .await?
             .into_inner()
             .services;

@@ -11,14 +11,13 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Payload;
-use raftlb_raft_store::codec;
 use raftlb_raft_store::{Command, NodeId, Raft, Response, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::membership::{transfer_leader, TransferGuard};
-use super::transport::{cached_client, payload};
+use super::transport::{cached_client, payload, reply};
 use super::KnownLeader;
 pub use super::LeaderReply;
 
@@ -207,8 +206,7 @@ async fn send<J: LeaderJob>(
         Err(e) => return LeaderReply::Failed(e),
     };
     match J::send(client, req).await {
-        Ok(r) => codec::decode(&r.into_inner().data)
-            .unwrap_or_else(|e| LeaderReply::Failed(format!("undecodable reply: {e}"))),
+        Ok(r) => reply(r).unwrap_or_else(LeaderReply::Failed),
         // The leader may have just died; look for the next one.
         Err(_) => LeaderReply::NotLeader(None),
     }

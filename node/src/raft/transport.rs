@@ -17,6 +17,7 @@ use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Payload;
 use raftlb_raft_store::codec;
 use raftlb_raft_store::{NodeId, TypeConfig};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
@@ -54,6 +55,11 @@ pub fn payload<T: Serialize>(
     let mut req = tonic::Request::new(Payload { data });
     req.set_timeout(timeout);
     Ok(req)
+}
+
+/// The value a peer's reply carries.
+pub fn reply<T: DeserializeOwned>(reply: tonic::Response<Payload>) -> Result<T, String> {
+    codec::decode(&reply.into_inner().data).map_err(|e| format!("undecodable reply: {e}"))
 }
 
 /// Makes one [`Network`] per target peer; openraft keeps it for the life of a replication
@@ -121,8 +127,8 @@ impl Network {
                 _ => RPCError::Network(NetworkError::new(&err)),
             }
         })?;
-        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> = self::reply(reply)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -8,7 +8,6 @@
 //! differences: where MetalLB's order is random (equal priorities, map order), raftlb orders by
 //! priority then pool name; and the lowest free address is found through a free-range index
 //! ([`pool::FreeIntervals`]), not a scan.
-
 //!
 //! One noun per module: [`command`] (the log's contract), [`config`] (checks before a batch is
 //! applied), [`allocation`] (Services to addresses), [`ownership`] (nodes and who owns each
