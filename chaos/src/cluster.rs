@@ -189,6 +189,15 @@ impl Cluster {
         self.peers.iter().find(|p| p.id == id).expect("known peer")
     }
 
+    /// The ids of every peer but `id` (the followers, given the leader).
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.peers
+            .iter()
+            .map(|p| p.id)
+            .filter(|p| *p != id)
+            .collect()
+    }
+
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
         let args = self.args.clone();

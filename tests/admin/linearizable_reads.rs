@@ -14,12 +14,7 @@ const WRITES: usize = 30;
 async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, &[]).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let follower = cluster
-        .peers
-        .iter()
-        .map(|p| p.id)
-        .find(|id| *id != leader)
-        .expect("three peers");
+    let follower = cluster.others(leader)[0];
     cluster
         .apply(leader, &pool("lin", &["198.18.9.0/24"]))
         .await?;
@@ -96,14 +91,8 @@ async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() -> an
 async fn a_linearizable_read_without_a_quorum_fails_clearly() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, &[]).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let others: Vec<u64> = cluster
-        .peers
-        .iter()
-        .map(|p| p.id)
-        .filter(|id| *id != leader)
-        .collect();
-    for id in &others {
-        cluster.kill(*id);
+    for id in cluster.others(leader) {
+        cluster.kill(id);
     }
     let mut client = cluster.client(leader).await?;
     // A plain read still answers from the table.

@@ -581,12 +581,7 @@ async fn main() -> anyhow::Result<()> {
     let t90k = batched_services(&mut cluster, 90_000, 1000, "bulk", 10_000).await?;
     println!("90,000 more in batches of 1,000: {}", ms(t90k));
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let follower = cluster
-        .peers
-        .iter()
-        .map(|p| p.id)
-        .find(|id| *id != leader)
-        .expect("follower");
+    let follower = cluster.others(leader)[0];
     let target = cluster.status(leader).await?.applied_index;
     cluster.kill(follower);
     let t = Instant::now();
