@@ -602,7 +602,7 @@ impl AllocationTable {
             pool: pool.to_string(),
             sharing_key: intent.sharing_key.clone(),
             backend_key: intent.backend_key.clone(),
-            users: BTreeMap::new(),
+            users: super::small_map::SmallMap::new(),
         });
         usage.users.insert(key.to_string(), intent.ports.clone());
         if usage.users.len() == 1 {

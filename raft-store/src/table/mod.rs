@@ -28,6 +28,7 @@ pub mod planner;
 pub mod pool;
 mod queries;
 pub mod selector;
+pub mod small_map;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -70,7 +71,7 @@ pub struct AddressUse {
     pub sharing_key: String,
     pub backend_key: String,
     /// Service key -> (protocol, port) pairs it takes on this address.
-    pub users: BTreeMap<String, Vec<(String, u16)>>,
+    pub users: small_map::SmallMap<String, Vec<(String, u16)>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,7 +171,7 @@ fn check_invariants(t: &AllocationTable) {
         if usage.users.len() > 1 {
             assert!(!usage.sharing_key.is_empty(), "{ip} shared without a key");
             let mut taken = std::collections::BTreeSet::new();
-            for (user, ports) in &usage.users {
+            for (user, ports) in usage.users.iter() {
                 let intent = Intent::of(&t.services[user].spec).unwrap();
                 assert_eq!(intent.sharing_key, usage.sharing_key, "{ip}: {user} key");
                 assert_eq!(
