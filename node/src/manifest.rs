@@ -426,7 +426,7 @@ fn parse_value(
                         port: p.port,
                     })
                     .collect(),
-                selector: s.selector,
+                selector: s.selector.into_iter().collect(),
                 external_traffic_policy: s.external_traffic_policy.unwrap_or_default(),
                 ip_families: s.ip_families,
                 ip_family_policy: s.ip_family_policy.unwrap_or_default(),

@@ -440,7 +440,8 @@ pub struct ServiceSpec {
     pub load_balancer_class: Option<String>,
     pub load_balancer_ip: Option<String>,
     pub ports: Vec<ServicePort>,
-    pub selector: BTreeMap<String, String>,
+    /// A [`SmallMap`](super::small_map::SmallMap): one per Service, a handful of entries.
+    pub selector: super::small_map::SmallMap<String, String>,
     /// `Cluster` (default) or `Local`.
     pub external_traffic_policy: String,
     /// `IPv4` / `IPv6`, primary first; empty means "IPv4" as a cluster with no IPv6 would say.

@@ -1,4 +1,5 @@
-//! A map kept as a sorted `Vec`, for the few entries an address's users hold. A `BTreeMap`'s
+//! A map kept as a sorted `Vec`, for the few entries an address's users or a Service's selector
+//! hold. A `BTreeMap`'s
 //! first leaf has room for eleven entries whatever it holds (about 560 bytes with `String`
 //! keys), ten times what one or two entries need; at 100,000 addresses that was 50 MB a peer.
 //! It encodes exactly as a `BTreeMap` does (a serde map in key order), so logs and snapshots
@@ -79,6 +80,23 @@ impl<K: Ord, V> SmallMap<K, V> {
 
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.0.iter().map(|(k, _)| k)
+    }
+}
+
+impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
+    /// Later entries replace earlier ones with the same key, as in a `BTreeMap`.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut map = SmallMap::new();
+        for (k, v) in iter {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+impl<K: Ord, V, const N: usize> From<[(K, V); N]> for SmallMap<K, V> {
+    fn from(entries: [(K, V); N]) -> Self {
+        entries.into_iter().collect()
     }
 }
 
