@@ -257,7 +257,7 @@ pub fn render(app: &App) -> String {
         let s = &app.stats;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let node = [("node", app.fence.name.as_str())];
-        let rows: [(&str, &str, &str, f64); 5] = [
+        let rows: [(&str, &str, &str, f64); 6] = [
             (
                 "raftlb_announcer_vips",
                 "gauge",
@@ -288,21 +288,17 @@ pub fn render(app: &App) -> String {
                 "Syncs of the announcer with the whole table (start, or a journal that fell behind)",
                 load(&s.syncs_full) as f64,
             ),
+            (
+                "raftlb_announcer_partial_syncs_total",
+                "counter",
+                "Syncs of the announcer with what the applied entries touched",
+                load(&s.syncs_partial) as f64,
+            ),
         ];
         for (name, kind, help, value) in rows {
             out.family(name, kind, help);
             out.sample(name, &node, value);
         }
-        out.family(
-            "raftlb_announcer_partial_syncs_total",
-            "counter",
-            "Syncs of the announcer with what the applied entries touched",
-        );
-        out.sample(
-            "raftlb_announcer_partial_syncs_total",
-            &node,
-            load(&s.syncs_partial),
-        );
     }
     {
         let k = &app.fence;

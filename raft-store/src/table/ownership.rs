@@ -300,15 +300,10 @@ impl AllocationTable {
     /// VIPs owned by `node`, with the interfaces to announce each on (eligibility is worked
     /// out for this node's VIPs only).
     pub fn owned_by(&self, node: &str) -> BTreeMap<IpAddr, Vec<String>> {
-        let e = Eligibility::new(self);
-        self.index
-            .vips
-            .by_owner
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(|ip| (*ip, e.check(ip, node).unwrap_or_default()))
-            .collect()
+        self.owned_among(
+            node,
+            self.index.vips.by_owner.get(node).into_iter().flatten(),
+        )
     }
 
     /// Whether `node` owns the allocated address `vip`.
