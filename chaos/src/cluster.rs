@@ -18,13 +18,18 @@ pub fn free_port() -> u16 {
 }
 
 /// The first of `count` consecutive loopback ports that are free now, below the ephemeral range
-/// (32768 and up on Linux), so no client connection takes one of them in the meantime; the
-/// search starts at a place derived from the process id so parallel test binaries spread out.
+/// (32768 and up on Linux), so no client connection takes one of them in the meantime. The
+/// search starts at a place derived from the process id so parallel test binaries spread out,
+/// and each call in a process starts past the blocks handed out before it: tests of one binary
+/// run in parallel threads, and two of them probing the same block before either binds it
+/// would both get it.
 pub fn free_port_block(count: u16) -> u16 {
     const LOW: u32 = 20_000;
     const HIGH: u32 = 32_000;
+    static HANDED_OUT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let slots = (HIGH - LOW) / u32::from(count.max(1));
-    let start = std::process::id() % slots;
+    let start =
+        std::process::id() % slots + HANDED_OUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     (0..slots)
         .map(|i| (LOW + ((start + i) % slots) * u32::from(count)) as u16)
         .find(|&base| {

@@ -67,7 +67,20 @@ pub fn start_up(dir: &std::path::Path, base: u16) -> anyhow::Result<(Up, String)
         }
     }
     let stderr = std::fs::read_to_string(dir.join("up.stderr")).unwrap_or_default();
-    anyhow::bail!("raftlb up did not come up; printed:\n{seen}\nstderr:\n{stderr}")
+    // The peers' logs live in `dir`, which the test's temporary directory removes: show their
+    // ends here so a failure says why a peer exited.
+    let mut logs = String::new();
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(dir.join(format!("node-{id}/raftlb.log")));
+        let log = log.unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        logs.push_str(&format!("--- node-{id}/raftlb.log (last lines)\n"));
+        for line in tail.into_iter().rev() {
+            logs.push_str(line);
+            logs.push('\n');
+        }
+    }
+    anyhow::bail!("raftlb up did not come up; printed:\n{seen}\nstderr:\n{stderr}\n{logs}")
 }
 
 pub fn ctl(base: u16, args: &[&str]) -> anyhow::Result<String> {
