@@ -59,7 +59,7 @@ impl AdminService {
     /// For a linearizable read: waits until this peer has applied the leader's read index.
     async fn read_barrier(&self, linearizable: bool) -> Result<(), Status> {
         if linearizable {
-            crate::raft::read::barrier(&self.app.raft, READ_DEADLINE)
+            crate::raft::read::barrier(&self.app.raft, &self.app.channels, READ_DEADLINE)
                 .await
                 .map_err(Status::unavailable)?;
         }
@@ -94,7 +94,13 @@ impl AdminService {
 
     /// Every node's lease from the leader, if one answers quickly.
     async fn leases(&self) -> Option<Vec<LeaseView>> {
-        lease_report(&self.app.raft, &self.app.fence, Duration::from_millis(500)).await
+        lease_report(
+            &self.app.raft,
+            &self.app.fence,
+            &self.app.channels,
+            Duration::from_millis(500),
+        )
+        .await
     }
 
     async fn operator_write(

@@ -11,6 +11,7 @@ use raftlb_raft_store::{Command, Raft, Response};
 use crate::fence::LeaseKeeper;
 use crate::raft::leader::{to_leader, LeaderReply, Leading, MembershipChange};
 use crate::raft::membership::TransferGuard;
+use crate::raft::transport::Channels;
 use crate::stats::Stats;
 
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct App {
     pub fence: Arc<LeaseKeeper>,
     pub transfer: TransferGuard,
     pub stats: Arc<Stats>,
+    /// One connection per peer, shared by every job that talks to it.
+    pub channels: Channels,
 }
 
 impl App {
@@ -40,6 +43,7 @@ impl App {
         Leading {
             raft: self.raft.clone(),
             transfer: self.transfer.clone(),
+            channels: self.channels.clone(),
         }
     }
 

@@ -2,13 +2,14 @@
 //!
 //! * Leader lease: the leader confirms a quorum with a heartbeat round (`get_read_log_id`)
 //!   sent at t_s; its lease runs to t_s + L_lead (L_lead <= election_timeout_max, so no
-//!   follower can have voted for anyone else before it ends).
+//!   follower can have voted for anyone else before it ends). These rounds, one every
+//!   heartbeat interval, are the leader's heartbeats: openraft's own are switched off.
 //! * Node leases are pulled: every other node sends `RenewLease` to the leader every
 //!   `renew_every`; on a grant its lease runs to its own send time + L_fol. The leader grants
 //!   only while its own lease holds and only to a node that has applied the last change of
 //!   owner; it records the receipt of every renewal.
-//! * A leader that has not heard a quorum for 2 x election_timeout_max stops heartbeating so
-//!   the others can elect a leader that can.
+//! * A leader that has not heard a quorum for 2 x election_timeout_max stops its rounds (and
+//!   with them its heartbeats) so the others can elect a leader that can.
 //!
 //! The leader's use of the renewals (who is down, whose release is confirmed) is
 //! `crate::control`.
@@ -32,7 +33,7 @@ use tracing::warn;
 use crate::clock::ms_to_ns;
 use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
-use crate::raft::transport::{cached_client, channel, payload, reply};
+use crate::raft::transport::{payload, reply, Channels};
 use crate::raft::{leader_term, KnownLeader};
 use crate::timing::Timing;
 
@@ -225,18 +226,17 @@ impl LeaseKeeper {
     }
 }
 
-/// Leader only: confirm a quorum every L_lead/4; step aside after 2E without one.
+/// Leader only: a quorum round every heartbeat interval, which is both the heartbeat and the
+/// lease confirmation; step aside after 2E without a quorum.
 pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: TransferGuard) {
     let t = k.timing;
-    let tick = Duration::from_millis((t.leader_lease_ms / 4).max(1));
+    let tick = Duration::from_millis(t.heartbeat_ms.max(1));
     let mut last_quorum_send: Option<u64> = None;
     let mut making_way_since: Option<u64> = None;
     loop {
         tokio::time::sleep(tick).await;
         if leader_term(&raft).is_none() {
-            if making_way_since.take().is_some() {
-                raft.runtime_config().heartbeat(true);
-            }
+            making_way_since = None;
             last_quorum_send = None;
             continue;
         }
@@ -249,7 +249,6 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
                 continue;
             }
             // Nobody took over: try to lead again.
-            raft.runtime_config().heartbeat(true);
             making_way_since = None;
             last_quorum_send = Some(now);
         }
@@ -266,7 +265,6 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
                 let since = *last_quorum_send.get_or_insert(sent);
                 if k.now() > since + ms_to_ns(2 * t.election_max_ms) {
                     warn!("no quorum for 2 x election timeout: stopping heartbeats so another peer can lead");
-                    raft.runtime_config().heartbeat(false);
                     making_way_since = Some(k.now());
                 }
             }
@@ -280,13 +278,14 @@ pub async fn hold_leader_lease(raft: Raft, k: Arc<LeaseKeeper>, transfer: Transf
 pub async fn lease_report(
     raft: &Raft,
     k: &LeaseKeeper,
+    channels: &Channels,
     timeout: Duration,
 ) -> Option<Vec<LeaseView>> {
     let KnownLeader { me, leader, addr } = KnownLeader::of(raft);
     if leader? == me {
         return Some(k.report());
     }
-    let mut client = RaftClient::new(channel(&addr?).ok()?);
+    let mut client = channels.client(&addr?).ok()?;
     let mut req = tonic::Request::new(Empty {});
     req.set_timeout(timeout);
     match reply(client.lease_report(req).await.ok()?).ok()? {
@@ -297,10 +296,9 @@ pub async fn lease_report(
 
 /// Non-leaders: renew with the leader every `renew_every`, and at once after giving a
 /// VIP up (so the leader learns it sooner).
-pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>) {
+pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>, channels: Channels) {
     let t = k.timing;
     let every = Duration::from_millis(t.renew_every_ms);
-    let mut clients: BTreeMap<String, RaftClient<Channel>> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -313,7 +311,7 @@ pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>) {
         if leader == me {
             continue;
         }
-        let Ok(client) = cached_client(&mut clients, &addr) else {
+        let Ok(client) = channels.client(&addr) else {
             continue;
         };
         let req = RenewRequest {

@@ -31,7 +31,7 @@ use crate::clock::wall_ms;
 use crate::fence::{self, LeaseKeeper};
 use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
-use crate::raft::transport::NetworkFactory;
+use crate::raft::transport::{Channels, NetworkFactory};
 use crate::rpc::RaftService;
 
 /// Default ports: Raft transport and admin API.
@@ -91,6 +91,10 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     let raft_config = openraft::Config {
         cluster_name: "raftlb".into(),
         heartbeat_interval: cfg.timing.heartbeat_ms,
+        // The leader lease loop (`fence::hold_leader_lease`) sends the heartbeats: its quorum
+        // round every heartbeat interval refreshes the followers' election timers and confirms
+        // the lease in one. openraft's own heartbeats on top doubled the idle traffic.
+        enable_heartbeat: false,
         election_timeout_min: cfg.timing.election_min_ms,
         election_timeout_max: cfg.timing.election_max_ms,
         install_snapshot_timeout: 2000,
@@ -142,15 +146,23 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     };
     info!(raft = %cfg.raft_addr, admin = %cfg.admin_addr, metrics = ?cfg.metrics_addr, data_dir = %cfg.data_dir.display(), "listening");
 
-    let raft = Raft::new(cfg.id, Arc::new(raft_config), NetworkFactory, log, sm)
-        .await
-        .map_err(|e| PeerError::Startup(anyhow::anyhow!("raft: {e}")))?;
+    let channels = Channels::default();
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_config),
+        NetworkFactory(channels.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| PeerError::Startup(anyhow::anyhow!("raft: {e}")))?;
     let app = App {
         raft: raft.clone(),
         state: table.clone(),
         fence: keeper.clone(),
         transfer: TransferGuard::default(),
         stats: Arc::default(),
+        channels: channels.clone(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -207,7 +219,11 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
                 keeper.clone(),
                 app.transfer.clone(),
             )),
-            tokio::spawn(fence::renew_with_leader(raft.clone(), keeper.clone())),
+            tokio::spawn(fence::renew_with_leader(
+                raft.clone(),
+                keeper.clone(),
+                channels.clone(),
+            )),
             tokio::spawn(crate::control::run(app.clone())),
             tokio::spawn(crate::announce::run(
                 app.clone(),

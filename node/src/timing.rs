@@ -26,7 +26,7 @@ impl Timing {
     pub fn profile(name: &str) -> Option<Timing> {
         match name {
             "default" => Some(Timing {
-                heartbeat_ms: 40,
+                heartbeat_ms: 50,
                 election_min_ms: 150,
                 election_max_ms: 250,
                 leader_lease_ms: 250,

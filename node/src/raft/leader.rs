@@ -3,7 +3,6 @@
 //! (`Write`, `ChangeMembership`), following redirects. The leader never forwards again, so a
 //! request cannot loop.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::membership::{transfer_leader, TransferGuard};
-use super::transport::{cached_client, payload, reply};
+use super::transport::{payload, reply, Channels};
 use super::KnownLeader;
 pub use super::LeaderReply;
 
@@ -45,6 +44,7 @@ pub enum MembershipChange {
 pub struct Leading {
     pub raft: Raft,
     pub transfer: TransferGuard,
+    pub channels: Channels,
 }
 
 /// One kind of leader work: how it runs on the leader, and its RPC from anywhere else.
@@ -119,7 +119,7 @@ impl LeaderJob for MembershipChange {
                 )
             }
             MembershipChange::TransferLeader { to } => {
-                transfer_leader(raft, &at.transfer, to).await
+                transfer_leader(raft, &at.transfer, &at.channels, to).await
             }
         }
     }
@@ -161,7 +161,6 @@ pub async fn to_leader<J: LeaderJob>(
     deadline: Duration,
 ) -> LeaderReply<J::Output> {
     let until = tokio::time::Instant::now() + deadline;
-    let mut clients: BTreeMap<String, RaftClient<Channel>> = BTreeMap::new();
     let mut last = LeaderReply::NotLeader(None);
     while tokio::time::Instant::now() < until {
         // The metrics channel already knows the leader; asking RaftCore would cost a
@@ -171,7 +170,7 @@ pub async fn to_leader<J: LeaderJob>(
             Some(l) if l == known.me => last = job.clone().here(at).await,
             Some(_) => {
                 if let Some(addr) = known.addr {
-                    let client = match cached_client(&mut clients, &addr) {
+                    let client = match at.channels.client(&addr) {
                         Ok(c) => c,
                         Err(e) => return LeaderReply::Failed(e),
                     };

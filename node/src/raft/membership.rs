@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Empty;
 use raftlb_raft_store::{NodeId, Raft};
 
-use super::transport::channel;
+use super::transport::Channels;
 use super::LeaderReply;
 
 /// Set while this peer hands its leadership over: its lease task must not send the heartbeats
@@ -34,6 +33,7 @@ impl TransferGuard {
 pub async fn transfer_leader(
     raft: &Raft,
     guard: &TransferGuard,
+    channels: &Channels,
     to: NodeId,
 ) -> LeaderReply<String> {
     let metrics = raft.metrics().borrow().clone();
@@ -51,14 +51,14 @@ pub async fn transfer_leader(
         return LeaderReply::Failed(format!("node {to} has no address"));
     };
     let lease = Duration::from_millis(raft.config().election_timeout_max + 20);
+    // The guard stops the leader lease loop's rounds, which are the heartbeats.
     guard.set(true);
-    raft.runtime_config().heartbeat(false);
     tokio::time::sleep(lease).await;
-    let asked = match channel(&addr) {
-        Ok(ch) => {
+    let asked = match channels.client(&addr) {
+        Ok(mut client) => {
             let mut req = tonic::Request::new(Empty {});
             req.set_timeout(Duration::from_secs(1));
-            RaftClient::new(ch)
+            client
                 .timeout_now(req)
                 .await
                 .map_err(|s| s.message().to_string())
@@ -71,7 +71,6 @@ pub async fn transfer_leader(
         rx.wait_for(|m| m.current_leader.is_some_and(|l| l != m.id)),
     )
     .await;
-    raft.runtime_config().heartbeat(true);
     guard.set(false);
     let leader = raft.metrics().borrow().current_leader;
     match (leader, asked) {

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::Empty;
 use raftlb_raft_store::Raft;
 
-use super::transport::{channel, reply};
+use super::transport::{reply, Channels};
 use super::{KnownLeader, LeaderReply};
 
 /// On the leader: its read index, once a quorum confirmed it still leads.
@@ -30,14 +29,14 @@ pub async fn leader_read_index(raft: &Raft) -> LeaderReply<u64> {
 
 /// Waits until this peer's table reflects every write acknowledged before the call (the
 /// leader's read index); returns the index it waited for.
-pub async fn barrier(raft: &Raft, timeout: Duration) -> Result<u64, String> {
+pub async fn barrier(raft: &Raft, channels: &Channels, timeout: Duration) -> Result<u64, String> {
     let KnownLeader { me, leader, addr } = KnownLeader::of(raft);
     let leader = leader.ok_or("no leader: a linearizable read needs one")?;
     let answer = if leader == me {
         leader_read_index(raft).await
     } else {
         let addr = addr.ok_or("the leader's address is unknown")?;
-        let mut client = RaftClient::new(channel(&addr)?);
+        let mut client = channels.client(&addr)?;
         let mut req = tonic::Request::new(Empty {});
         req.set_timeout(timeout);
         let r = client

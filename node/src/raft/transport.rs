@@ -2,6 +2,7 @@
 //! postcard bytes (the one codec) inside `raft.proto`'s Payload, one typed RPC each.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -32,18 +33,24 @@ pub fn channel(addr: &str) -> Result<Channel, String> {
         })
 }
 
-/// A Raft client for `addr`, made once and kept in `clients` (a tonic channel reconnects by
-/// itself).
-pub fn cached_client(
-    clients: &mut BTreeMap<String, RaftClient<Channel>>,
-    addr: &str,
-) -> Result<RaftClient<Channel>, String> {
-    if let Some(c) = clients.get(addr) {
-        return Ok(c.clone());
+/// One channel (one HTTP/2 connection) per peer address, shared by everything this peer sends
+/// to that peer: replication, heartbeat rounds, forwarded writes, renewals, reads. Made once
+/// per address; a tonic channel reconnects by itself. Without it every heartbeat round of a
+/// read-index or lease check, and every forwarded write, dialled a new TCP connection.
+#[derive(Clone, Default)]
+pub struct Channels(Arc<Mutex<BTreeMap<String, Channel>>>);
+
+impl Channels {
+    /// A Raft client for the peer at `addr`.
+    pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = known.get(addr) {
+            return Ok(RaftClient::new(c.clone()));
+        }
+        let c = channel(addr)?;
+        known.insert(addr.to_string(), c.clone());
+        Ok(RaftClient::new(c))
     }
-    let c = RaftClient::new(channel(addr)?);
-    clients.insert(addr.to_string(), c.clone());
-    Ok(c)
 }
 
 /// `value` as a request payload that gives up at `timeout`.
@@ -65,7 +72,7 @@ pub fn reply<T: DeserializeOwned>(reply: tonic::Response<Payload>) -> Result<T, 
 /// Makes one [`Network`] per target peer; openraft keeps it for the life of a replication
 /// stream.
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory(pub Channels);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
@@ -73,7 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         Network {
             target,
-            client: channel(&node.addr).map(RaftClient::new),
+            client: self.0.client(&node.addr),
         }
     }
 }
