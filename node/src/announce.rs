@@ -40,7 +40,7 @@ fn sync_since(app: &App, since: Option<u64>) -> (AnnounceSync, u64) {
     let index = g.last_applied.map_or(0, |l| l.index);
     let (owned, scope) = match t.changes_since(since) {
         Changes::All => (t.owned_by(me), Scope::All),
-        Changes::Some { vips, services } => {
+        Changes::Some { vips, services, .. } => {
             // The Services on a touched VIP are looked at again too (their announced set
             // changed with it).
             let services: BTreeSet<String> = vips

@@ -23,10 +23,13 @@ pub const JOURNAL_ENTRIES: usize = 4_096;
 pub enum Changes {
     /// Anything may have changed (configuration, a restore, or a journal that forgot).
     All,
-    /// Only these VIPs (owner, users, eligibility inputs) and these Services (state).
+    /// Only these VIPs (owner, users, eligibility inputs) and these Services (state), and
+    /// whether some node was registered or changed its facts, liveness or drain (which may
+    /// give a VIP nobody could own a home).
     Some {
         vips: BTreeSet<IpAddr>,
         services: BTreeSet<String>,
+        nodes: bool,
     },
 }
 
@@ -35,13 +38,18 @@ impl Changes {
         Changes::Some {
             vips: BTreeSet::new(),
             services: BTreeSet::new(),
+            nodes: false,
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Changes::All => 1,
-            Changes::Some { vips, services } => vips.len() + services.len(),
+            Changes::Some {
+                vips,
+                services,
+                nodes,
+            } => vips.len() + services.len() + usize::from(*nodes),
         }
     }
 
@@ -50,14 +58,20 @@ impl Changes {
             (Changes::All, _) => {}
             (_, Changes::All) => *self = Changes::All,
             (
-                Changes::Some { vips, services },
+                Changes::Some {
+                    vips,
+                    services,
+                    nodes,
+                },
                 Changes::Some {
                     vips: v,
                     services: s,
+                    nodes: n,
                 },
             ) => {
                 vips.extend(v);
                 services.extend(s.iter().cloned());
+                *nodes |= n;
             }
         }
     }
@@ -107,6 +121,13 @@ impl Journal {
             Changes::Some { services, .. } => {
                 !services.contains(key) && services.insert(key.to_string())
             }
+        });
+    }
+
+    pub(super) fn touch_nodes(&mut self, index: u64) {
+        self.touch(index, |c| match c {
+            Changes::All => false,
+            Changes::Some { nodes, .. } => !std::mem::replace(nodes, true),
         });
     }
 
@@ -163,12 +184,19 @@ pub(super) struct VipIndex {
     pub(super) by_owner: BTreeMap<String, BTreeSet<IpAddr>>,
     /// Allocated VIPs nobody owns.
     pub(super) unowned: BTreeSet<IpAddr>,
+    /// The unowned VIPs whose last owner released them and may not have stopped yet: they
+    /// wait for a confirmation that comes with renewals and time, not with log entries.
+    pub(super) awaiting: BTreeSet<IpAddr>,
     /// VIPs with an owner and no Service any more.
     pub(super) orphaned: BTreeSet<IpAddr>,
 }
 
 impl VipIndex {
-    fn set(&mut self, ip: IpAddr, owner: Option<&str>, allocated: bool, present: bool) {
+    fn set(&mut self, ip: IpAddr, slot: &VipSlot, present: bool) {
+        let (owner, allocated, released) = (slot.0.as_deref(), slot.1, slot.2);
+        if owner.is_none() && allocated && released {
+            set_membership(&mut self.awaiting, ip, present);
+        }
         let changed = match (owner, allocated) {
             (Some(o), true) => {
                 let set = self.by_owner.entry(o.to_string()).or_default();
@@ -207,22 +235,17 @@ pub struct Indexes {
     pub(super) journal: Journal,
 }
 
-/// (owner, allocated) of a VIP, captured before a change so that [`AllocationTable::refile`]
-/// can move it in the index.
-pub(super) type VipSlot = (Option<String>, bool);
+/// (owner, allocated, released by a node) of a VIP, captured before a change so that
+/// [`AllocationTable::refile`] can move it in the index.
+pub(super) type VipSlot = (Option<String>, bool, bool);
 
 impl AllocationTable {
     /// Rebuilds what is derived after the table was decoded from a snapshot covering the log up
     /// to `index`. Readers of the journal from before `index` start over.
     pub fn restored(&mut self, index: u64) {
         let mut ix = Indexes::default();
-        for (ip, rec) in &self.vips {
-            ix.vips.set(
-                *ip,
-                rec.owner.as_deref(),
-                self.addresses.contains_key(ip),
-                true,
-            );
+        for ip in self.vips.keys() {
+            ix.vips.set(*ip, &self.slot(ip), true);
         }
         for (r, obj) in &self.objects {
             if let ObjectSpec::EndpointSlice(s) = &obj.spec {
@@ -245,9 +268,11 @@ impl AllocationTable {
     }
 
     pub(super) fn slot(&self, ip: &IpAddr) -> VipSlot {
+        let rec = self.vips.get(ip);
         (
-            self.vips.get(ip).and_then(|r| r.owner.clone()),
+            rec.and_then(|r| r.owner.clone()),
             self.addresses.contains_key(ip),
+            rec.is_some_and(|r| r.released.is_some()),
         )
     }
 
@@ -257,8 +282,8 @@ impl AllocationTable {
         let now = self.slot(&ip);
         if now != before {
             let ix = &mut self.index.vips;
-            ix.set(ip, before.0.as_deref(), before.1, false);
-            ix.set(ip, now.0.as_deref(), now.1, true);
+            ix.set(ip, &before, false);
+            ix.set(ip, &now, true);
         }
         self.touch_vip(ip);
     }
@@ -273,6 +298,11 @@ impl AllocationTable {
 
     pub(super) fn touch_all(&mut self) {
         self.index.journal.touch_all(self.log_index);
+    }
+
+    /// A node was registered or changed its facts, liveness or drain.
+    pub(super) fn touch_nodes(&mut self) {
+        self.index.journal.touch_nodes(self.log_index);
     }
 
     /// Touches every VIP `node` owns (its facts changed).
@@ -358,7 +388,7 @@ mod tests {
         j.touch_vip(2, ip(2));
         j.touch_service(2, "ns/a");
         j.touch_vip(3, ip(3));
-        let Changes::Some { vips, services } = j.since(1) else {
+        let Changes::Some { vips, services, .. } = j.since(1) else {
             panic!("expected a list");
         };
         assert_eq!(vips, [ip(2), ip(3)].into());

@@ -119,8 +119,10 @@ impl AllocationTable {
             Some(n) if n.facts == *facts => {}
             Some(n) => {
                 n.facts = facts.clone();
-                // Where it may announce changed: its VIPs are planned and announced again.
+                // Where it may announce changed: its VIPs are planned and announced again, and
+                // a VIP nobody could own may fit here now.
                 self.touch_owned_by(&facts.name);
+                self.touch_nodes();
             }
             None => {
                 self.nodes.insert(
@@ -132,6 +134,7 @@ impl AllocationTable {
                         since_ms: now_ms,
                     },
                 );
+                self.touch_nodes();
                 let msg = format!("node {} registered (Raft id {})", facts.name, facts.raft_id);
                 self.event(
                     now_ms,
@@ -151,6 +154,7 @@ impl AllocationTable {
         };
         if n.draining != drain {
             n.draining = drain;
+            self.touch_nodes();
             let (reason, msg) = if drain {
                 (
                     "NodeDrained",
@@ -198,6 +202,7 @@ impl AllocationTable {
             if n.live != *live {
                 n.live = *live;
                 n.since_ms = now;
+                self.touch_nodes();
                 let (kind, reason, msg) = if *live {
                     (
                         "Normal",
@@ -220,7 +225,9 @@ impl AllocationTable {
             let live = |n: &str| self.nodes.get(n).is_some_and(|r| r.live);
             let rec = self.vips.entry(a.vip).or_default();
             if a.epoch != rec.epoch + 1 {
-                continue; // planned on a stale view
+                // Planned on a stale view: the next plan looks at it again.
+                self.touch_vip(a.vip);
+                continue;
             }
             let from = std::mem::replace(&mut rec.owner, a.node.clone());
             let failover = from.as_deref().is_some_and(|f| !live(f));

@@ -328,6 +328,33 @@ fn no_advertisement_no_owner() {
         .contains("no L2Advertisement selects pool p"));
 }
 
+#[test]
+fn vips_nobody_may_own_are_looked_at_again_only_when_a_node_changes() {
+    // An advertisement for rack r1 only, and no node there: every VIP is allocated and
+    // unowned, and planning after more Services looks at the new ones, not at all of them.
+    let mut t = AllocationTable::new();
+    let adv = l2("r1", |s| s.node_selectors = vec![selector_on("rack", "r1")]);
+    ok(&mut t, batch(vec![pool("p", &["10.0.0.0/27"]), adv], true));
+    node(&mut t, "a", 1, &[("rack", "r2")], &["eth0"]);
+    let services = (0..20).map(|i| svc("ns", &format!("s{i}"))).collect();
+    ok(&mut t, batch(services, true));
+    let first = plan_changes(&t, &[], None, &|_, _| true);
+    assert!(first.assignments.is_empty());
+    assert_eq!(first.examined, 20);
+    let since = t.log_index;
+    ok(&mut t, batch(vec![svc("ns", "late")], true));
+    let next = plan_changes(&t, &[], Some(since), &|_, _| true);
+    assert!(next.assignments.is_empty());
+    assert_eq!(next.examined, 1, "only the new Service's VIP");
+    // A node in rack r1 registers: every VIP finds a home, as a plan from scratch says.
+    let since = t.log_index;
+    node(&mut t, "b", 2, &[("rack", "r1")], &["eth0"]);
+    let changed = plan_changes(&t, &[], Some(since), &|_, _| true);
+    let every = plan_changes(&t, &[], None, &|_, _| true);
+    assert_eq!(changed.assignments, every.assignments);
+    assert_eq!(changed.assignments.len(), 21);
+}
+
 fn slice(ns: &str, service: &str, nodes: &[(&str, bool)]) -> Object {
     Object {
         namespace: ns.into(),

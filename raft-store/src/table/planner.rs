@@ -31,10 +31,12 @@ pub struct Planned {
 ///   (no copy of the table is made to apply them first).
 /// - `since` is the applied index of the last plan the leader committed (or found empty). Then
 ///   only the VIPs whose plan can differ from that one are looked at: those the entries after
-///   it touched, the unowned, those whose Service is gone, and those of nodes that may not own
-///   (down, drained). Every other VIP kept its owner, its users and its eligibility inputs, and
-///   the planner is sticky, so it would plan nothing for them. `None`, or a configuration
-///   change since, plans every VIP.
+///   it touched, those whose Service is gone, those of nodes that may not own (down, drained),
+///   the unowned waiting for their releaser's confirmation, and the other unowned ones only
+///   if some node changed (registered, facts, liveness, drain): the last plan found no node
+///   for them, and nothing that decides eligibility changed since. Every other VIP kept its
+///   owner, its users and its eligibility inputs, and the planner is sticky, so it would plan
+///   nothing for them. `None`, or a configuration change since, plans every VIP.
 /// - `confirmed(vip, released)` says whether the node that released `vip` is known to have
 ///   stopped answering (it renewed having applied the release, or its last lease has run out);
 ///   until then the VIP stays unowned.
@@ -61,8 +63,14 @@ pub fn plan_changes(
         .collect();
     let candidates: Vec<(&IpAddr, &VipRecord)> = match table.changes_since(since) {
         Changes::All => table.vips.iter().collect(),
-        Changes::Some { mut vips, .. } => {
-            vips.extend(&ix.unowned);
+        Changes::Some {
+            mut vips, nodes, ..
+        } => {
+            if nodes || !liveness.is_empty() {
+                vips.extend(&ix.unowned);
+            } else {
+                vips.extend(&ix.awaiting);
+            }
             vips.extend(&ix.orphaned);
             for (n, owned) in &ix.by_owner {
                 if !usable(n) {
