@@ -235,7 +235,8 @@ impl Admin for AdminService {
                     .services
                     .iter()
                     .map(|(key, state)| {
-                        let mut entry = t.table.services().get(key).cloned().unwrap_or_else(|| {
+                        let found = t.table.services().get(key).map(|e| (**e).clone());
+                        let mut entry = found.unwrap_or_else(|| {
                             // Applied, then changed again before this read: report the
                             // committed answer, not the newer state.
                             let (namespace, name) = key.split_once('/').unwrap_or(("", key));
@@ -290,7 +291,12 @@ impl Admin for AdminService {
     ) -> Result<Response<ServiceList>, Status> {
         self.read_barrier(req.into_inner().linearizable).await?;
         let t = self.read_table();
-        let services = t.table.services().values().map(service_message).collect();
+        let services = t
+            .table
+            .services()
+            .values()
+            .map(|e| service_message(e))
+            .collect();
         Ok(Response::new(ServiceList {
             services,
             applied_index: applied_index(&t),

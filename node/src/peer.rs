@@ -98,7 +98,9 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         election_timeout_min: cfg.timing.election_min_ms,
         election_timeout_max: cfg.timing.election_max_ms,
         install_snapshot_timeout: 2000,
-        max_payload_entries: 512,
+        // One entry may carry a batch of 1,000 Services (~100 kB encoded, several times that
+        // decoded): a follower catching up holds a whole payload at once.
+        max_payload_entries: 64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
         max_in_snapshot_log_to_keep: cfg.keep_logs,
         ..Default::default()

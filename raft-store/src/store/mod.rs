@@ -25,8 +25,9 @@ use std::path::Path;
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), sled::Error> {
     let db = sled::Config::new()
         .path(dir)
-        // Small cache: the table lives in memory already; sled only holds the log tail.
-        .cache_capacity(32 * 1024 * 1024)
+        // Small cache: the table lives in memory already; sled only holds the log tail, the
+        // snapshot and a few keys, and the kernel's page cache serves re-reads.
+        .cache_capacity(8 * 1024 * 1024)
         .mode(sled::Mode::HighThroughput)
         .open()?;
     let log = LogStore::new(&db)?;

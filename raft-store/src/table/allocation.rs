@@ -52,12 +52,12 @@ impl AllocationTable {
                         None => {
                             self.services.insert(
                                 key.clone(),
-                                ServiceEntry {
+                                Box::new(ServiceEntry {
                                     spec: spec.clone(),
                                     state: ServiceState::Pending {
                                         reason: "not yet evaluated".into(),
                                     },
-                                },
+                                }),
                             );
                             Change::Created
                         }

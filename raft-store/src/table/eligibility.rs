@@ -57,7 +57,7 @@ impl<'a> Eligibility<'a> {
         let users: Vec<&super::ServiceEntry> = usage
             .users
             .keys()
-            .filter_map(|k| t.services.get(k))
+            .filter_map(|k| t.services.get(k).map(|e| &**e))
             .collect();
         for entry in &users {
             if entry.spec.external_traffic_policy == "Local" {

@@ -82,7 +82,7 @@ pub struct AllocationTable {
     /// Configuration objects and Namespaces (Services live in `services`).
     objects: BTreeMap<ObjectRef, Object>,
     pools: BTreeMap<String, PoolState>,
-    services: BTreeMap<String, ServiceEntry>,
+    services: BTreeMap<String, Box<ServiceEntry>>,
     addresses: BTreeMap<IpAddr, AddressUse>,
     /// Sharing key -> addresses that carry it, so packing onto a shared IP is not a scan.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,

@@ -31,7 +31,7 @@ impl AllocationTable {
     }
 
     /// Services by `namespace/name`.
-    pub fn services(&self) -> &BTreeMap<String, ServiceEntry> {
+    pub fn services(&self) -> &BTreeMap<String, Box<ServiceEntry>> {
         &self.services
     }
 
