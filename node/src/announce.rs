@@ -46,7 +46,7 @@ fn sync_since(app: &App, since: Option<u64>) -> (AnnounceSync, u64) {
             let services: BTreeSet<String> = vips
                 .iter()
                 .filter_map(|ip| t.addresses().get(ip))
-                .flat_map(|usage| usage.users.keys().cloned())
+                .flat_map(|usage| usage.users.keys().map(|k| k.to_string()))
                 .chain(services)
                 .collect();
             (t.owned_among(me, &vips), Scope::Only { vips, services })
@@ -54,19 +54,19 @@ fn sync_since(app: &App, since: Option<u64>) -> (AnnounceSync, u64) {
     };
     // The Services this node announces: those with an address it owns (not every Service,
     // which would cost every node O(Services) per applied entry).
-    let keys: Vec<&String> = match &scope {
+    let keys: Vec<&str> = match &scope {
         Scope::All => owned
             .keys()
             .filter_map(|ip| t.addresses().get(ip))
-            .flat_map(|usage| usage.users.keys())
+            .flat_map(|usage| usage.users.keys().map(|k| k.as_str()))
             .collect(),
-        Scope::Only { services, .. } => services.iter().collect(),
+        Scope::Only { services, .. } => services.iter().map(String::as_str).collect(),
     };
     let services = keys
         .into_iter()
         .filter_map(|key| match &t.services().get(key)?.state {
             ServiceState::Allocated { ips, .. } if ips.iter().any(|ip| t.owns(me, ip)) => {
-                Some((key.clone(), ips.clone()))
+                Some((key.to_string(), ips.clone()))
             }
             _ => None,
         })

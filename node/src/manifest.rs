@@ -410,26 +410,26 @@ fn parse_value(
                 cluster_ips.extend(s.cluster_ip.filter(|c| c != "None" && !c.is_empty()));
             }
             let spec = ServiceSpec {
-                namespace: namespace.clone(),
-                name: d.metadata.name.clone(),
+                namespace: namespace.as_str().into(),
+                name: d.metadata.name.as_str().into(),
                 labels: d.metadata.labels.clone(),
                 annotations: d.metadata.annotations,
-                service_type: s.service_type,
+                service_type: s.service_type.into(),
                 load_balancer_class: s.load_balancer_class,
                 load_balancer_ip: s.load_balancer_ip,
                 ports: s
                     .ports
                     .into_iter()
                     .map(|p| ServicePort {
-                        name: p.name,
-                        protocol: p.protocol,
+                        name: p.name.into(),
+                        protocol: p.protocol.into(),
                         port: p.port,
                     })
                     .collect(),
                 selector: s.selector.into_iter().collect(),
-                external_traffic_policy: s.external_traffic_policy.unwrap_or_default(),
-                ip_families: s.ip_families,
-                ip_family_policy: s.ip_family_policy.unwrap_or_default(),
+                external_traffic_policy: s.external_traffic_policy.unwrap_or_default().into(),
+                ip_families: s.ip_families.into_iter().map(Into::into).collect(),
+                ip_family_policy: s.ip_family_policy.unwrap_or_default().into(),
                 cluster_ips,
             };
             Object {

@@ -56,9 +56,9 @@ pub fn vip_messages(table: &AllocationTable, lease_of: &dyn Fn(&str) -> String) 
             let rec = table.vips().get(ip).cloned().unwrap_or_default();
             Vip {
                 ip: ip.to_string(),
-                pool: usage.pool.clone(),
-                services: usage.users.keys().cloned().collect(),
-                sharing_key: usage.sharing_key.clone(),
+                pool: usage.pool.to_string(),
+                services: usage.users.keys().map(|k| k.to_string()).collect(),
+                sharing_key: usage.sharing_key.to_string(),
                 interfaces: owners.get(ip).map(|(_, i)| i.clone()).unwrap_or_default(),
                 reason: if rec.owner.is_none() {
                     table.unowned_reason(ip)
@@ -79,16 +79,16 @@ pub fn service_message(entry: &ServiceEntry) -> Service {
         ServiceState::Allocated { pool, ips } => (
             "Allocated",
             ips.iter().map(|i| i.to_string()).collect(),
-            pool.clone(),
+            pool.to_string(),
             String::new(),
         ),
         ServiceState::Pending { reason } => ("Pending", vec![], String::new(), reason.clone()),
         ServiceState::Ignored { reason } => ("Ignored", vec![], String::new(), reason.clone()),
     };
     Service {
-        namespace: entry.spec.namespace.clone(),
-        name: entry.spec.name.clone(),
-        r#type: entry.spec.service_type.clone(),
+        namespace: entry.spec.namespace.to_string(),
+        name: entry.spec.name.to_string(),
+        r#type: entry.spec.service_type.to_string(),
         state: state.into(),
         ips,
         pool,
@@ -103,7 +103,7 @@ pub fn service_json(spec: &ServiceSpec, state: &ServiceState) -> Value {
     let mut annotations = spec.annotations.clone();
     let mut ingress = Vec::new();
     if let ServiceState::Allocated { pool, ips } = state {
-        annotations.insert(ANN_ALLOCATED_FROM.to_string(), pool.clone());
+        annotations.insert(ANN_ALLOCATED_FROM.to_string(), pool.to_string());
         ingress = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
     }
     let mut spec_json = json!({
@@ -219,7 +219,7 @@ mod tests {
             name: "web".into(),
             service_type: "LoadBalancer".into(),
             ports: vec![ServicePort {
-                name: String::new(),
+                name: Default::default(),
                 protocol: "TCP".into(),
                 port: 80,
             }],

@@ -302,8 +302,8 @@ impl Source {
                 |r: &ObjectRef| desired.objects.contains_key(r) || desired.invalid.contains_key(r);
             let services = t.services().values().map(|e| ObjectRef {
                 kind: Kind::Service,
-                namespace: e.spec.namespace.clone(),
-                name: e.spec.name.clone(),
+                namespace: e.spec.namespace.to_string(),
+                name: e.spec.name.to_string(),
             });
             let deletes: Vec<ObjectRef> = t
                 .objects()

@@ -73,7 +73,7 @@ fn desired_view(table: &AllocationTable, svc: &Service) -> Option<ServiceView> {
     match table.services().get(&key).map(|e| &e.state) {
         Some(ServiceState::Allocated { pool, ips }) => Some(ServiceView {
             ips: ips.iter().map(|i| i.to_string()).collect(),
-            pool: Some(pool.clone()),
+            pool: Some(pool.to_string()),
         }),
         Some(ServiceState::Pending { .. }) => Some(cleared),
         // Another class: clear only what we wrote.
@@ -148,7 +148,7 @@ fn allocations_by_pool(table: &AllocationTable) -> BTreeMap<&str, Vec<PoolAlloca
             .or_default()
             .push(PoolAllocation {
                 ip: ip.to_string(),
-                services: u.users.keys().cloned().collect(),
+                services: u.users.keys().map(|k| k.to_string()).collect(),
             });
     }
     out

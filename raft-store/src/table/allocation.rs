@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use compact_str::CompactString;
+
 use super::intent::{self, Intent, IntentError};
 use super::objects::*;
 use super::pool::{self, Family, PoolState};
@@ -143,7 +145,7 @@ impl AllocationTable {
         for (ip, usage) in self.addresses.iter_mut() {
             if let Some(pool) = pools.values_mut().find(|p| p.admits(ip)) {
                 pool.take(ip);
-                usage.pool = pool.name.clone();
+                usage.pool = pool.name.as_str().into();
             }
         }
         self.pools = pools;
@@ -239,7 +241,13 @@ impl AllocationTable {
                         self.assign(key, &intent, &pool, ip);
                     }
                     let ips = self.add_second_family(key, &intent, &pool, ips, now);
-                    self.set_state(key, ServiceState::Allocated { pool, ips });
+                    self.set_state(
+                        key,
+                        ServiceState::Allocated {
+                            pool: pool.into(),
+                            ips,
+                        },
+                    );
                     return;
                 }
                 Err(reason) => {
@@ -258,7 +266,13 @@ impl AllocationTable {
                 let msg = format!("Assigned IP [{}] from pool {pool}", list.join(", "));
                 self.event(now, &object, "Normal", "IPAllocated", &msg);
                 self.pending.remove(key);
-                self.set_state(key, ServiceState::Allocated { pool, ips });
+                self.set_state(
+                    key,
+                    ServiceState::Allocated {
+                        pool: pool.into(),
+                        ips,
+                    },
+                );
             }
             Err(reason) => self.set_pending(key, now, &reason),
         }
@@ -391,7 +405,7 @@ impl AllocationTable {
         let Some(usage) = self.addresses.get(ip) else {
             return Ok(());
         };
-        let others: Vec<(&String, &Vec<(String, u16)>)> = usage
+        let others: Vec<(&CompactString, &Vec<(CompactString, u16)>)> = usage
             .users
             .iter()
             .filter(|(k, _)| k.as_str() != key)
@@ -449,7 +463,7 @@ impl AllocationTable {
                 None => fallback.push(obj.name.clone()),
                 Some(sa) => {
                     let ns_ok = (sa.namespaces.is_empty() && sa.namespace_selectors.is_empty())
-                        || sa.namespaces.contains(&spec.namespace)
+                        || sa.namespaces.iter().any(|n| *n == spec.namespace)
                         || sa
                             .namespace_selectors
                             .iter()
@@ -572,7 +586,12 @@ impl AllocationTable {
         let free = state.lowest_free(family);
         let mut best = free.and_then(|ip| state.position(&ip).map(|pos| (pos, ip)));
         if !intent.sharing_key.is_empty() {
-            for ip in self.shared.get(&intent.sharing_key).into_iter().flatten() {
+            for ip in self
+                .shared
+                .get(intent.sharing_key.as_str())
+                .into_iter()
+                .flatten()
+            {
                 if Family::of(ip) != family || !state.admits(ip) {
                     continue;
                 }
@@ -599,26 +618,26 @@ impl AllocationTable {
             self.vips.entry(*ip).or_default();
         }
         let usage = self.addresses.entry(*ip).or_insert_with(|| AddressUse {
-            pool: pool.to_string(),
+            pool: pool.into(),
             sharing_key: intent.sharing_key.clone(),
             backend_key: intent.backend_key.clone(),
             users: super::small_map::SmallMap::new(),
         });
-        usage.users.insert(key.to_string(), intent.ports.clone());
+        usage.users.insert(key.into(), intent.ports.clone());
         if usage.users.len() == 1 {
             // The sole user may change its key in place.
             let old = std::mem::replace(&mut usage.sharing_key, intent.sharing_key.clone());
             usage.backend_key = intent.backend_key.clone();
-            if let Some(set) = self.shared.get_mut(&old) {
+            if let Some(set) = self.shared.get_mut(old.as_str()) {
                 set.remove(ip);
                 if set.is_empty() {
-                    self.shared.remove(&old);
+                    self.shared.remove(old.as_str());
                 }
             }
         }
         if !intent.sharing_key.is_empty() {
             self.shared
-                .entry(intent.sharing_key.clone())
+                .entry(intent.sharing_key.to_string())
                 .or_default()
                 .insert(*ip);
         }
@@ -640,13 +659,13 @@ impl AllocationTable {
             usage.users.remove(key);
             if usage.users.is_empty() {
                 let usage = self.addresses.remove(ip).expect("present above");
-                if let Some(p) = self.pools.get_mut(&usage.pool) {
+                if let Some(p) = self.pools.get_mut(usage.pool.as_str()) {
                     p.give_back(ip);
                 }
-                if let Some(set) = self.shared.get_mut(&usage.sharing_key) {
+                if let Some(set) = self.shared.get_mut(usage.sharing_key.as_str()) {
                     set.remove(ip);
                     if set.is_empty() {
-                        self.shared.remove(&usage.sharing_key);
+                        self.shared.remove(usage.sharing_key.as_str());
                     }
                 }
             }

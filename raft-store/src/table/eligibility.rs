@@ -57,7 +57,7 @@ impl<'a> Eligibility<'a> {
         let users: Vec<&super::ServiceEntry> = usage
             .users
             .keys()
-            .filter_map(|k| t.services.get(k).map(|e| &**e))
+            .filter_map(|k| t.services.get(k.as_str()).map(|e| &**e))
             .collect();
         for entry in &users {
             if entry.spec.external_traffic_policy == "Local" {
@@ -76,7 +76,7 @@ impl<'a> Eligibility<'a> {
         for (name, adv) in &self.advertisements {
             let selects_pool = (adv.ip_address_pools.is_empty()
                 && adv.ip_address_pool_selectors.is_empty())
-                || adv.ip_address_pools.contains(&usage.pool)
+                || adv.ip_address_pools.iter().any(|p| *p == usage.pool)
                 || adv
                     .ip_address_pool_selectors
                     .iter()

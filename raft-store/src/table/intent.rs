@@ -62,10 +62,10 @@ pub struct Intent {
     pub requested: Vec<IpAddr>,
     pub pool: Option<String>,
     /// Empty: no sharing.
-    pub sharing_key: String,
+    pub sharing_key: compact_str::CompactString,
     /// Empty for `Cluster`; the pod selector for `Local` (MetalLB's backend key).
-    pub backend_key: String,
-    pub ports: Vec<(String, u16)>,
+    pub backend_key: compact_str::CompactString,
+    pub ports: Vec<(compact_str::CompactString, u16)>,
     /// Primary family first.
     pub families: Vec<Family>,
     pub policy: FamilyPolicy,
@@ -218,8 +218,8 @@ impl Intent {
         Ok(Intent {
             requested,
             pool,
-            sharing_key,
-            backend_key,
+            sharing_key: sharing_key.into(),
+            backend_key: backend_key.into(),
             ports,
             families,
             policy,

@@ -34,6 +34,7 @@ pub mod validate;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub use command::*;
@@ -46,7 +47,7 @@ use pool::PoolState;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceState {
     Allocated {
-        pool: String,
+        pool: CompactString,
         ips: Vec<IpAddr>,
     },
     Pending {
@@ -67,11 +68,11 @@ pub struct ServiceEntry {
 /// Who uses one address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressUse {
-    pub pool: String,
-    pub sharing_key: String,
-    pub backend_key: String,
+    pub pool: CompactString,
+    pub sharing_key: CompactString,
+    pub backend_key: CompactString,
     /// Service key -> (protocol, port) pairs it takes on this address.
-    pub users: small_map::SmallMap<String, Vec<(String, u16)>>,
+    pub users: small_map::SmallMap<CompactString, Vec<(CompactString, u16)>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

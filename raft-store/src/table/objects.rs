@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// The configuration kinds raftlb understands, in the order a batch applies them.
@@ -423,31 +424,31 @@ impl EipSpec {
 /// A `v1` Service port, as far as allocation cares.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServicePort {
-    pub name: String,
-    pub protocol: String,
+    pub name: CompactString,
+    pub protocol: CompactString,
     pub port: u16,
 }
 
 /// The allocation-relevant part of a `v1` Service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: CompactString,
+    pub name: CompactString,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// `spec.type`; Kubernetes' default is ClusterIP.
-    pub service_type: String,
+    pub service_type: CompactString,
     pub load_balancer_class: Option<String>,
     pub load_balancer_ip: Option<String>,
     pub ports: Vec<ServicePort>,
     /// A [`SmallMap`](super::small_map::SmallMap): one per Service, a handful of entries.
     pub selector: super::small_map::SmallMap<String, String>,
     /// `Cluster` (default) or `Local`.
-    pub external_traffic_policy: String,
+    pub external_traffic_policy: CompactString,
     /// `IPv4` / `IPv6`, primary first; empty means "IPv4" as a cluster with no IPv6 would say.
-    pub ip_families: Vec<String>,
+    pub ip_families: Vec<CompactString>,
     /// `SingleStack` (default), `PreferDualStack` or `RequireDualStack`.
-    pub ip_family_policy: String,
+    pub ip_family_policy: CompactString,
     pub cluster_ips: Vec<String>,
 }
 

@@ -268,7 +268,7 @@ impl AllocationTable {
                 let users: Vec<String> = self
                     .addresses
                     .get(&a.vip)
-                    .map(|u| u.users.keys().cloned().collect())
+                    .map(|u| u.users.keys().map(|k| k.to_string()).collect())
                     .unwrap_or_default();
                 for key in users {
                     self.event(

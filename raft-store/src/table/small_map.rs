@@ -162,4 +162,29 @@ mod tests {
         let back: SmallMap<String, Users> = codec::decode(&codec::encode(&btree).unwrap()).unwrap();
         assert_eq!(back, small);
     }
+
+    /// The table keeps short strings (names, namespaces, pools, Service keys) inline as
+    /// `CompactString`: logs and snapshots written with `String` must decode unchanged.
+    #[test]
+    fn compact_strings_encode_as_strings() {
+        type Compact = compact_str::CompactString;
+        let long = "a-namespace-longer-than-twenty-four-bytes/and-a-name";
+        let plain: SmallMap<String, Users> =
+            [("ns/a", 80), (long, 443)]
+                .into_iter()
+                .fold(SmallMap::new(), |mut m, (k, p)| {
+                    m.insert(k.to_string(), vec![("TCP".to_string(), p)]);
+                    m
+                });
+        let compact: SmallMap<Compact, Vec<(Compact, u16)>> = [("ns/a", 80), (long, 443)]
+            .into_iter()
+            .fold(SmallMap::new(), |mut m, (k, p)| {
+                m.insert(k.into(), vec![("TCP".into(), p)]);
+                m
+            });
+        let bytes = codec::encode(&plain).unwrap();
+        assert_eq!(codec::encode(&compact).unwrap(), bytes, "same wire format");
+        let back: SmallMap<Compact, Vec<(Compact, u16)>> = codec::decode(&bytes).unwrap();
+        assert_eq!(back, compact);
+    }
 }

@@ -41,7 +41,7 @@ pub(super) fn svc_with(ns: &str, name: &str, f: impl FnOnce(&mut ServiceSpec)) -
         name: name.into(),
         service_type: "LoadBalancer".into(),
         ports: vec![ServicePort {
-            name: String::new(),
+            name: Default::default(),
             protocol: "TCP".into(),
             port: 80,
         }],
@@ -123,7 +123,7 @@ fn ips(t: &AllocationTable, key: &str) -> Vec<String> {
 
 fn pool_of(t: &AllocationTable, key: &str) -> String {
     match &t.services[key].state {
-        ServiceState::Allocated { pool, .. } => pool.clone(),
+        ServiceState::Allocated { pool, .. } => pool.to_string(),
         other => panic!("{key} not allocated: {other:?}"),
     }
 }
@@ -152,8 +152,11 @@ fn check_invariants(t: &AllocationTable) {
                     .addresses
                     .get(ip)
                     .unwrap_or_else(|| panic!("{key}: {ip} not recorded"));
-                assert!(usage.users.contains_key(key), "{key} not a user of {ip}");
-                let p = &t.pools[pool];
+                assert!(
+                    usage.users.contains_key(key.as_str()),
+                    "{key} not a user of {ip}"
+                );
+                let p = &t.pools[pool.as_str()];
                 assert!(p.admits(ip), "{key}: {ip} outside pool {pool}");
                 assert!(!p.is_free(ip), "{ip} in use but free in the index");
             }
@@ -163,7 +166,7 @@ fn check_invariants(t: &AllocationTable) {
     for (ip, usage) in &t.addresses {
         assert!(!usage.users.is_empty(), "{ip} recorded without users");
         for user in usage.users.keys() {
-            match &t.services.get(user).map(|e| &e.state) {
+            match &t.services.get(user.as_str()).map(|e| &e.state) {
                 Some(ServiceState::Allocated { ips, .. }) => assert!(ips.contains(ip)),
                 other => panic!("{ip} lists {user} which is {other:?}"),
             }
@@ -172,7 +175,7 @@ fn check_invariants(t: &AllocationTable) {
             assert!(!usage.sharing_key.is_empty(), "{ip} shared without a key");
             let mut taken = std::collections::BTreeSet::new();
             for (user, ports) in usage.users.iter() {
-                let intent = Intent::of(&t.services[user].spec).unwrap();
+                let intent = Intent::of(&t.services[user.as_str()].spec).unwrap();
                 assert_eq!(intent.sharing_key, usage.sharing_key, "{ip}: {user} key");
                 assert_eq!(
                     intent.backend_key, usage.backend_key,
@@ -284,7 +287,7 @@ fn service_allocation_orders_by_priority_then_name_and_falls_back() {
             let name = format!("s{i}");
             apply(&mut t, vec![svc("team", &name)]);
             match &t.services[&format!("team/{name}")].state {
-                ServiceState::Allocated { pool, .. } => pool.clone(),
+                ServiceState::Allocated { pool, .. } => pool.to_string(),
                 _ => "pending".into(),
             }
         })
@@ -418,7 +421,7 @@ fn sharing_needs_equal_keys_equal_backends_and_free_ports() {
         let (key, proto) = (key.to_string(), proto.to_string());
         svc_with("a", name, move |s| {
             annotate(s, "metallb.io/allow-shared-ip", &key);
-            s.ports[0].protocol = proto;
+            s.ports[0].protocol = proto.into();
             s.ports[0].port = port;
             s.selector = [("app".to_string(), "dns".to_string())].into();
         })
@@ -477,7 +480,7 @@ fn dual_stack_policies() {
     let dual = |name: &str, policy: &str, pool: Option<&str>| {
         let (policy, pool) = (policy.to_string(), pool.map(str::to_string));
         svc_with("a", name, move |s| {
-            s.ip_family_policy = policy;
+            s.ip_family_policy = policy.into();
             s.ip_families = vec!["IPv4".into(), "IPv6".into()];
             if let Some(p) = pool {
                 annotate(s, "raftlb.io/address-pool", &p);
@@ -826,9 +829,9 @@ fn random_command(rng: &mut Rng, step: u64) -> Command {
                 annotate(s, "metallb.io/allow-shared-ip", &key);
             }
             s.ports[0].port = port;
-            s.ports[0].protocol = proto;
+            s.ports[0].protocol = proto.into();
             s.load_balancer_ip = lb_ip;
-            s.ip_family_policy = policy;
+            s.ip_family_policy = policy.into();
             s.service_type = lb_type.into();
             s.selector = [("app".to_string(), "shared".to_string())].into();
             if local {
