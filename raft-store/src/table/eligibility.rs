@@ -15,6 +15,9 @@ pub(super) struct Eligibility<'a> {
     table: &'a AllocationTable,
     /// L2Advertisements, and the one each layer2/vip Eip implies.
     advertisements: Vec<(&'a str, Cow<'a, L2AdvertisementSpec>)>,
+    /// Each pool's labels (for `ipAddressPoolSelectors`), looked up once per plan rather than
+    /// once per VIP and node.
+    pool_labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
 }
 
 impl<'a> Eligibility<'a> {
@@ -33,9 +36,17 @@ impl<'a> Eligibility<'a> {
                 );
             }
         }
+        // As `pool_object` resolves a name: an IPAddressPool before an Eip of the same name.
+        let mut pool_labels = BTreeMap::new();
+        for kind in [Kind::Eip, Kind::IPAddressPool] {
+            for obj in table.objects_of(kind).filter(|o| o.namespace.is_empty()) {
+                pool_labels.insert(obj.name.as_str(), &obj.labels);
+            }
+        }
         Eligibility {
             table,
             advertisements,
+            pool_labels,
         }
     }
 
@@ -53,7 +64,11 @@ impl<'a> Eligibility<'a> {
             return Err(format!("node {node} is excluded: {why}"));
         }
         let no_labels = BTreeMap::new();
-        let pool_labels = t.pool_object(&usage.pool).map_or(&no_labels, |o| &o.labels);
+        let pool_labels = self
+            .pool_labels
+            .get(usage.pool.as_str())
+            .copied()
+            .unwrap_or(&no_labels);
         let users: Vec<&super::ServiceEntry> = usage
             .users
             .keys()

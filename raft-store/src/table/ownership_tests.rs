@@ -329,6 +329,38 @@ fn no_advertisement_no_owner() {
 }
 
 #[test]
+fn an_advertisement_selects_pools_by_their_labels() {
+    let mut t = AllocationTable::new();
+    let mut labelled = pool("gold", &["10.0.0.0/30"]);
+    labelled.labels.insert("tier".into(), "gold".into());
+    let adv = l2("gold-only", |s| {
+        s.ip_address_pool_selectors = vec![selector_on("tier", "gold")]
+    });
+    let plain = pool("plain", &["10.0.1.0/30"]);
+    ok(&mut t, batch(vec![labelled, plain, adv], true));
+    node(&mut t, "a", 1, &[], &["eth0"]);
+    let in_pool = |name: &str, pool: &str| {
+        svc_with("ns", name, |s| {
+            s.annotations
+                .insert("metallb.io/address-pool".into(), pool.into());
+        })
+    };
+    ok(
+        &mut t,
+        batch(vec![in_pool("g", "gold"), in_pool("p", "plain")], true),
+    );
+    settle(&mut t, true);
+    assert_eq!(owner(&t, "10.0.0.0"), Some("a".into()));
+    assert_eq!(owner(&t, "10.0.1.0"), None);
+    let vip: IpAddr = "10.0.1.0".parse().unwrap();
+    let why = t.unowned_reason(&vip);
+    assert!(
+        why.contains("no L2Advertisement selects pool plain"),
+        "{why}"
+    );
+}
+
+#[test]
 fn vips_nobody_may_own_are_looked_at_again_only_when_a_node_changes() {
     // An advertisement for rack r1 only, and no node there: every VIP is allocated and
     // unowned, and planning after more Services looks at the new ones, not at all of them.
