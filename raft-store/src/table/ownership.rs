@@ -59,9 +59,11 @@ pub struct VipRecord {
     pub epoch: u64,
     /// When the owner last changed.
     pub since_ms: u64,
-    pub released: Option<Released>,
+    /// Boxed, as `move_to`: both are rare, and a record is kept for every address ever
+    /// allocated (same encoding as the unboxed value).
+    pub released: Option<Box<Released>>,
     /// An operator's `move VIP NODE` not yet carried out.
-    pub move_to: Option<String>,
+    pub move_to: Option<Box<str>>,
 }
 
 /// One change of owner, kept in the table's history.
@@ -182,7 +184,7 @@ impl AllocationTable {
         }
         let rec = self.vips.entry(*vip).or_default();
         if rec.owner.as_deref() != Some(node) {
-            rec.move_to = Some(node.to_string());
+            rec.move_to = Some(node.into());
             self.touch_vip(*vip);
             let msg = format!("operator asked to move {vip} to node {node}");
             self.event(now_ms, &object, "Normal", "MoveRequested", &msg);
@@ -234,13 +236,13 @@ impl AllocationTable {
             rec.epoch = a.epoch;
             rec.since_ms = now;
             rec.released = match (&from, &a.node) {
-                (Some(old), None) if live(old) => Some(Released {
+                (Some(old), None) if live(old) => Some(Box::new(Released {
                     node: old.clone(),
                     index,
-                }),
+                })),
                 _ => None,
             };
-            if a.node.is_some() && rec.move_to == a.node {
+            if a.node.is_some() && rec.move_to.as_deref() == a.node.as_deref() {
                 rec.move_to = None;
             }
             let assigned = a

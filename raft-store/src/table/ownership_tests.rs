@@ -739,3 +739,39 @@ fn a_restored_table_answers_all_to_readers_from_before() {
     assert_eq!(restored.changes_since(Some(at)), t.changes_since(Some(at)));
     assert_eq!(restored.owned_by("a"), t.owned_by("a"));
 }
+
+#[test]
+fn a_vip_record_with_boxed_rare_fields_encodes_as_before() {
+    // The shape logs and snapshots were written with.
+    #[derive(serde::Serialize)]
+    struct Before {
+        owner: Option<String>,
+        epoch: u64,
+        since_ms: u64,
+        released: Option<Released>,
+        move_to: Option<String>,
+    }
+    let before = Before {
+        owner: None,
+        epoch: 7,
+        since_ms: 9,
+        released: Some(Released {
+            node: "a".into(),
+            index: 41,
+        }),
+        move_to: Some("b".into()),
+    };
+    let now = VipRecord {
+        owner: None,
+        epoch: 7,
+        since_ms: 9,
+        released: Some(Box::new(Released {
+            node: "a".into(),
+            index: 41,
+        })),
+        move_to: Some("b".into()),
+    };
+    let bytes = crate::codec::encode(&before).unwrap();
+    assert_eq!(crate::codec::encode(&now).unwrap(), bytes);
+    assert_eq!(crate::codec::decode::<VipRecord>(&bytes).unwrap(), now);
+}

@@ -52,6 +52,9 @@ impl<K: Ord, V> SmallMap<K, V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
+                // Grow by one: a Vec's first push reserves room for four, and most of these
+                // maps hold one entry for good (an address's single user).
+                self.0.reserve_exact(1);
                 self.0.insert(i, (key, value));
                 None
             }
