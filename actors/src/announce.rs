@@ -50,7 +50,8 @@ impl InterfaceHandle {
 pub struct VipActor {
     vip: IpAddr,
     interfaces: Vec<InterfaceHandle>,
-    repeats: Vec<Duration>,
+    /// Shared by every VipActor of the node (there is one per owned VIP).
+    repeats: Arc<[Duration]>,
 }
 
 impl Actor for VipActor {
@@ -60,7 +61,7 @@ impl Actor for VipActor {
         for i in &self.interfaces {
             i.tell(self.vip, Announce);
         }
-        for d in self.repeats.clone() {
+        for &d in self.repeats.clone().iter() {
             ctx.run_later(d, |act, _| {
                 for i in &act.interfaces {
                     i.tell(act.vip, Reannounce);
@@ -107,7 +108,8 @@ pub struct ServiceStatus {
 /// Tracks one Service: its IPs and which of them this node announces; logs each change once.
 pub struct ServiceActor {
     key: String,
-    status: ServiceStatus,
+    /// The same allocation as the announcer's record of what it last sent.
+    status: Arc<ServiceStatus>,
 }
 
 impl Actor for ServiceActor {
@@ -116,7 +118,7 @@ impl Actor for ServiceActor {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Update(ServiceStatus);
+struct Update(Arc<ServiceStatus>);
 
 impl Handler<Update> for ServiceActor {
     type Result = ();
@@ -138,7 +140,7 @@ pub struct GetStatus;
 impl Handler<GetStatus> for ServiceActor {
     type Result = MessageResult<GetStatus>;
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.status.clone())
+        MessageResult((*self.status).clone())
     }
 }
 
@@ -181,8 +183,8 @@ pub struct Announcer {
     interfaces: BTreeMap<String, InterfaceHandle>,
     vips: BTreeMap<IpAddr, (Vec<String>, Addr<VipActor>)>,
     /// Each Service's actor and the status it was last sent: only a change is sent again.
-    services: BTreeMap<String, (Addr<ServiceActor>, ServiceStatus)>,
-    repeats: Vec<Duration>,
+    services: BTreeMap<String, (Addr<ServiceActor>, Arc<ServiceStatus>)>,
+    repeats: Arc<[Duration]>,
 }
 
 impl Announcer {
@@ -191,7 +193,7 @@ impl Announcer {
             interfaces,
             vips: BTreeMap::new(),
             services: BTreeMap::new(),
-            repeats,
+            repeats: repeats.into(),
         }
     }
 }
@@ -273,14 +275,16 @@ impl Handler<Sync> for Announcer {
                     .collect(),
             };
             let (actor, sent) = self.services.entry(key.clone()).or_insert_with(|| {
+                let status = Arc::new(ServiceStatus::default());
                 let actor = ServiceActor {
                     key,
-                    status: ServiceStatus::default(),
+                    status: status.clone(),
                 }
                 .start();
-                (actor, ServiceStatus::default())
+                (actor, status)
             });
-            if *sent != status {
+            if **sent != status {
+                let status = Arc::new(status);
                 actor.do_send(Update(status.clone()));
                 *sent = status;
             }

@@ -617,11 +617,13 @@ impl AllocationTable {
             // epoch keeps counting if the address comes back).
             self.vips.entry(*ip).or_default();
         }
-        let usage = self.addresses.entry(*ip).or_insert_with(|| AddressUse {
-            pool: pool.into(),
-            sharing_key: intent.sharing_key.clone(),
-            backend_key: intent.backend_key.clone(),
-            users: super::small_map::SmallMap::new(),
+        let usage = self.addresses.entry(*ip).or_insert_with(|| {
+            Box::new(AddressUse {
+                pool: pool.into(),
+                sharing_key: intent.sharing_key.clone(),
+                backend_key: intent.backend_key.clone(),
+                users: super::small_map::SmallMap::new(),
+            })
         });
         usage.users.insert(key.into(), intent.ports.clone());
         if usage.users.len() == 1 {

@@ -84,7 +84,7 @@ pub struct AllocationTable {
     objects: BTreeMap<ObjectRef, Object>,
     pools: BTreeMap<String, PoolState>,
     services: BTreeMap<String, Box<ServiceEntry>>,
-    addresses: BTreeMap<IpAddr, AddressUse>,
+    addresses: BTreeMap<IpAddr, Box<AddressUse>>,
     /// Sharing key -> addresses that carry it, so packing onto a shared IP is not a scan.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,
     pending: BTreeSet<String>,

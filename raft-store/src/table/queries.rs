@@ -36,7 +36,7 @@ impl AllocationTable {
     }
 
     /// Every allocated address and who uses it.
-    pub fn addresses(&self) -> &BTreeMap<IpAddr, AddressUse> {
+    pub fn addresses(&self) -> &BTreeMap<IpAddr, Box<AddressUse>> {
         &self.addresses
     }
 
