@@ -38,6 +38,13 @@ fn node(t: &mut AllocationTable, name: &str, id: u64, labels: &[(&str, &str)], i
     );
 }
 
+/// A Service in namespace `ns` with one annotation.
+fn annotated(name: &str, key: &str, value: &str) -> Object {
+    svc_with("ns", name, |s| {
+        s.annotations.insert(key.into(), value.into());
+    })
+}
+
 fn ok(t: &mut AllocationTable, c: Command) {
     let r = t.apply(t.log_index + 1, &c);
     assert!(
@@ -272,12 +279,7 @@ fn a_layer2_eip_is_its_own_advertisement_on_its_interface() {
             ..Default::default()
         }),
     };
-    let pinned = |name: &str, eip: &str| {
-        svc_with("ns", name, |s| {
-            s.annotations
-                .insert("eip.openelb.kubesphere.io/v1alpha2".into(), eip.into());
-        })
-    };
+    let pinned = |name: &str, eip: &str| annotated(name, "eip.openelb.kubesphere.io/v1alpha2", eip);
     ok(
         &mut t,
         batch(
@@ -339,12 +341,7 @@ fn an_advertisement_selects_pools_by_their_labels() {
     let plain = pool("plain", &["10.0.1.0/30"]);
     ok(&mut t, batch(vec![labelled, plain, adv], true));
     node(&mut t, "a", 1, &[], &["eth0"]);
-    let in_pool = |name: &str, pool: &str| {
-        svc_with("ns", name, |s| {
-            s.annotations
-                .insert("metallb.io/address-pool".into(), pool.into());
-        })
-    };
+    let in_pool = |name: &str, pool: &str| annotated(name, "metallb.io/address-pool", pool);
     ok(
         &mut t,
         batch(vec![in_pool("g", "gold"), in_pool("p", "plain")], true),
