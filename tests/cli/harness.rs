@@ -72,13 +72,8 @@ pub fn start_up(dir: &std::path::Path, base: u16) -> anyhow::Result<(Up, String)
     let mut logs = String::new();
     for id in 1..=3 {
         let log = std::fs::read_to_string(dir.join(format!("node-{id}/raftlb.log")));
-        let log = log.unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
         logs.push_str(&format!("--- node-{id}/raftlb.log (last lines)\n"));
-        for line in tail.into_iter().rev() {
-            logs.push_str(line);
-            logs.push('\n');
-        }
+        logs.push_str(&raftlb_tests::last_lines(&log.unwrap_or_default(), 20));
     }
     anyhow::bail!("raftlb up did not come up; printed:\n{seen}\nstderr:\n{stderr}\n{logs}")
 }

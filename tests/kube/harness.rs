@@ -173,11 +173,7 @@ pub fn with_logs(cluster: &Cluster, result: anyhow::Result<()>) -> anyhow::Resul
 /// Prints the peers' logs (the harness's only window into the processes).
 pub fn dump_logs(cluster: &Cluster) {
     for p in &cluster.peers {
-        let log = p.log();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
         eprintln!("--- node {} (last 40 lines) ---", p.id);
-        for l in tail.into_iter().rev() {
-            eprintln!("{l}");
-        }
+        eprint!("{}", raftlb_tests::last_lines(&p.log(), 40));
     }
 }
