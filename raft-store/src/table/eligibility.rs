@@ -36,13 +36,11 @@ impl<'a> Eligibility<'a> {
                 );
             }
         }
-        // As `pool_object` resolves a name: an IPAddressPool before an Eip of the same name.
-        let mut pool_labels = BTreeMap::new();
-        for kind in [Kind::Eip, Kind::IPAddressPool] {
-            for obj in table.objects_of(kind).filter(|o| o.namespace.is_empty()) {
-                pool_labels.insert(obj.name.as_str(), &obj.labels);
-            }
-        }
+        let pool_labels = table
+            .pools
+            .keys()
+            .filter_map(|name| Some((name.as_str(), &table.pool_object(name)?.labels)))
+            .collect();
         Eligibility {
             table,
             advertisements,
