@@ -54,8 +54,6 @@ pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
 }
 
 impl AdminService {
-    /// The applied state; a poisoned lock still holds a consistent table (apply never panics
-    /// half-way through a write), so read it anyway.
     /// For a linearizable read: waits until this peer has applied the leader's read index.
     async fn read_barrier(&self, linearizable: bool) -> Result<(), Status> {
         if linearizable {
@@ -66,6 +64,8 @@ impl AdminService {
         Ok(())
     }
 
+    /// The applied state; a poisoned lock still holds a consistent table (apply never panics
+    /// half-way through a write), so read it anyway.
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, raftlb_raft_store::store::Applied> {
         self.app.state.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,6 +1,7 @@
 //! The Raft side of a peer: the transport openraft calls ([`transport`]), the way a peer gets
 //! work done by whoever leads ([`leader`]), and membership changes including the hand-over of
-//! leadership ([`membership`]), and linearizable reads ([`read`]). The gRPC server for the peer protocol is `crate::rpc`.
+//! leadership ([`membership`]), and linearizable reads ([`read`]). The gRPC server for the
+//! peer protocol is `crate::rpc`.
 
 pub mod leader;
 pub mod membership;
