@@ -22,8 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-/// A lazily connected channel to a peer's Raft port.
-pub fn channel(addr: &str) -> Result<Channel, String> {
+/// A lazily connected channel to a peer's Raft port. Private: every connection to a peer is
+/// made through [`Channels`], so none is dialled per request again.
+fn channel(addr: &str) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad peer address {addr:?}: {e}"))
         .map(|e| {
@@ -69,8 +70,8 @@ pub fn reply<T: DeserializeOwned>(reply: tonic::Response<Payload>) -> Result<T, 
     codec::decode(&reply.into_inner().data).map_err(|e| format!("undecodable reply: {e}"))
 }
 
-/// Makes one [`Network`] per target peer; openraft keeps it for the life of a replication
-/// stream.
+/// Makes one [`Network`] per target peer (openraft keeps it for the life of a replication
+/// stream, and makes a short-lived one per heartbeat round), all over the peer's shared channel.
 #[derive(Clone, Default)]
 pub struct NetworkFactory(pub Channels);
 
