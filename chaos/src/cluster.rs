@@ -74,6 +74,22 @@ fn build_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    // A test runs with the variables cargo sets for it (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...).
+    // Build scripts that watch them (ring's does) would see a change and rebuild, here and
+    // again in the next `cargo test`: a minute and a half per test binary.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            );
+        if ours {
+            cmd.env_remove(&*key);
+        }
+    }
     if release {
         cmd.arg("--release");
     }

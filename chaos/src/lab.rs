@@ -600,6 +600,114 @@ impl Lab {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
+
+    /// Starts a BGP router of `kind` in the client namespace (10.77.0.100, AS `asn`), which
+    /// accepts every node of the lab subnet as a neighbour of AS `node_asn`.
+    pub fn router(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        crate::routers::Router::start(
+            kind,
+            crate::routers::RouterConfig {
+                ns: self.client_ns.clone(),
+                address: "10.77.0.100".into(),
+                asn,
+                neighbors: "10.77.0.0/24".into(),
+                neighbor_asn: node_asn,
+            },
+            self.dir.path(),
+        )
+    }
+
+    /// Starts `raftlb-labd speak` (one BgpSession, no Raft) on node `name` towards the
+    /// router at 10.77.0.100.
+    pub fn speaker(&self, name: &str, args: &[&str]) -> anyhow::Result<Speaker> {
+        let node = &self.nodes[self.index(name)];
+        let mut all: Vec<&str> = vec!["speak", "--peer", "10.77.0.100", "--router-id", &node.ip];
+        all.extend_from_slice(args);
+        let mut child = self
+            .labd(&node.ns, &all)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Ok(Speaker {
+            child: Some(child),
+            lines,
+        })
+    }
+}
+
+/// A `raftlb-labd speak` process: its status lines, and commands on its stdin.
+pub struct Speaker {
+    child: Option<Child>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Speaker {
+    /// `announce`, `withdraw` or `stop REASON`.
+    pub fn command(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("speaker gone"))?;
+        let stdin = child.stdin.as_mut().ok_or_else(|| anyhow!("no stdin"))?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Status lines so far: `TIME_US STATE sent=S pending=P updates=U error=E`.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crashed node.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to end by itself (after `stop`).
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while let Some(c) = self.child.as_mut() {
+            if c.try_wait()?.is_some() {
+                self.child = None;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("speaker still running after {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Set once SIGINT or SIGTERM arrives (the default action, which would skip the lab's

@@ -10,6 +10,13 @@
 //! * `arplat --iface eth0 --target IP --rate R --count N`: ARP request latency, in µs, as
 //!   percentiles.
 //!
+//! * `speak --peer IP --my-asn A --peer-asn B --router-id R --count N [--base 198.18.0.0]
+//!   [--count6 M --base6 2001:db8:: --next-hop-v6 IP] [--community a:b] [--large a:b:c]
+//!   [--local-pref N] [--port 179]`: one raftlb BGP session (the `BgpSession` actor alone,
+//!   no Raft) announcing N /32s (and M /128s). Prints `TIME_US STATE sent=S pending=P
+//!   updates=U` whenever its status changes; reads `announce`, `withdraw` and
+//!   `stop REASON` lines on stdin.
+//!
 //! Everything it sends goes out of the namespace's own interface onto the lab's bridge.
 
 use std::collections::BTreeMap;
@@ -69,8 +76,12 @@ fn main() {
             need(&args, "--rate"),
             need(&args, "--count"),
         ),
+        Some("speak") => {
+            drop(rt);
+            speak(&args)
+        }
         _ => {
-            eprintln!("usage: raftlb-labd serve|probe|observe|arplat ...");
+            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak ...");
             std::process::exit(2)
         }
     }
@@ -359,4 +370,131 @@ fn arplat(iface: &str, target: Ipv4Addr, rate: u64, count: u64) {
         pct(0.99),
         lat_us.last().copied().unwrap_or(f64::NAN)
     );
+}
+
+/// The prefixes and attributes `speak` announces.
+fn speak_routes(
+    args: &[String],
+) -> std::collections::BTreeMap<ipnet::IpNet, Arc<raftlb_actors::bgp::PathAttrs>> {
+    use raftlb_actors::bgp::PathAttrs;
+    let mut attrs = PathAttrs {
+        local_pref: arg(args, "--local-pref").and_then(|v| v.parse().ok()),
+        ..PathAttrs::default()
+    };
+    for (i, a) in args.iter().enumerate() {
+        let Some(v) = args.get(i + 1) else { continue };
+        let parts: Vec<u32> = v.split(':').filter_map(|p| p.parse().ok()).collect();
+        match (a.as_str(), parts.as_slice()) {
+            ("--community", [a, b]) => attrs.communities.push((a << 16) | b),
+            ("--large", [a, b, c]) => attrs.large_communities.push([*a, *b, *c]),
+            _ => {}
+        }
+    }
+    attrs.communities.sort_unstable();
+    attrs.large_communities.sort_unstable();
+    let attrs = Arc::new(attrs);
+    let count: u32 = arg(args, "--count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let base: Ipv4Addr = arg(args, "--base")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Ipv4Addr::new(198, 18, 0, 0));
+    let count6: u128 = arg(args, "--count6")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let base6: Ipv6Addr = arg(args, "--base6")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or("2001:db8::".parse().expect("an address"));
+    let v4 = (0..count).map(|i| {
+        ipnet::IpNet::new(IpAddr::V4(Ipv4Addr::from(u32::from(base) + i)), 32).expect("a /32")
+    });
+    let v6 = (0..count6).map(|i| {
+        ipnet::IpNet::new(IpAddr::V6(Ipv6Addr::from(u128::from(base6) + i)), 128).expect("a /128")
+    });
+    v4.chain(v6).map(|p| (p, attrs.clone())).collect()
+}
+
+fn speak(args: &[String]) {
+    use raftlb_actors::bgp::{
+        BgpSession, GetStatus, Peer, PeerAsn, ReplaceRoutes, SessionConfig, Shutdown,
+    };
+    let peer_ip: IpAddr = need(args, "--peer");
+    let port: u16 = arg(args, "--port")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(179);
+    let my_asn: u32 = need(args, "--my-asn");
+    let peer_asn: u32 = need(args, "--peer-asn");
+    let peer = Peer {
+        name: format!("{peer_ip}"),
+        address: SocketAddr::new(peer_ip, port),
+        source: arg(args, "--source").and_then(|v| v.parse().ok()),
+        ttl: if my_asn == peer_asn { 255 } else { 1 },
+        config: SessionConfig {
+            local_asn: my_asn,
+            peer_asn: PeerAsn::Fixed(peer_asn),
+            router_id: need(args, "--router-id"),
+            hold_time: arg(args, "--hold")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(9),
+            keepalive: None,
+            connect_retry: 1,
+            ipv4: true,
+            ipv6: arg(args, "--count6").is_some(),
+            graceful_restart: false,
+        },
+        next_hop_v4: None,
+        next_hop_v6: arg(args, "--next-hop-v6").and_then(|v| v.parse().ok()),
+    };
+    let routes = speak_routes(args);
+    let system = actix::System::new();
+    system.block_on(async move {
+        let session = actix::Actor::start(BgpSession::new(peer));
+        session.do_send(ReplaceRoutes(routes.clone()));
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut last = String::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                line = lines.recv(), if stdin_open => match line {
+                    Some(l) => {
+                        let l = l.trim();
+                        if l == "announce" {
+                            session.do_send(ReplaceRoutes(routes.clone()));
+                        } else if l == "withdraw" {
+                            session.do_send(ReplaceRoutes(Default::default()));
+                        } else if let Some(reason) = l.strip_prefix("stop") {
+                            let _ = session.send(Shutdown { reason: reason.trim().to_string() }).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            println!("{} stopped", now_us());
+                            return;
+                        }
+                    }
+                    None => stdin_open = false,
+                },
+            }
+            let Ok(s) = session.send(GetStatus).await else { return };
+            let line = format!(
+                "{} sent={} pending={} updates={} error={}",
+                s.state,
+                s.prefixes_sent,
+                s.prefixes_pending,
+                s.updates_sent,
+                s.last_error.as_deref().unwrap_or("-").replace(' ', "_")
+            );
+            if line != last {
+                println!("{} {line}", now_us());
+                let _ = std::io::stdout().flush();
+                last = line;
+            }
+        }
+    });
 }

@@ -1,0 +1,588 @@
+//! Real BGP routers for the lab (shared/PEERS.md recipes): BIRD 2, FRR 8 (bgpd alone) and
+//! GoBGP 3, each run inside a lab namespace as a passive router that accepts every node of
+//! the lab subnet, and read back through its own CLI. Their RIBs are the judge of what raftlb
+//! announced.
+//!
+//! Each router runs from its own directory (config, pid file, sockets); it is killed by PID
+//! on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    Bird,
+    Frr,
+    Gobgp,
+}
+
+impl RouterKind {
+    pub const ALL: [RouterKind; 3] = [RouterKind::Bird, RouterKind::Frr, RouterKind::Gobgp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::Bird => "BIRD",
+            RouterKind::Frr => "FRR",
+            RouterKind::Gobgp => "GoBGP",
+        }
+    }
+}
+
+/// What the router is told about the lab.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub ns: String,
+    /// The router's own address on the lab subnet.
+    pub address: String,
+    pub asn: u32,
+    /// The nodes' subnet, accepted as dynamic neighbours.
+    pub neighbors: String,
+    pub neighbor_asn: u32,
+}
+
+/// One path in a router's RIB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path4or6 {
+    pub prefix: String,
+    pub next_hop: String,
+    /// `a:b`, sorted.
+    pub communities: Vec<String>,
+    /// `a:b:c`, sorted.
+    pub large_communities: Vec<String>,
+    pub local_pref: Option<u32>,
+}
+
+pub struct Router {
+    pub kind: RouterKind,
+    pub config: RouterConfig,
+    dir: PathBuf,
+    child: Option<Child>,
+    pid_file: PathBuf,
+}
+
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+impl Router {
+    /// Writes the config and starts the router in `config.ns`; returns once it answers its
+    /// CLI.
+    pub fn start(kind: RouterKind, config: RouterConfig, dir: &Path) -> anyhow::Result<Router> {
+        let dir = dir.join(kind.name().to_lowercase());
+        std::fs::create_dir_all(&dir)?;
+        let pid_file = dir.join("router.pid");
+        let mut router = Router {
+            kind,
+            config,
+            dir,
+            child: None,
+            pid_file,
+        };
+        router.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match router.paths(false) {
+                Ok(_) => return Ok(router),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("{} did not come up: {e:#}\n{}", kind.name(), router.log())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let c = &self.config;
+        let dir = self.dir.display().to_string();
+        let log = std::fs::File::create(self.dir.join("router.log"))?;
+        match self.kind {
+            RouterKind::Bird => {
+                std::fs::write(
+                    self.dir.join("bird.conf"),
+                    format!(
+                        "router id {addr};\n\
+                         protocol device {{ scan time 10; }}\n\
+                         template bgp lbnode {{\n\
+                           local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
+                           ipv4 {{ import all; export none; }};\n\
+                           ipv6 {{ import all; export none; }};\n\
+                         }}\n\
+                         protocol bgp dyn from lbnode {{ neighbor range {range} as {nasn}; \
+                           dynamic name \"dyn\"; }}\n",
+                        addr = c.address,
+                        asn = c.asn,
+                        range = c.neighbors,
+                        nasn = c.neighbor_asn
+                    ),
+                )?;
+                let child = in_ns(&c.ns, "bird")
+                    .args([
+                        "-f",
+                        "-c",
+                        &format!("{dir}/bird.conf"),
+                        "-s",
+                        &format!("{dir}/bird.ctl"),
+                        "-P",
+                        &self.pid_file.display().to_string(),
+                    ])
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?;
+                self.child = Some(child);
+            }
+            RouterKind::Frr => {
+                std::fs::write(
+                    self.dir.join("bgpd.conf"),
+                    format!(
+                        "hostname lab-router\n\
+                         router bgp {asn}\n\
+                          bgp router-id {addr}\n\
+                          no bgp ebgp-requires-policy\n\
+                          no bgp network import-check\n\
+                          neighbor LB peer-group\n\
+                          neighbor LB remote-as {nasn}\n\
+                          bgp listen range {range} peer-group LB\n\
+                          neighbor LB passive\n\
+                          neighbor LB timers 3 9\n\
+                          address-family ipv4 unicast\n\
+                           maximum-paths 8\n\
+                           maximum-paths ibgp 8\n\
+                           neighbor LB activate\n\
+                          exit-address-family\n\
+                          address-family ipv6 unicast\n\
+                           maximum-paths 8\n\
+                           maximum-paths ibgp 8\n\
+                           neighbor LB activate\n\
+                          exit-address-family\n",
+                        addr = c.address,
+                        asn = c.asn,
+                        range = c.neighbors,
+                        nasn = c.neighbor_asn
+                    ),
+                )?;
+                // bgpd alone: no zebra (-Z), not dropping to user frr (-S), no vty TCP port.
+                let child = in_ns(&c.ns, "/usr/lib/frr/bgpd")
+                    .args([
+                        "-Z",
+                        "-S",
+                        "-n",
+                        "-f",
+                        &format!("{dir}/bgpd.conf"),
+                        "-i",
+                        &self.pid_file.display().to_string(),
+                        "-z",
+                        &format!("{dir}/zserv.api"),
+                        "--vty_socket",
+                        &dir,
+                        "-A",
+                        "127.0.0.1",
+                        "-P",
+                        "0",
+                    ])
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?;
+                self.child = Some(child);
+            }
+            RouterKind::Gobgp => {
+                std::fs::write(
+                    self.dir.join("gobgpd.toml"),
+                    format!(
+                        "[global.config]\n\
+                           as = {asn}\n\
+                           router-id = \"{addr}\"\n\
+                           port = 179\n\
+                           local-address-list = [\"{addr}\"]\n\
+                         [[peer-groups]]\n\
+                           [peer-groups.config]\n\
+                             peer-group-name = \"lb\"\n\
+                             peer-as = {nasn}\n\
+                           [peer-groups.timers.config]\n\
+                             hold-time = 9\n\
+                             keepalive-interval = 3\n\
+                           [[peer-groups.afi-safis]]\n\
+                             [peer-groups.afi-safis.config]\n\
+                               afi-safi-name = \"ipv4-unicast\"\n\
+                           [[peer-groups.afi-safis]]\n\
+                             [peer-groups.afi-safis.config]\n\
+                               afi-safi-name = \"ipv6-unicast\"\n\
+                         [[dynamic-neighbors]]\n\
+                           [dynamic-neighbors.config]\n\
+                             prefix = \"{range}\"\n\
+                             peer-group = \"lb\"\n",
+                        addr = c.address,
+                        asn = c.asn,
+                        range = c.neighbors,
+                        nasn = c.neighbor_asn
+                    ),
+                )?;
+                let child = in_ns(&c.ns, "gobgpd")
+                    .args([
+                        "-f",
+                        &format!("{dir}/gobgpd.toml"),
+                        "-t",
+                        "toml",
+                        "-p",
+                        "--api-hosts=127.0.0.1:50051",
+                        "--pprof-disable",
+                    ])
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .stdin(Stdio::null())
+                    .spawn()?;
+                self.child = Some(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// The router's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("router.log")).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let dir = self.dir.display().to_string();
+        match self.kind {
+            RouterKind::Bird => output(
+                Command::new("birdc")
+                    .args(["-s", &format!("{dir}/bird.ctl")])
+                    .args(args),
+            ),
+            RouterKind::Frr => output(
+                Command::new("vtysh")
+                    .args(["--vty_socket", &dir, "-c"])
+                    .arg(args.join(" ")),
+            ),
+            RouterKind::Gobgp => output(
+                in_ns(&self.config.ns, "gobgp")
+                    .args(["-u", "127.0.0.1", "-p", "50051"])
+                    .args(args),
+            ),
+        }
+    }
+
+    /// Every path for every prefix of one family in the router's RIB.
+    pub fn paths(&self, ipv6: bool) -> anyhow::Result<Vec<Path4or6>> {
+        match self.kind {
+            RouterKind::Bird => {
+                let text = self.cli(&[
+                    "show",
+                    "route",
+                    "all",
+                    "table",
+                    if ipv6 { "master6" } else { "master4" },
+                ])?;
+                if text.contains("Unable to connect") {
+                    bail!("{text}");
+                }
+                Ok(parse_bird(&text))
+            }
+            RouterKind::Frr => {
+                // The table listing leaves communities out; `detail` has them.
+                let family = if ipv6 { "ipv6" } else { "ipv4" };
+                let text = self.cli(&["show", "bgp", family, "unicast", "json"])?;
+                parse_frr(&text)
+            }
+            RouterKind::Gobgp => {
+                let family = if ipv6 { "ipv6" } else { "ipv4" };
+                let text = self.cli(&["global", "rib", "-a", family, "-j"])?;
+                parse_gobgp(&text)
+            }
+        }
+    }
+
+    /// Every path of one prefix, with all its attributes.
+    pub fn detail(&self, prefix: &str) -> anyhow::Result<Vec<Path4or6>> {
+        let ipv6 = prefix.contains(':');
+        match self.kind {
+            RouterKind::Frr => {
+                let family = if ipv6 { "ipv6" } else { "ipv4" };
+                let text = self.cli(&["show", "bgp", family, "unicast", prefix, "json"])?;
+                parse_frr(&text)
+            }
+            _ => Ok(self
+                .paths(ipv6)?
+                .into_iter()
+                .filter(|p| p.prefix == prefix)
+                .collect()),
+        }
+    }
+
+    /// How many sessions are Established, and for each neighbour address how many times it
+    /// came up, as far as the router can tell (for counting resets).
+    pub fn established(&self) -> anyhow::Result<Vec<String>> {
+        match self.kind {
+            RouterKind::Bird => {
+                let text = self.cli(&["show", "protocols", "all"])?;
+                // Each dynamic protocol block: "dynN BGP --- up ... Established" then
+                // "Neighbor address: X".
+                let mut out = Vec::new();
+                let mut up = false;
+                for line in text.lines() {
+                    if line.starts_with("dyn") {
+                        up = line.contains("Established");
+                    }
+                    if let Some(addr) = line.trim().strip_prefix("Neighbor address:") {
+                        if up {
+                            out.push(addr.trim().to_string());
+                        }
+                    }
+                }
+                Ok(sorted(out))
+            }
+            RouterKind::Frr => {
+                let v: Value =
+                    serde_json::from_str(&self.cli(&["show", "bgp", "neighbors", "json"])?)?;
+                let mut out = Vec::new();
+                if let Some(map) = v.as_object() {
+                    for (addr, n) in map {
+                        if n["bgpState"] == "Established" {
+                            out.push(addr.clone());
+                        }
+                    }
+                }
+                Ok(sorted(out))
+            }
+            RouterKind::Gobgp => {
+                let v: Value = serde_json::from_str(&self.cli(&["neighbor", "-j"])?)?;
+                let mut out = Vec::new();
+                for n in v.as_array().into_iter().flatten() {
+                    // session_state 6 = ESTABLISHED in GoBGP's API enum.
+                    let state = &n["state"]["session_state"];
+                    if state == 6 || state == "established" || state == "ESTABLISHED" {
+                        if let Some(a) = n["state"]["neighbor_address"]
+                            .as_str()
+                            .or(n["conf"]["neighbor_address"].as_str())
+                        {
+                            out.push(a.to_string());
+                        }
+                    }
+                }
+                Ok(sorted(out))
+            }
+        }
+    }
+
+    /// Polls `check` until it returns Some, for up to `within`.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut check: impl FnMut(&Router) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        loop {
+            match check(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!(
+                    "{}: {what} not seen within {within:?} {last}\n{}",
+                    self.kind.name(),
+                    self.log()
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        // bgpd daemonizes nothing here (no -d) but writes its pid file; BIRD and GoBGP run
+        // in the foreground. Kill the child we started; it is the router process.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `show route all` of BIRD 2: a prefix line, then per path a `unicast [...]` line and its
+/// `BGP.*` attribute lines.
+pub fn parse_bird(text: &str) -> Vec<Path4or6> {
+    let mut out: Vec<Path4or6> = Vec::new();
+    let mut prefix = String::new();
+    for line in text.lines() {
+        if line.starts_with("BIRD") || line.starts_with("Table") || line.trim().is_empty() {
+            continue;
+        }
+        let indented = line.starts_with(' ') || line.starts_with('\t');
+        if !indented {
+            prefix = line
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        let t = line.trim();
+        if t.contains("unicast [") {
+            out.push(Path4or6 {
+                prefix: prefix.clone(),
+                next_hop: String::new(),
+                communities: Vec::new(),
+                large_communities: Vec::new(),
+                local_pref: None,
+            });
+        }
+        let Some(path) = out.last_mut() else { continue };
+        if let Some(v) = t.strip_prefix("BGP.next_hop:") {
+            path.next_hop = v.split_whitespace().next().unwrap_or_default().to_string();
+        } else if let Some(v) = t.strip_prefix("BGP.local_pref:") {
+            path.local_pref = v.trim().parse().ok();
+        } else if let Some(v) = t.strip_prefix("BGP.community:") {
+            path.communities = sorted(
+                v.split(')')
+                    .filter_map(|c| c.trim().strip_prefix('('))
+                    .map(|c| c.replace(',', ":").replace(' ', ""))
+                    .collect(),
+            );
+        } else if let Some(v) = t.strip_prefix("BGP.large_community:") {
+            path.large_communities = sorted(
+                v.split(')')
+                    .filter_map(|c| c.trim().strip_prefix('('))
+                    .map(|c| c.replace(", ", ":").replace(',', ":"))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// FRR 8's JSON: the table (`show bgp ipv4 unicast json`: `routes` maps each prefix to its
+/// paths) or one prefix (`show bgp ipv4 unicast PREFIX json`: `prefix` and `paths`).
+pub fn parse_frr(text: &str) -> anyhow::Result<Vec<Path4or6>> {
+    let v: Value = serde_json::from_str(text).with_context(|| format!("FRR said {text}"))?;
+    let mut entries: Vec<(String, &Value)> = Vec::new();
+    if let Some(prefix) = v["prefix"].as_str() {
+        entries.push((prefix.to_string(), &v["paths"]));
+    }
+    for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
+        entries.push((prefix.clone(), paths));
+    }
+    let mut out = Vec::new();
+    for (prefix, paths) in entries {
+        for p in paths.as_array().into_iter().flatten() {
+            let words = |key: &str| -> Vec<String> {
+                p[key]["string"]
+                    .as_str()
+                    .map(|s| s.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
+            out.push(Path4or6 {
+                prefix: prefix.clone(),
+                next_hop: p["nexthops"][0]["ip"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                communities: sorted(words("community")),
+                large_communities: sorted(words("largeCommunity")),
+                local_pref: p["locPrf"]
+                    .as_u64()
+                    .or(p["localpref"].as_u64())
+                    .map(|v| v as u32),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `gobgp global rib -a ipv4 -j` of GoBGP 3.
+pub fn parse_gobgp(text: &str) -> anyhow::Result<Vec<Path4or6>> {
+    let text = text.trim();
+    if text.is_empty() || text == "null" {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(text).with_context(|| format!("GoBGP said {text}"))?;
+    let mut out = Vec::new();
+    for (prefix, paths) in v.as_object().into_iter().flatten() {
+        for p in paths.as_array().into_iter().flatten() {
+            let mut path = Path4or6 {
+                prefix: prefix.clone(),
+                next_hop: String::new(),
+                communities: Vec::new(),
+                large_communities: Vec::new(),
+                local_pref: None,
+            };
+            for a in p["attrs"].as_array().into_iter().flatten() {
+                match a["type"].as_u64() {
+                    Some(3) => path.next_hop = a["nexthop"].as_str().unwrap_or_default().into(),
+                    Some(5) => path.local_pref = a["value"].as_u64().map(|v| v as u32),
+                    Some(8) => {
+                        path.communities = sorted(
+                            a["communities"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_u64)
+                                .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                                .collect(),
+                        )
+                    }
+                    Some(14) => path.next_hop = a["nexthop"].as_str().unwrap_or_default().into(),
+                    Some(32) => {
+                        path.large_communities = sorted(
+                            a["value"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|c| {
+                                    format!(
+                                        "{}:{}:{}",
+                                        c["ASN"]
+                                            .as_u64()
+                                            .or(c["global_admin"].as_u64())
+                                            .unwrap_or(0),
+                                        c["LocalData1"]
+                                            .as_u64()
+                                            .or(c["local_data1"].as_u64())
+                                            .unwrap_or(0),
+                                        c["LocalData2"]
+                                            .as_u64()
+                                            .or(c["local_data2"].as_u64())
+                                            .unwrap_or(0)
+                                    )
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
