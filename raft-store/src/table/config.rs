@@ -162,7 +162,7 @@ impl AllocationTable {
                                 r,
                                 (
                                     format!("spec.communities[{i}]"),
-                                    format!("{c:?} is neither a community value (a:b, large:a:b:c) nor an alias defined by a Community"),
+                                    format!("{c:?} is neither a community value (a:b, large:a:b:c, a well-known name) nor an alias defined by a Community"),
                                 ),
                             ));
                         }
@@ -181,6 +181,8 @@ impl AllocationTable {
                 _ => {}
             }
         }
+        self.check_local_prefs(&config, &pool_names)
+            .map_err(|(doc, r, e)| error(doc, &r, e))?;
         if batch.strict {
             // A requested IP must lie in some pool of the resulting configuration.
             for (doc, obj) in &batch.objects {
@@ -204,6 +206,72 @@ impl AllocationTable {
                             ),
                         ));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Two BGPAdvertisements that may announce one prefix to one peer must not ask for two
+    /// different LOCAL_PREFs (MetalLB refuses it too): they overlap when they select a common
+    /// pool and a common peer (an empty list selects all).
+    fn check_local_prefs(
+        &self,
+        config: &BTreeMap<ObjectRef, (u32, &Object)>,
+        pools: &BTreeMap<&str, &ObjectRef>,
+    ) -> Result<(), (u32, ObjectRef, (String, String))> {
+        let labels = |name: &str| {
+            pools
+                .get(name)
+                .and_then(|r| config.get(*r))
+                .map(|(_, o)| &o.labels)
+        };
+        let mut ads: Vec<(u32, &ObjectRef, &BgpAdvertisementSpec, u32, BTreeSet<&str>)> =
+            Vec::new();
+        for (r, (doc, obj)) in config {
+            let ObjectSpec::BgpAdvertisement(ad) = &obj.spec else {
+                continue;
+            };
+            let Some(pref) = ad.local_pref else { continue };
+            let selected: BTreeSet<&str> = pools
+                .keys()
+                .copied()
+                .filter(|p| {
+                    (ad.ip_address_pools.is_empty() && ad.ip_address_pool_selectors.is_empty())
+                        || ad.ip_address_pools.iter().any(|n| n == p)
+                        || labels(p).is_some_and(|l| {
+                            ad.ip_address_pool_selectors
+                                .iter()
+                                .any(|s| super::selector::matches(s, l))
+                        })
+                })
+                .collect();
+            ads.push((*doc, r, ad, pref, selected));
+        }
+        for (i, (doc, r, ad, pref, selected)) in ads.iter().enumerate() {
+            for (odoc, other, oad, opref, oselected) in &ads[..i] {
+                let peers_meet = ad.peers.is_empty()
+                    || oad.peers.is_empty()
+                    || ad.peers.iter().any(|p| oad.peers.contains(p));
+                let shared = selected.intersection(oselected).next();
+                if let (true, Some(pool), true) = (peers_meet, shared, pref != opref) {
+                    // Report it on the object this batch brings.
+                    let (doc, r, other, pref, opref) = if *doc == 0 {
+                        (*odoc, *other, *r, opref, pref)
+                    } else {
+                        (*doc, *r, *other, pref, opref)
+                    };
+                    return Err((
+                        doc,
+                        r.clone(),
+                        (
+                            "spec.localPref".into(),
+                            format!(
+                                "{pref} conflicts with localPref {opref} of {} {}: both advertise pool {pool} to the same peers",
+                                other.kind, other.name
+                            ),
+                        ),
+                    ));
                 }
             }
         }

@@ -11,11 +11,12 @@
 //!
 //! One noun per module: [`command`] (the log's contract), [`config`] (checks before a batch is
 //! applied), [`allocation`] (Services to addresses), [`ownership`] (nodes and who owns each
-//! VIP), [`eligibility`] (who may announce a VIP), [`planner`] (the leader's choice of owners),
+//! VIP), [`eligibility`] (who may announce a VIP), [`bgp`] (what a node announces over BGP), [`planner`] (the leader's choice of owners),
 //! [`events`], [`index`] (what is derived, for work proportional to what changed) and
 //! [`queries`] (the read API; fields are private).
 
 mod allocation;
+pub mod bgp;
 pub mod command;
 mod config;
 mod eligibility;

@@ -162,14 +162,10 @@ pub fn go_duration_ms(text: &str) -> Option<u64> {
     Some(total.round() as u64)
 }
 
-/// `a:b` with 16-bit parts, or `large:a:b:c` with 32-bit parts.
+/// `a:b` with 16-bit parts, `large:a:b:c` with 32-bit parts, or a well-known name
+/// (`no-export`, `graceful-shutdown`, ...).
 pub fn is_community_value(text: &str) -> bool {
-    if let Some(large) = text.strip_prefix("large:") {
-        let parts: Vec<_> = large.split(':').collect();
-        return parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok());
-    }
-    let parts: Vec<_> = text.split(':').collect();
-    parts.len() == 2 && parts.iter().all(|p| p.parse::<u16>().is_ok())
+    super::bgp::parse_community(text).is_some()
 }
 
 /// Checks one object on its own (cross-object rules live in the table).
@@ -257,7 +253,7 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
                     return fail(
                         format!("spec.communities[{i}].value"),
                         format!(
-                            "{:?} is not a community (want a:b with 16-bit parts, or large:a:b:c)",
+                            "{:?} is not a community (want a:b with 16-bit parts, large:a:b:c, or a well-known name such as no-export)",
                             alias.value
                         ),
                     );
@@ -356,6 +352,18 @@ fn bgp_peer(spec: &BgpPeerSpec) -> Result<(), FieldError> {
         return fail(
             "spec.passwordSecret",
             "cannot be combined with spec.password",
+        );
+    }
+    if spec.vrf.as_deref().is_some_and(|v| !v.is_empty()) {
+        return fail(
+            "spec.vrf",
+            "not supported yet: raftlb's BGP sessions run in the default VRF",
+        );
+    }
+    if spec.interface.is_some() {
+        return fail(
+            "spec.interface",
+            "not supported yet: BGP unnumbered; set peerAddress",
         );
     }
     if spec.ebgp_multi_hop && spec.peer_asn == Some(spec.my_asn) {
