@@ -403,6 +403,14 @@ impl Lab {
         self.ctl(&["apply", "-f", &p]).map(|_| ())
     }
 
+    /// Deletes the objects `yaml` names.
+    pub fn delete(&self, yaml: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("delete.yaml");
+        std::fs::write(&path, yaml)?;
+        let p = path.to_string_lossy().into_owned();
+        self.ctl(&["delete", "-f", &p]).map(|_| ())
+    }
+
     /// Owner (node name) of `vip` in the table.
     pub fn owner(&self, vip: &str) -> anyhow::Result<Option<String>> {
         self.owner_seen_by_others(vip, None)
@@ -479,9 +487,9 @@ impl Lab {
         ))
     }
 
-    /// Starts a raftlb cluster with the standard configuration and waits until both VIPs
-    /// have owners.
-    pub fn start_raftlb(&mut self) -> anyhow::Result<()> {
+    /// Starts every node's raftlb and waits for a leader and every node registered (no
+    /// configuration yet).
+    pub fn start_cluster(&mut self) -> anyhow::Result<()> {
         self.start_all()?;
         self.wait("a leader", Duration::from_secs(30), |l| l.leader())?;
         let n = self.nodes.len();
@@ -489,7 +497,13 @@ impl Lab {
             let s = l.ctl(&["status"])?;
             let registered = s["nodes"].as_array().map_or(0, Vec::len);
             Ok((registered == n).then_some(()))
-        })?;
+        })
+    }
+
+    /// Starts a raftlb cluster with the standard configuration and waits until both VIPs
+    /// have owners.
+    pub fn start_raftlb(&mut self) -> anyhow::Result<()> {
+        self.start_cluster()?;
         self.wait("the configuration applied", Duration::from_secs(20), |l| {
             l.apply_standard().map(Some)
         })?;
@@ -617,9 +631,44 @@ impl Lab {
                 asn,
                 neighbors: "10.77.0.0/24".into(),
                 neighbor_asn: node_asn,
+                fib: false,
             },
             self.dir.path(),
         )
+    }
+
+    /// Like [`Lab::router`], and the router installs what it learns into the client
+    /// namespace's kernel (ECMP across the nodes' paths, hashed on ports as well, so TCP
+    /// connections from one client spread).
+    pub fn router_with_fib(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        run(in_ns(&self.client_ns, "sysctl").args([
+            "-qw",
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv6.fib_multipath_hash_policy=1",
+        ]))?;
+        crate::routers::Router::start(
+            kind,
+            crate::routers::RouterConfig {
+                ns: self.client_ns.clone(),
+                address: "10.77.0.100".into(),
+                asn,
+                neighbors: "10.77.0.0/24".into(),
+                neighbor_asn: node_asn,
+                fib: true,
+            },
+            self.dir.path(),
+        )
+    }
+
+    /// The routes the client namespace's kernel holds for `dest` (`ip route show`).
+    pub fn client_route(&self, dest: &str) -> anyhow::Result<String> {
+        let family = if dest.contains(':') { "-6" } else { "-4" };
+        ip(&[family, "-n", &self.client_ns, "route", "show", dest])
     }
 
     /// Starts `raftlb-labd speak` (one BgpSession, no Raft) on node `name` towards the

@@ -6,6 +6,7 @@
 //! Each router runs from its own directory (config, pid file, sockets); it is killed by PID
 //! on drop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ pub struct RouterConfig {
     /// The nodes' subnet, accepted as dynamic neighbours.
     pub neighbors: String,
     pub neighbor_asn: u32,
+    /// Install the learnt routes into the namespace's kernel (BIRD only; ECMP merged).
+    pub fib: bool,
 }
 
 /// One path in a router's RIB.
@@ -125,6 +128,7 @@ impl Router {
                     format!(
                         "router id {addr};\n\
                          protocol device {{ scan time 10; }}\n\
+                         {kernel}\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
                            ipv4 {{ import all; export none; }};\n\
@@ -135,7 +139,13 @@ impl Router {
                         addr = c.address,
                         asn = c.asn,
                         range = c.neighbors,
-                        nasn = c.neighbor_asn
+                        nasn = c.neighbor_asn,
+                        kernel = if c.fib {
+                            "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }\n\
+                             protocol kernel { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }\n"
+                        } else {
+                            ""
+                        }
                     ),
                 )?;
                 let child = in_ns(&c.ns, "bird")
@@ -385,6 +395,49 @@ impl Router {
                 Ok(sorted(out))
             }
         }
+    }
+
+    /// For each Established neighbour, when its session came up as the router says (BIRD's
+    /// `since` column, FRR's and GoBGP's uptime in seconds): unchanged values across an edit
+    /// mean no session was reset.
+    pub fn sessions_since(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        match self.kind {
+            RouterKind::Bird => {
+                let text = self.cli(&["show", "protocols", "all"])?;
+                let mut since = None;
+                for line in text.lines() {
+                    if line.starts_with("dyn") {
+                        let f: Vec<&str> = line.split_whitespace().collect();
+                        since =
+                            (line.contains("Established") && f.len() > 4).then(|| f[4].to_string());
+                    }
+                    if let (Some(addr), Some(s)) =
+                        (line.trim().strip_prefix("Neighbor address:"), &since)
+                    {
+                        out.insert(addr.trim().to_string(), s.clone());
+                    }
+                }
+            }
+            RouterKind::Frr => {
+                let v: Value =
+                    serde_json::from_str(&self.cli(&["show", "bgp", "neighbors", "json"])?)?;
+                for (addr, n) in v.as_object().into_iter().flatten() {
+                    if n["bgpState"] == "Established" {
+                        out.insert(addr.clone(), n["bgpTimerUpEstablishedEpoch"].to_string());
+                    }
+                }
+            }
+            RouterKind::Gobgp => {
+                let v: Value = serde_json::from_str(&self.cli(&["neighbor", "-j"])?)?;
+                for n in v.as_array().into_iter().flatten() {
+                    if let Some(a) = n["state"]["neighbor_address"].as_str() {
+                        out.insert(a.to_string(), n["timers"]["state"]["uptime"].to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Polls `check` until it returns Some, for up to `within`.

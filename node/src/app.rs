@@ -24,6 +24,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     /// One connection per peer, shared by every job that talks to it.
     pub channels: Channels,
+    /// This node's BGP sessions and what it told them.
+    pub bgp: Arc<tokio::sync::Mutex<crate::bgp::Bridge>>,
 }
 
 impl App {

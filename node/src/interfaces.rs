@@ -312,6 +312,8 @@ impl Responders {
 /// What `start` set up: the announcer and the names it answers on, kept current.
 pub struct Started {
     pub announcer: Addr<Announcer>,
+    /// The actor thread's arbiter: BGP sessions are started there too.
+    pub arbiter: ArbiterHandle,
     pub names: watch::Receiver<Vec<String>>,
     /// The rescan task, or the listed interfaces held open for the process's life.
     _keep: Keep,
@@ -361,6 +363,7 @@ pub async fn start(
             let (tx, names) = watch::channel(list);
             Ok(Started {
                 announcer: r.announcer.clone(),
+                arbiter: r.arbiter.clone(),
                 names,
                 _keep: Keep::Fixed {
                     _responders: r,
@@ -371,6 +374,7 @@ pub async fn start(
         Choice::Discover(exclusions) => {
             let r = Responders::start(lease, clock)?;
             let announcer = r.announcer.clone();
+            let arbiter = r.arbiter.clone();
             let mut rescan = Rescan {
                 responders: r,
                 sources: Sources::default(),
@@ -387,6 +391,7 @@ pub async fn start(
             });
             Ok(Started {
                 announcer,
+                arbiter,
                 names: rx,
                 _keep: Keep::Rescan(task),
             })

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod announce;
 pub mod app;
+pub mod bgp;
 pub mod check;
 pub mod clock;
 pub mod control;

@@ -112,6 +112,10 @@ enum Cmd {
         /// Serve /healthz, /readyz and /metrics on this port of --listen (MetalLB uses 9120).
         #[arg(long)]
         metrics_port: Option<u16>,
+        /// BGP router ID of this node's sessions (a BGPPeer's routerID overrides it); default:
+        /// the --listen address if it is IPv4 and not loopback, else derived from the node name.
+        #[arg(long, env = "RAFTLB_ROUTER_ID")]
+        router_id: Option<std::net::Ipv4Addr>,
         /// Exit when the process that started this peer is gone (`raftlb up` passes its pid),
         /// so a launcher killed with SIGKILL leaves no peer behind.
         #[arg(long, hide = true)]
@@ -309,6 +313,7 @@ fn main() {
                 kube_namespace,
                 statefulset,
                 metrics_port,
+                router_id,
                 exit_with_parent,
             } => {
                 if let Some(parent) = exit_with_parent {
@@ -348,6 +353,7 @@ fn main() {
                     interfaces: Vec::new(),
                     excluded: None,
                 };
+                let bgp = raftlb_node::bgp::NodeBgp::new(router_id, listen, &facts.name);
                 if !peers.is_empty() && !peers.contains_key(&id) {
                     usage_error(format!("--peers does not list this node (--id {id})"));
                 }
@@ -377,6 +383,7 @@ fn main() {
                         statefulset: statefulset.or(set_name),
                     }),
                     metrics_addr: metrics_port.map(|p| SocketAddr::new(listen, p)),
+                    bgp,
                 };
                 match peer::run(cfg).await {
                     Ok(()) => 0,

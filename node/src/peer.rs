@@ -64,6 +64,8 @@ pub struct PeerConfig {
     pub kube: Option<crate::kube::KubeOptions>,
     /// `/healthz`, `/readyz` and `/metrics` (None: not served).
     pub metrics_addr: Option<SocketAddr>,
+    /// What this node brings to its BGP sessions (router ID).
+    pub bgp: crate::bgp::NodeBgp,
 }
 
 /// Why a peer stopped: the process exit code tells them apart.
@@ -165,6 +167,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         transfer: TransferGuard::default(),
         stats: Arc::default(),
         channels: channels.clone(),
+        bgp: Arc::default(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -231,6 +234,12 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
                 app.clone(),
                 interfaces.announcer.clone(),
             )),
+            tokio::spawn(crate::bgp::run(
+                app.clone(),
+                interfaces.arbiter.clone(),
+                cfg.bgp.clone(),
+                app.bgp.clone(),
+            )),
         ];
         // Under Kubernetes the Node watcher registers this node, with the Node's labels.
         if cfg.kube.is_none() {
@@ -251,6 +260,10 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         }
         // Stop answering before the process goes: the lease ends now.
         keeper.lease.set(0);
+        // End BGP sessions with a Cease that says why, rather than letting routers wait out
+        // their hold timers.
+        app.bgp.lock().await.shutdown("raftlb: node shutting down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
     .await;

@@ -20,4 +20,6 @@ pub mod session;
 
 pub use codec::{fuzz_frames, PathAttrs};
 pub use fsm::{PeerAsn, SessionConfig};
-pub use session::{BgpSession, GetStatus, Peer, ReplaceRoutes, Routes, SessionStatus, Shutdown};
+pub use session::{
+    BgpSession, GetStatus, Peer, ReplaceRoutes, RouteChange, Routes, SessionStatus, Shutdown,
+};

@@ -71,10 +71,13 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
 }
 
-/// Sets (Some) or withdraws (None) prefixes for this peer.
+/// One prefix set (Some) or withdrawn (None).
+pub type RouteChange = (IpNet, Option<Arc<PathAttrs>>);
+
+/// Sets or withdraws prefixes for this peer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Routes(pub Vec<(IpNet, Option<Arc<PathAttrs>>)>);
+pub struct Routes(pub Vec<RouteChange>);
 
 /// Replaces everything this peer should have.
 #[derive(Message)]

@@ -1,0 +1,374 @@
+//! The BGP bridge: one `BgpSession` actor per BGPPeer that selects this node, each given the
+//! routes the applied table says this node announces to it (`table::bgp`). After a first full
+//! pass it looks only at the VIPs the applied entries touched (the table's journal); a
+//! configuration or node change means a full pass again.
+//!
+//! Edits that the OPEN does not carry (advertisements, communities, localPref, aggregation,
+//! pools, peers and node selectors, keepalive and connect timers) only change what is sent;
+//! the session stays up. Edits of what the OPEN carries (ASNs, router ID, hold time, families,
+//! address, port, source, TTL) reset that one session, once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use actix::{Actor, Addr, ArbiterHandle};
+use ipnet::IpNet;
+use raftlb_actors::bgp::{
+    BgpSession, GetStatus, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange, Routes,
+    SessionConfig, SessionStatus, Shutdown,
+};
+use raftlb_raft_store::table::bgp::{BgpAttrs, BgpRoute};
+use raftlb_raft_store::table::index::Changes;
+use raftlb_raft_store::table::objects::BgpPeerSpec;
+use raftlb_raft_store::table::validate::go_duration_ms;
+use raftlb_raft_store::table::{AllocationTable, ServiceState};
+use tracing::{info, warn};
+
+use crate::app::App;
+
+/// What the node itself brings to its sessions.
+#[derive(Debug, Clone)]
+pub struct NodeBgp {
+    /// `--router-id`, else the IPv4 address the node listens on, else one derived from the
+    /// node's name (MetalLB's fallback).
+    pub router_id: Ipv4Addr,
+}
+
+impl NodeBgp {
+    pub fn new(flag: Option<Ipv4Addr>, listen: IpAddr, name: &str) -> NodeBgp {
+        let router_id = flag.unwrap_or_else(|| match listen {
+            IpAddr::V4(a) if !a.is_unspecified() && !a.is_loopback() => a,
+            _ => {
+                // FNV-1a of the name, never 0.0.0.0.
+                let h = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+                    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+                });
+                Ipv4Addr::from(h.max(1))
+            }
+        });
+        NodeBgp { router_id }
+    }
+}
+
+/// The session settings a BGPPeer gives on this node.
+pub fn session_peer(name: &str, spec: &BgpPeerSpec, node: &NodeBgp) -> Result<Peer, String> {
+    let address: IpAddr = spec
+        .peer_address
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| format!("BGPPeer {name}: spec.peerAddress is not an IP address"))?;
+    let port = spec.peer_port.unwrap_or(179) as u16;
+    let local_asn = spec.local_asn.unwrap_or(spec.my_asn);
+    let peer_asn = match (spec.peer_asn, spec.dynamic_asn.as_deref()) {
+        (Some(asn), _) => PeerAsn::Fixed(asn),
+        (None, Some("internal")) => PeerAsn::Internal,
+        _ => PeerAsn::External,
+    };
+    let ibgp = match peer_asn {
+        PeerAsn::Fixed(asn) => asn == local_asn,
+        PeerAsn::Internal => true,
+        PeerAsn::External => false,
+    };
+    let secs = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(go_duration_ms)
+            .map(|ms| u16::try_from(ms / 1000).unwrap_or(u16::MAX))
+    };
+    let keepalive = secs(&spec.keepalive_time);
+    // MetalLB: if only one timer is set, the other follows (×3 or ÷3).
+    let hold_time = secs(&spec.hold_time)
+        .or(keepalive.map(|k| k.saturating_mul(3)))
+        .unwrap_or(raftlb_actors::bgp::fsm::DEFAULT_HOLD_TIME);
+    let router_id = match spec.router_id.as_deref() {
+        Some(r) => r
+            .parse()
+            .map_err(|_| format!("BGPPeer {name}: spec.routerID is not an IPv4 address"))?,
+        None => node.router_id,
+    };
+    let dual = spec.dual_stack_address_family;
+    let (next_hop_v4, next_hop_v6) = if dual {
+        other_family_next_hops(address)
+    } else {
+        (None, None)
+    };
+    Ok(Peer {
+        name: name.to_string(),
+        address: SocketAddr::new(address, port),
+        source: spec.source_address.as_deref().and_then(|s| s.parse().ok()),
+        ttl: if ibgp || spec.ebgp_multi_hop { 255 } else { 1 },
+        config: SessionConfig {
+            local_asn,
+            peer_asn,
+            router_id,
+            hold_time,
+            keepalive,
+            connect_retry: secs(&spec.connect_time)
+                .unwrap_or(raftlb_actors::bgp::fsm::DEFAULT_CONNECT_RETRY),
+            ipv4: address.is_ipv4() || dual,
+            ipv6: address.is_ipv6() || dual,
+            graceful_restart: false,
+        },
+        next_hop_v4,
+        next_hop_v6,
+    })
+}
+
+/// For a dual-stack session: this node's addresses of both families on the interface that
+/// reaches `peer` (the session's own family is replaced by the socket's local address later).
+fn other_family_next_hops(peer: IpAddr) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    for i in pnet_datalink::interfaces() {
+        if !i.ips.iter().any(|n| n.contains(peer)) {
+            continue;
+        }
+        let v4 = i.ips.iter().find_map(|n| match n.ip() {
+            IpAddr::V4(a) => Some(a),
+            _ => None,
+        });
+        let v6 = i.ips.iter().find_map(|n| match n.ip() {
+            IpAddr::V6(a) if (a.segments()[0] & 0xffc0) != 0xfe80 => Some(a),
+            _ => None,
+        });
+        return (v4, v6);
+    }
+    (None, None)
+}
+
+fn path_attrs(a: &BgpAttrs) -> PathAttrs {
+    PathAttrs {
+        local_pref: a.local_pref,
+        communities: a.communities.clone(),
+        large_communities: a.large_communities.clone(),
+    }
+}
+
+/// What this node has told its sessions, kept to send only differences.
+#[derive(Default)]
+pub struct Bridge {
+    sessions: BTreeMap<String, (Peer, Addr<BgpSession>)>,
+    /// The routes each VIP gave, as last computed.
+    by_vip: BTreeMap<IpAddr, Vec<BgpRoute>>,
+    /// Per (peer, prefix): the VIPs behind it and the attributes each asks for (an aggregate
+    /// stands for several VIPs).
+    prefixes: BTreeMap<(String, IpNet), BTreeMap<IpAddr, BgpAttrs>>,
+}
+
+impl Bridge {
+    /// The merged attributes of one (peer, prefix), None once nothing is behind it.
+    fn desired(&self, key: &(String, IpNet)) -> Option<Arc<PathAttrs>> {
+        let contributors = self.prefixes.get(key)?;
+        let mut merged: Option<PathAttrs> = None;
+        for a in contributors.values() {
+            let p = path_attrs(a);
+            merged = Some(match merged {
+                None => p,
+                Some(mut m) => {
+                    m.local_pref = m.local_pref.max(p.local_pref);
+                    m.communities.extend(p.communities);
+                    m.communities.sort_unstable();
+                    m.communities.dedup();
+                    m.large_communities.extend(p.large_communities);
+                    m.large_communities.sort_unstable();
+                    m.large_communities.dedup();
+                    m
+                }
+            });
+        }
+        merged.map(Arc::new)
+    }
+
+    /// Brings the sessions in step with the table for node `me`.
+    pub fn sync(
+        &mut self,
+        t: &AllocationTable,
+        me: &str,
+        node: &NodeBgp,
+        changes: &Changes,
+        arbiter: &ArbiterHandle,
+    ) {
+        let view = t.bgp_view(me);
+        let full = match changes {
+            Changes::All => true,
+            Changes::Some { nodes, .. } => *nodes,
+        };
+        if full {
+            self.sync_peers(&view, node, arbiter);
+        }
+        let vips: BTreeSet<IpAddr> = match changes {
+            Changes::Some {
+                vips,
+                services,
+                nodes: false,
+            } => services
+                .iter()
+                .filter_map(|k| match &t.services().get(k.as_str())?.state {
+                    ServiceState::Allocated { ips, .. } => Some(ips.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .chain(vips.iter().copied())
+                .collect(),
+            _ => t
+                .addresses()
+                .keys()
+                .chain(self.by_vip.keys())
+                .copied()
+                .collect(),
+        };
+        let mut dirty: BTreeSet<(String, IpNet)> = BTreeSet::new();
+        for ip in vips {
+            let routes = view.routes(&ip);
+            let old = self.by_vip.get(&ip).cloned().unwrap_or_default();
+            if routes == old {
+                continue;
+            }
+            for r in &old {
+                let key = (r.peer.clone(), r.prefix);
+                if let Some(c) = self.prefixes.get_mut(&key) {
+                    c.remove(&ip);
+                    if c.is_empty() {
+                        self.prefixes.remove(&key);
+                    }
+                }
+                dirty.insert(key);
+            }
+            for r in &routes {
+                let key = (r.peer.clone(), r.prefix);
+                self.prefixes
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(ip, r.attrs.clone());
+                dirty.insert(key);
+            }
+            if routes.is_empty() {
+                self.by_vip.remove(&ip);
+            } else {
+                self.by_vip.insert(ip, routes);
+            }
+        }
+        if full {
+            // Every session gets its whole table (a new session starts empty).
+            for (name, (_, addr)) in &self.sessions {
+                let all: BTreeMap<IpNet, Arc<PathAttrs>> = self
+                    .prefixes
+                    .range((name.clone(), IpNet::V4(Default::default()))..)
+                    .take_while(|((p, _), _)| p == name)
+                    .filter_map(|(key, _)| Some((key.1, self.desired(key)?)))
+                    .collect();
+                addr.do_send(ReplaceRoutes(all));
+            }
+            return;
+        }
+        let mut per_peer: BTreeMap<&str, Vec<RouteChange>> = BTreeMap::new();
+        for key in &dirty {
+            per_peer
+                .entry(key.0.as_str())
+                .or_default()
+                .push((key.1, self.desired(key)));
+        }
+        for (peer, changes) in per_peer {
+            if let Some((_, addr)) = self.sessions.get(peer) {
+                addr.do_send(Routes(changes));
+            }
+        }
+    }
+
+    /// Starts, reconfigures and stops sessions to match the BGPPeers selecting this node.
+    fn sync_peers(
+        &mut self,
+        view: &raftlb_raft_store::table::bgp::BgpView<'_>,
+        node: &NodeBgp,
+        arbiter: &ArbiterHandle,
+    ) {
+        let mut wanted: BTreeMap<String, Peer> = BTreeMap::new();
+        for (name, spec) in view.peers() {
+            match session_peer(name, spec, node) {
+                Ok(p) => {
+                    if spec.password.is_some() || spec.password_secret.is_some() {
+                        warn!(peer = %name, "BGPPeer sets a TCP-MD5 password: not applied yet, the session runs without it");
+                    }
+                    wanted.insert(name.to_string(), p);
+                }
+                Err(e) => warn!(error = %e, "BGP peer skipped"),
+            }
+        }
+        let gone: Vec<String> = self
+            .sessions
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some((_, addr)) = self.sessions.remove(&name) {
+                info!(peer = %name, "BGP peer no longer selects this node: ending the session");
+                addr.do_send(Shutdown {
+                    reason: "raftlb: BGPPeer removed or no longer selects this node".into(),
+                });
+            }
+        }
+        for (name, peer) in wanted {
+            match self.sessions.get_mut(&name) {
+                Some((current, addr)) => {
+                    if *current != peer {
+                        addr.do_send(raftlb_actors::bgp::session::Reconfigure(peer.clone()));
+                        *current = peer;
+                    }
+                }
+                None => {
+                    info!(peer = %name, address = %peer.address, "starting BGP session");
+                    let p = peer.clone();
+                    let addr = BgpSession::start_in_arbiter(arbiter, move |_| BgpSession::new(p));
+                    self.sessions.insert(name, (peer, addr));
+                }
+            }
+        }
+    }
+
+    /// The status of every session (`ctl get bgp`, metrics).
+    pub async fn status(&self) -> Vec<SessionStatus> {
+        let mut out = Vec::new();
+        for (_, addr) in self.sessions.values() {
+            if let Ok(s) = addr.send(GetStatus).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Ends every session with a Cease carrying `reason` (shutdown).
+    pub fn shutdown(&mut self, reason: &str) {
+        for (_, (_, addr)) in std::mem::take(&mut self.sessions) {
+            addr.do_send(Shutdown {
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
+
+/// Keeps the sessions in step with the table for as long as the process runs.
+pub async fn run(
+    app: App,
+    arbiter: ArbiterHandle,
+    node: NodeBgp,
+    bridge: Arc<tokio::sync::Mutex<Bridge>>,
+) {
+    let mut rx = app.raft.metrics();
+    let mut last: Option<u64> = None;
+    let mut synced: Option<u64> = None;
+    loop {
+        let applied = rx.borrow_and_update().last_applied.map(|l| l.index);
+        if applied != last {
+            last = applied;
+            let mut b = bridge.lock().await;
+            let g = app.state.read().unwrap_or_else(|p| p.into_inner());
+            let index = g.last_applied.map_or(0, |l| l.index);
+            let changes = g.table.changes_since(synced);
+            b.sync(&g.table, &app.fence.name, &node, &changes, &arbiter);
+            synced = Some(index);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

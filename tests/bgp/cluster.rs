@@ -1,0 +1,123 @@
+//! BGP mode end to end: three raftlb peers in the namespace lab, BIRD 2 as the router in the
+//! client namespace. MetalLB's objects go in through `raftlb ctl apply`; BIRD's RIB and the
+//! client kernel's routes are the judge.
+//!
+//! Needs root and bird2 (installed by .ci/run).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use raftlb_chaos::lab::{Announcer, Lab, VIP4, VIP6};
+use raftlb_chaos::routers::{Router, RouterKind};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn config(community: &str) -> String {
+    format!(
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: tor}}\n\
+         spec: {{myASN: 64513, peerASN: 64512, peerAddress: 10.77.0.100, holdTime: 9s, \
+         dualStackAddressFamily: true}}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab}}\n\
+         spec: {{addresses: [{VIP4}/32, {VIP6}/128]}}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: lab}}\n\
+         spec: {{ipAddressPools: [lab], communities: [\"{community}\"]}}\n"
+    )
+}
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+     spec: {type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], \
+     ports: [{port: 8080}]}\n";
+
+/// The next hops BIRD holds for `prefix`.
+fn next_hops(router: &Router, prefix: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(router
+        .detail(prefix)?
+        .into_iter()
+        .map(|p| p.next_hop)
+        .collect())
+}
+
+fn hops(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow::Result<()> {
+    let mut lab = Lab::build(
+        3,
+        Announcer::Raftlb {
+            profile: "default".into(),
+        },
+    )?;
+    let router = lab.router_with_fib(RouterKind::Bird, 64512, 64513)?;
+    lab.start_cluster()?;
+    lab.apply(&config("64512:100"))?;
+    lab.apply(SERVICE)?;
+    let all = hops(&["10.77.0.11", "10.77.0.12", "10.77.0.13"]);
+    let v4 = format!("{VIP4}/32");
+    let v6 = format!("{VIP6}/128");
+    router.wait("three paths for the IPv4 VIP", WITHIN, |r| {
+        Ok((next_hops(r, &v4)? == all).then_some(()))
+    })?;
+    let all6 = hops(&["fd00:77::11", "fd00:77::12", "fd00:77::13"]);
+    router.wait("three paths for the IPv6 VIP over MP-BGP", WITHIN, |r| {
+        Ok((next_hops(r, &v6)? == all6).then_some(()))
+    })?;
+    assert!(router
+        .detail(&v4)?
+        .iter()
+        .all(|p| p.communities == vec!["64512:100".to_string()]));
+
+    // The client's kernel got one ECMP route, and connections land on all three nodes.
+    let route = lab.client_route(VIP4)?;
+    for n in &lab.nodes {
+        assert!(
+            route.contains(&n.ip),
+            "client route {route:?} lacks {}",
+            n.ip
+        );
+    }
+    let mut reached = BTreeSet::new();
+    for _ in 0..60 {
+        if let Some(name) = lab.reach(VIP4)? {
+            reached.insert(name);
+        }
+    }
+    assert_eq!(reached.len(), 3, "TCP reached only {reached:?}");
+
+    // An advertisement edit changes the routes, never the sessions.
+    let since = router.sessions_since()?;
+    assert_eq!(since.len(), 3, "{since:?}");
+    lab.apply(&config("64512:200"))?;
+    router.wait("the new community", WITHIN, |r| {
+        let paths = r.detail(&v4)?;
+        Ok((paths.len() == 3
+            && paths
+                .iter()
+                .all(|p| p.communities == vec!["64512:200".to_string()]))
+        .then_some(()))
+    })?;
+    assert_eq!(
+        router.sessions_since()?,
+        since,
+        "an advertisement edit reset a session"
+    );
+
+    // Deleting the Service withdraws it everywhere.
+    lab.delete(SERVICE)?;
+    router.wait("the VIP withdrawn", WITHIN, |r| {
+        Ok((r.detail(&v4)?.is_empty() && r.detail(&v6)?.is_empty()).then_some(()))
+    })?;
+
+    // A node killed with SIGKILL loses its path (its kernel closes the session); the others
+    // keep theirs.
+    lab.apply(SERVICE)?;
+    router.wait("three paths again", WITHIN, |r| {
+        Ok((next_hops(r, &v4)? == all).then_some(()))
+    })?;
+    lab.kill("n1");
+    router.wait("n1's path gone, the others kept", WITHIN, |r| {
+        Ok((next_hops(r, &v4)? == hops(&["10.77.0.12", "10.77.0.13"])).then_some(()))
+    })?;
+    Ok(())
+}
