@@ -364,6 +364,76 @@ impl Admin for AdminService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn bgp_sessions(&self, _: Request<BgpRequest>) -> Result<Response<BgpReply>, Status> {
+        use crate::bgp::BgpSessionView;
+        use raftlb_proto::raft::Empty;
+        let mut views = crate::bgp::local_views(&self.app).await;
+        let me = self.app.raft.metrics().borrow().id;
+        let members: Vec<(NodeId, String)> = {
+            let m = self.app.raft.metrics().borrow().clone();
+            m.membership_config
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let name_of = |id: NodeId| {
+            let t = self.read_table();
+            t.table
+                .nodes()
+                .values()
+                .find(|n| n.facts.raft_id == id)
+                .map_or(format!("id {id}"), |n| n.facts.name.clone())
+        };
+        // Each member answers for its own sessions, all at once.
+        let asks = members.into_iter().map(|(id, addr)| {
+            let channels = self.app.channels.clone();
+            async move {
+                let ask = async {
+                    let mut client = channels.client(&addr).ok()?;
+                    let mut req = Request::new(Empty {});
+                    req.set_timeout(Duration::from_secs(1));
+                    let reply = client.bgp_sessions(req).await.ok()?;
+                    crate::raft::transport::reply::<Vec<BgpSessionView>>(reply).ok()
+                };
+                (id, ask.await)
+            }
+        });
+        let mut unreachable = Vec::new();
+        for (id, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Some(v) => views.extend(v),
+                None => unreachable.push(name_of(id)),
+            }
+        }
+        views.sort_by(|a, b| (&a.node, &a.peer).cmp(&(&b.node, &b.peer)));
+        let sessions = views
+            .into_iter()
+            .map(|v| BgpSession {
+                node: v.node,
+                peer: v.peer,
+                address: v.address,
+                state: v.state,
+                established_since_ms: v.established_since_ms,
+                local_address: v.local_address,
+                peer_asn: v.peer_asn,
+                peer_router_id: v.peer_router_id,
+                hold_time: u32::from(v.hold_time),
+                keepalive: u32::from(v.keepalive),
+                families: v.families,
+                prefixes_sent: v.prefixes_sent,
+                prefixes_pending: v.prefixes_pending,
+                updates_sent: v.updates_sent,
+                downs: v.downs,
+                last_error: v.last_error,
+            })
+            .collect();
+        Ok(Response::new(BgpReply {
+            sessions,
+            unreachable,
+        }))
+    }
+
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipReply>, Status> {
         let req = req.into_inner();
         let cmd = Command::Drain {

@@ -346,6 +346,62 @@ impl Bridge {
     }
 }
 
+/// One session as the peer protocol and the admin API carry it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BgpSessionView {
+    pub node: String,
+    pub peer: String,
+    pub address: String,
+    pub state: String,
+    pub established_since_ms: u64,
+    pub local_address: String,
+    pub peer_asn: u32,
+    pub peer_router_id: String,
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub families: Vec<String>,
+    pub prefixes_sent: u64,
+    pub prefixes_pending: u64,
+    pub updates_sent: u64,
+    pub downs: u64,
+    pub last_error: String,
+}
+
+impl BgpSessionView {
+    pub fn of(node: &str, s: &SessionStatus) -> BgpSessionView {
+        BgpSessionView {
+            node: node.to_string(),
+            peer: s.peer.clone(),
+            address: s.address.clone(),
+            state: s.state.to_string(),
+            established_since_ms: s
+                .established_since
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64),
+            local_address: s.local_address.map(|a| a.to_string()).unwrap_or_default(),
+            peer_asn: s.peer_asn.unwrap_or(0),
+            peer_router_id: s.peer_router_id.map(|a| a.to_string()).unwrap_or_default(),
+            hold_time: s.hold_time,
+            keepalive: s.keepalive,
+            families: s.families.iter().map(|f| f.to_string()).collect(),
+            prefixes_sent: s.prefixes_sent as u64,
+            prefixes_pending: s.prefixes_pending as u64,
+            updates_sent: s.updates_sent,
+            downs: s.downs,
+            last_error: s.last_error.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// This node's sessions, as views.
+pub async fn local_views(app: &App) -> Vec<BgpSessionView> {
+    let sessions = app.bgp.lock().await.status().await;
+    sessions
+        .iter()
+        .map(|s| BgpSessionView::of(&app.fence.name, s))
+        .collect()
+}
+
 /// Keeps the sessions in step with the table for as long as the process runs.
 pub async fn run(
     app: App,

@@ -91,6 +91,7 @@ pub enum GetWhat {
     Services,
     Vips,
     Events,
+    Bgp,
 }
 
 impl GetWhat {
@@ -103,8 +104,9 @@ impl GetWhat {
             "services" | "service" | "svc" => GetWhat::Services,
             "vips" | "vip" => GetWhat::Vips,
             "events" | "event" | "ev" => GetWhat::Events,
+            "bgp" | "bgpsessions" | "bgpsession" | "sessions" => GetWhat::Bgp,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (pools, services, vips, events; short: pool, svc, vip, ev)"
+                "the server doesn't have a resource type {other:?} (pools, services, vips, events, bgp; short: pool, svc, vip, ev)"
             ),
         })
     }
@@ -115,6 +117,7 @@ impl GetWhat {
             GetWhat::Services => "services",
             GetWhat::Vips => "vips",
             GetWhat::Events => "events",
+            GetWhat::Bgp => "bgp",
         }
     }
 }
@@ -135,7 +138,7 @@ fn get_targets(what: &str, name: Option<String>) -> anyhow::Result<(Vec<GetWhat>
         }
     }
     if kinds.is_empty() {
-        bail!("get needs a resource type (pools, services, vips, events)");
+        bail!("get needs a resource type (pools, services, vips, events, bgp)");
     }
     if name.is_some() && kinds.len() > 1 {
         bail!("a name needs exactly one resource type, not {what:?}");
@@ -699,6 +702,70 @@ fn header_of(kind: GetWhat, wide: bool) -> Vec<&'static str> {
         GetWhat::Services => service_header(wide),
         GetWhat::Vips => vip_header(wide),
         GetWhat::Events => vec!["SEQ", "AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        GetWhat::Bgp => bgp_header(wide),
+    }
+}
+
+fn bgp_header(wide: bool) -> Vec<&'static str> {
+    let mut h = vec!["NODE", "PEER", "ADDRESS", "STATE", "UPTIME", "PREFIXES"];
+    if wide {
+        h.extend([
+            "LOCAL",
+            "PEER-AS",
+            "HOLD/KEEPALIVE",
+            "FAMILIES",
+            "UPDATES",
+            "DOWNS",
+        ]);
+    }
+    h.push("LAST-ERROR");
+    h
+}
+
+/// One BGP session, as it is (MetalLB FRR's BGPSessionState, with what was sent).
+fn bgp_row(b: &BgpSession, wide: bool, now: u64) -> Row {
+    let mut cells = vec![
+        b.node.clone(),
+        b.peer.clone(),
+        b.address.clone(),
+        b.state.clone(),
+        if b.established_since_ms == 0 {
+            "-".into()
+        } else {
+            age(now, b.established_since_ms)
+        },
+        if b.prefixes_pending > 0 {
+            format!("{} (+{} pending)", b.prefixes_sent, b.prefixes_pending)
+        } else {
+            b.prefixes_sent.to_string()
+        },
+    ];
+    if wide {
+        cells.extend([
+            dash(&b.local_address),
+            if b.peer_asn == 0 {
+                "-".into()
+            } else {
+                b.peer_asn.to_string()
+            },
+            format!("{}/{}", b.hold_time, b.keepalive),
+            dash(&b.families.join(",")),
+            b.updates_sent.to_string(),
+            b.downs.to_string(),
+        ]);
+    }
+    cells.push(dash(&b.last_error));
+    Row {
+        key: format!("{}/{}", b.node, b.peer),
+        json: json!({
+            "node": b.node, "peer": b.peer, "address": b.address, "state": b.state,
+            "establishedSinceMs": b.established_since_ms, "localAddress": b.local_address,
+            "peerASN": b.peer_asn, "peerRouterID": b.peer_router_id,
+            "holdTime": b.hold_time, "keepaliveTime": b.keepalive, "families": b.families,
+            "prefixesSent": b.prefixes_sent, "prefixesPending": b.prefixes_pending,
+            "updatesSent": b.updates_sent, "downs": b.downs, "lastError": b.last_error,
+        }),
+        cells,
     }
 }
 
@@ -765,6 +832,21 @@ async fn get(
                 .into_inner();
             moves = list.history;
             list.vips.iter().map(|v| vip_row(v, wide, now)).collect()
+        }
+        GetWhat::Bgp => {
+            let reply = client
+                .bgp_sessions(BgpRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for n in &reply.unreachable {
+                eprintln!("warning: node {n} did not answer; its sessions are not listed");
+            }
+            reply
+                .sessions
+                .iter()
+                .map(|b| bgp_row(b, wide, now))
+                .collect()
         }
         GetWhat::Events => client
             .list_events(EventsRequest {
@@ -840,6 +922,53 @@ async fn get(
     })
 }
 
+/// `get bgp -w`: sessions are live state, not log entries, so the listing is asked for again
+/// every second and each session that changed is printed.
+async fn watch_bgp(endpoints: &str, output: Output, filter: &Filter) -> anyhow::Result<()> {
+    let wide = output == Output::Wide;
+    let urls = endpoint_urls(endpoints);
+    let mut shown: std::collections::BTreeMap<String, Row> = Default::default();
+    let mut header_printed = false;
+    loop {
+        if let Ok((mut client, _)) = connect_first(&urls).await {
+            if let Ok(reply) = client.bgp_sessions(BgpRequest {}).await {
+                let now = wall_ms();
+                let rows: Vec<Row> = reply
+                    .into_inner()
+                    .sessions
+                    .iter()
+                    .map(|b| bgp_row(b, wide, now))
+                    .filter(|r| filter.keeps(&r.key))
+                    .collect();
+                for row in rows {
+                    let event = match shown.get(&row.key) {
+                        Some(old) if old.json == row.json => continue,
+                        Some(_) => "MODIFIED",
+                        None => "ADDED",
+                    };
+                    match output {
+                        Output::Json => println!("{}", json!({"type": event, "object": row.json})),
+                        Output::Yaml => print!(
+                            "---\n{}",
+                            serde_yaml_ng::to_string(&json!({"type": event, "object": row.json}))?
+                        ),
+                        _ if !header_printed => {
+                            println!(
+                                "{}",
+                                table(&bgp_header(wide), std::slice::from_ref(&row.cells))
+                            );
+                            header_printed = true;
+                        }
+                        _ => println!("{}", row.cells.join("   ")),
+                    }
+                    shown.insert(row.key.clone(), row);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// `get -w`: the listing, then every change as it is applied. When the peer goes away the
 /// watch resumes on another endpoint from the last applied index it saw; rows are compared
 /// with what was printed, so nothing is printed twice and the state after the gap is shown.
@@ -850,7 +979,8 @@ async fn watch(
     filter: &Filter,
 ) -> anyhow::Result<()> {
     let resource = match kind {
-        GetWhat::Events => bail!("--watch takes pools, services or vips"),
+        GetWhat::Events => bail!("--watch takes pools, services, vips or bgp"),
+        GetWhat::Bgp => return watch_bgp(endpoints, output, filter).await,
         other => other.plural(),
     };
     let wide = output == Output::Wide;

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use raftlb_actors::bgp::SessionStatus;
 use raftlb_actors::lease::Clock;
 use raftlb_raft_store::table::pool::Family;
 use raftlb_raft_store::table::ServiceState;
@@ -104,9 +105,10 @@ impl Exposition {
     }
 }
 
-pub fn render(app: &App) -> String {
+pub fn render(app: &App, bgp: &[SessionStatus]) -> String {
     let (raft, table) = (&app.raft, &app.state);
     let mut out = Exposition(String::new());
+    bgp_metrics(&mut out, &app.fence.name, bgp);
     let m = raft.metrics().borrow().clone();
     {
         let applied = table.read().unwrap_or_else(|p| p.into_inner());
@@ -369,9 +371,54 @@ pub fn render(app: &App) -> String {
 async fn metrics(
     State(ctx): State<Ctx>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let bgp = ctx.bgp.lock().await.status().await;
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
-        render(&ctx),
+        render(&ctx, &bgp),
     )
+}
+
+/// MetalLB's BGP metrics (`metallb_bgp_*`) under raftlb's prefix, per peer and node, from
+/// what the sessions negotiated and sent.
+fn bgp_metrics(out: &mut Exposition, node: &str, sessions: &[SessionStatus]) {
+    type Pick = fn(&SessionStatus) -> u64;
+    let rows: [(&str, &str, &str, Pick); 5] = [
+        (
+            "raftlb_bgp_session_up",
+            "gauge",
+            "BGP session Established (1) or not (0)",
+            |s| u64::from(s.state == "Established"),
+        ),
+        (
+            "raftlb_bgp_updates_total",
+            "counter",
+            "BGP UPDATE messages sent",
+            |s| s.updates_sent,
+        ),
+        (
+            "raftlb_bgp_announced_prefixes_total",
+            "gauge",
+            "Prefixes the peer holds from this session",
+            |s| s.prefixes_sent as u64,
+        ),
+        (
+            "raftlb_bgp_pending_prefixes_total",
+            "gauge",
+            "Prefixes waiting to be sent (session down, family not negotiated, no next hop)",
+            |s| s.prefixes_pending as u64,
+        ),
+        (
+            "raftlb_bgp_session_downs_total",
+            "counter",
+            "Times the BGP session left Established",
+            |s| s.downs,
+        ),
+    ];
+    for (name, kind, help, pick) in rows {
+        out.family(name, kind, help);
+        for s in sessions {
+            out.sample(name, &[("peer", &s.address), ("node", node)], pick(s));
+        }
+    }
 }

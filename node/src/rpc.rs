@@ -75,6 +75,10 @@ impl RaftGrpc for RaftService {
         reply(&crate::raft::read::leader_read_index(&self.app.raft).await)
     }
 
+    async fn bgp_sessions(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {
+        reply(&crate::bgp::local_views(&self.app).await)
+    }
+
     async fn lease_report(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {
         let views = if self.app.leads() {
             LeaderReply::Done(self.app.fence.report())

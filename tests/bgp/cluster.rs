@@ -67,6 +67,16 @@ fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow:
         .detail(&v4)?
         .iter()
         .all(|p| p.communities == vec!["64512:100".to_string()]));
+    // `ctl get bgp` shows every node's session as it is: Established, both VIPs sent.
+    let sessions = lab.ctl(&["get", "bgp"])?;
+    let sessions = sessions.as_array().cloned().unwrap_or_default();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    for s in &sessions {
+        assert_eq!(s["state"], "Established", "{s}");
+        assert_eq!(s["prefixesSent"], 2, "{s}");
+        assert_eq!(s["peerASN"], 64512, "{s}");
+        assert_eq!(s["holdTime"], 9, "{s}");
+    }
 
     // The client's kernel got one ECMP route, and connections land on all three nodes.
     let route = lab.client_route(VIP4)?;
