@@ -397,9 +397,9 @@ impl Router {
         }
     }
 
-    /// For each Established neighbour, when its session came up as the router says (BIRD's
-    /// `since` column, FRR's and GoBGP's uptime in seconds): unchanged values across an edit
-    /// mean no session was reset.
+    /// For each Established neighbour, a mark of its current session (BIRD's `since` column,
+    /// FRR's count of establishments, GoBGP's time it came up): unchanged values across an
+    /// edit mean no session was reset.
     pub fn sessions_since(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         match self.kind {
@@ -424,7 +424,8 @@ impl Router {
                     serde_json::from_str(&self.cli(&["show", "bgp", "neighbors", "json"])?)?;
                 for (addr, n) in v.as_object().into_iter().flatten() {
                     if n["bgpState"] == "Established" {
-                        out.insert(addr.clone(), n["bgpTimerUpEstablishedEpoch"].to_string());
+                        // How many times it came up (the epoch of "up since" jitters by a second).
+                        out.insert(addr.clone(), n["connectionsEstablished"].to_string());
                     }
                 }
             }

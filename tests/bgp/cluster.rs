@@ -41,15 +41,21 @@ fn hops(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow::Result<()> {
+/// The scenario, with `kind` as the router. BIRD also installs the routes in the client's
+/// kernel (ECMP), so TCP is checked with it.
+fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
     let mut lab = Lab::build(
         3,
         Announcer::Raftlb {
             profile: "default".into(),
         },
     )?;
-    let router = lab.router_with_fib(RouterKind::Bird, 64512, 64513)?;
+    let fib = kind == RouterKind::Bird;
+    let router = if fib {
+        lab.router_with_fib(kind, 64512, 64513)?
+    } else {
+        lab.router(kind, 64512, 64513)?
+    };
     lab.start_cluster()?;
     lab.apply(&config("64512:100"))?;
     lab.apply(SERVICE)?;
@@ -78,26 +84,32 @@ fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow:
         assert_eq!(s["holdTime"], 9, "{s}");
     }
 
-    // The client's kernel got one ECMP route, and connections land on all three nodes.
-    let route = lab.client_route(VIP4)?;
-    for n in &lab.nodes {
-        assert!(
-            route.contains(&n.ip),
-            "client route {route:?} lacks {}",
-            n.ip
-        );
-    }
-    let mut reached = BTreeSet::new();
-    for _ in 0..60 {
-        if let Some(name) = lab.reach(VIP4)? {
-            reached.insert(name);
+    if fib {
+        // The client's kernel got one ECMP route, and connections land on all three nodes.
+        let route = lab.client_route(VIP4)?;
+        for n in &lab.nodes {
+            assert!(
+                route.contains(&n.ip),
+                "client route {route:?} lacks {}",
+                n.ip
+            );
         }
+        let mut reached = BTreeSet::new();
+        for _ in 0..60 {
+            if let Some(name) = lab.reach(VIP4)? {
+                reached.insert(name);
+            }
+        }
+        assert_eq!(reached.len(), 3, "TCP reached only {reached:?}");
     }
-    assert_eq!(reached.len(), 3, "TCP reached only {reached:?}");
 
     // An advertisement edit changes the routes, never the sessions.
     let since = router.sessions_since()?;
     assert_eq!(since.len(), 3, "{since:?}");
+    assert!(
+        since.values().all(|v| !v.is_empty() && v != "null"),
+        "{since:?}"
+    );
     lab.apply(&config("64512:200"))?;
     router.wait("the new community", WITHIN, |r| {
         let paths = r.detail(&v4)?;
@@ -112,6 +124,31 @@ fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow:
         since,
         "an advertisement edit reset a session"
     );
+
+    // A node cut off from the other peers (not from the router) loses its lease and is
+    // declared down by the leader, and keeps announcing what its table says: unlike layer 2,
+    // a second announcer is ECMP, not split brain, and withdrawing would drop the traffic it
+    // still serves (README "BGP: who announces what").
+    lab.partition("n1", false)?;
+    lab.wait("the majority to declare n1 down", WITHIN, |l| {
+        let status = l.ctl_except(Some("n1"), &["status"])?;
+        let n1 = status["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == "n1").cloned());
+        Ok(n1.filter(|n| n["live"] == false).map(|_| ()))
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        next_hops(&router, &v4)?,
+        all,
+        "the cut-off node's path went away"
+    );
+    assert_eq!(
+        router.sessions_since()?,
+        since,
+        "a partition reset a BGP session"
+    );
+    lab.heal()?;
 
     // Deleting the Service withdraws it everywhere.
     lab.delete(SERVICE)?;
@@ -130,4 +167,19 @@ fn every_node_announces_bird_spreads_and_the_paths_follow_the_table() -> anyhow:
         Ok((next_hops(r, &v4)? == hops(&["10.77.0.12", "10.77.0.13"])).then_some(()))
     })?;
     Ok(())
+}
+
+#[test]
+fn bird_gets_ecmp_paths_from_every_node_and_they_follow_the_table() -> anyhow::Result<()> {
+    cluster_against(RouterKind::Bird)
+}
+
+#[test]
+fn frr_gets_ecmp_paths_from_every_node_and_they_follow_the_table() -> anyhow::Result<()> {
+    cluster_against(RouterKind::Frr)
+}
+
+#[test]
+fn gobgp_gets_paths_from_every_node_and_they_follow_the_table() -> anyhow::Result<()> {
+    cluster_against(RouterKind::Gobgp)
 }
