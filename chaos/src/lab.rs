@@ -246,6 +246,7 @@ impl Lab {
                     // No --interfaces: discovery, as installed. It must pick eth0 and never
                     // the NOARP device holding the VIPs (nor lo).
                     .args(["--node-name", name])
+                    .args(["--node-labels", &format!("kubernetes.io/hostname={name}")])
                     .env("RUST_LOG", "info")
                     .stdout(log.try_clone()?)
                     .stderr(log)
