@@ -274,6 +274,11 @@ impl Router {
         std::fs::read_to_string(self.dir.join("router.log")).unwrap_or_default()
     }
 
+    /// What the router's CLI prints for `args` (birdc, vtysh -c, gobgp).
+    pub fn cli_text(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.cli(args)
+    }
+
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let dir = self.dir.display().to_string();
         match self.kind {
