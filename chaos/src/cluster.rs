@@ -61,7 +61,9 @@ pub fn labd_binary() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-fn build_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+/// Builds binary `name` of `package` in the calling binary's profile (cargo is quick when it
+/// is up to date) and returns its path.
+pub fn build_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/<name>
     let mut profile_dir = exe

@@ -9,4 +9,6 @@ pub mod cluster;
 pub mod lab;
 pub mod routers;
 
-pub use cluster::{eventually, free_port, free_port_block, labd_binary, raftlb_binary, Cluster};
+pub use cluster::{
+    build_binary, eventually, free_port, free_port_block, labd_binary, raftlb_binary, Cluster,
+};
