@@ -26,7 +26,7 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -52,7 +52,7 @@ fn add_addr(ns: &str, cidr: &str, dev: &str) -> anyhow::Result<()> {
     ip(&args).map(|_| ())
 }
 
-fn in_ns(ns: &str, program: &str) -> Command {
+pub(crate) fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
     c
@@ -624,18 +624,7 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        crate::routers::Router::start(
-            kind,
-            crate::routers::RouterConfig {
-                ns: self.client_ns.clone(),
-                address: "10.77.0.100".into(),
-                asn,
-                neighbors: "10.77.0.0/24".into(),
-                neighbor_asn: node_asn,
-                fib: false,
-            },
-            self.dir.path(),
-        )
+        self.start_router(kind, asn, node_asn, false)
     }
 
     /// Like [`Lab::router`], and the router installs what it learns into the client
@@ -652,6 +641,16 @@ impl Lab {
             "net.ipv4.fib_multipath_hash_policy=1",
             "net.ipv6.fib_multipath_hash_policy=1",
         ]))?;
+        self.start_router(kind, asn, node_asn, true)
+    }
+
+    fn start_router(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+        fib: bool,
+    ) -> anyhow::Result<crate::routers::Router> {
         crate::routers::Router::start(
             kind,
             crate::routers::RouterConfig {
@@ -660,7 +659,7 @@ impl Lab {
                 asn,
                 neighbors: "10.77.0.0/24".into(),
                 neighbor_asn: node_asn,
-                fib: true,
+                fib,
             },
             self.dir.path(),
         )

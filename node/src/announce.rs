@@ -15,19 +15,11 @@ use crate::app::App;
 /// full sync it sends only what the applied entries touched (the table's journal); a journal
 /// that does not reach back far enough, or a failed send, means a full sync again.
 pub async fn run(app: App, announcer: actix::Addr<Announcer>) {
-    let mut rx = app.raft.metrics();
-    let mut last: Option<u64> = None;
+    let mut applied = app.applied_changes();
     // The applied index the announcer was last brought up to.
     let mut synced: Option<u64> = None;
-    loop {
-        let applied = rx.borrow_and_update().last_applied.map(|l| l.index);
-        if applied != last {
-            last = applied;
-            synced = announce(&app, &announcer, synced).await;
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
+    while applied.next().await {
+        synced = announce(&app, &announcer, synced).await;
     }
 }
 

@@ -28,7 +28,40 @@ pub struct App {
     pub bgp: Arc<tokio::sync::Mutex<crate::bgp::Bridge>>,
 }
 
+/// Wakes its holder each time the applied index moves (the first call returns at once).
+pub struct AppliedChanges {
+    rx: tokio::sync::watch::Receiver<
+        openraft::RaftMetrics<raftlb_raft_store::NodeId, openraft::BasicNode>,
+    >,
+    last: Option<Option<u64>>,
+}
+
+impl AppliedChanges {
+    /// Waits until the applied index differs from the one last returned; false once Raft
+    /// has shut down.
+    pub async fn next(&mut self) -> bool {
+        loop {
+            let applied = self.rx.borrow_and_update().last_applied.map(|l| l.index);
+            if self.last != Some(applied) {
+                self.last = Some(applied);
+                return true;
+            }
+            if self.rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
 impl App {
+    /// A waiter on the applied index, for the loops that follow the table.
+    pub fn applied_changes(&self) -> AppliedChanges {
+        AppliedChanges {
+            rx: self.raft.metrics(),
+            last: None,
+        }
+    }
+
     /// The term this peer leads in, if it leads.
     pub fn leader_term(&self) -> Option<u64> {
         crate::raft::leader_term(&self.raft)

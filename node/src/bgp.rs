@@ -409,22 +409,14 @@ pub async fn run(
     node: NodeBgp,
     bridge: Arc<tokio::sync::Mutex<Bridge>>,
 ) {
-    let mut rx = app.raft.metrics();
-    let mut last: Option<u64> = None;
+    let mut applied = app.applied_changes();
     let mut synced: Option<u64> = None;
-    loop {
-        let applied = rx.borrow_and_update().last_applied.map(|l| l.index);
-        if applied != last {
-            last = applied;
-            let mut b = bridge.lock().await;
-            let g = app.state.read().unwrap_or_else(|p| p.into_inner());
-            let index = g.last_applied.map_or(0, |l| l.index);
-            let changes = g.table.changes_since(synced);
-            b.sync(&g.table, &app.fence.name, &node, &changes, &arbiter);
-            synced = Some(index);
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
+    while applied.next().await {
+        let mut b = bridge.lock().await;
+        let g = app.state.read().unwrap_or_else(|p| p.into_inner());
+        let index = g.last_applied.map_or(0, |l| l.index);
+        let changes = g.table.changes_since(synced);
+        b.sync(&g.table, &app.fence.name, &node, &changes, &arbiter);
+        synced = Some(index);
     }
 }

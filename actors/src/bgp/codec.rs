@@ -244,8 +244,20 @@ impl Encoding {
             };
             result.map_err(|e| EncodeError(e.to_string()))
         };
-        // The size of a message with one prefix, less that prefix, is the fixed part every
-        // message of this attribute set carries.
+        self.pack(prefixes, build)
+    }
+
+    /// As many UPDATEs as `prefixes` need, each built by `build` from a run that fits: the
+    /// size of a message with one prefix, less that prefix, is the part every message of this
+    /// kind carries.
+    fn pack(
+        &self,
+        prefixes: &[IpNet],
+        build: impl Fn(&[IpNet]) -> Result<UpdateMessage, EncodeError>,
+    ) -> Result<Vec<Bytes>, EncodeError> {
+        let Some(first) = prefixes.first() else {
+            return Ok(Vec::new());
+        };
         let fixed = build(&prefixes[..1])?.encoded_len() - nlri_len(first) + mp_growth(first);
         let room = usize::from(self.max_len).saturating_sub(fixed).max(17);
         chunks(prefixes, room)
@@ -280,12 +292,7 @@ impl Encoding {
             };
             result.map_err(|e| EncodeError(e.to_string()))
         };
-        let fixed = build(&prefixes[..1])?.encoded_len() - nlri_len(first) + mp_growth(first);
-        let room = usize::from(self.max_len).saturating_sub(fixed).max(17);
-        chunks(prefixes, room)
-            .into_iter()
-            .map(|run| encode_update(&build(run)?, self.max_len))
-            .collect()
+        self.pack(prefixes, build)
     }
 
     /// End-of-RIB for a family (RFC 4724 §2): an UPDATE with nothing in it for IPv4, an

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::eligibility::AdReach;
 use super::objects::{BgpAdvertisementSpec, BgpPeerSpec, Kind, ObjectSpec};
 use super::{selector, AllocationTable};
 
@@ -243,20 +244,12 @@ impl<'a> BgpView<'a> {
             .unwrap_or(&no_labels);
         let mut out: BTreeMap<(String, IpNet), BgpAttrs> = BTreeMap::new();
         for (ad, attrs) in &self.ads {
-            let selects_pool = (ad.ip_address_pools.is_empty()
-                && ad.ip_address_pool_selectors.is_empty())
-                || ad.ip_address_pools.iter().any(|p| *p == usage.pool)
-                || ad
-                    .ip_address_pool_selectors
-                    .iter()
-                    .any(|s| selector::matches(s, pool_labels));
-            let selects_service = ad.service_selectors.is_empty()
-                || users.iter().any(|e| {
-                    ad.service_selectors
-                        .iter()
-                        .any(|s| selector::matches(s, &e.spec.labels))
-                });
-            if !selects_pool || !selects_service {
+            let reach = AdReach {
+                pools: &ad.ip_address_pools,
+                pool_selectors: &ad.ip_address_pool_selectors,
+                service_selectors: &ad.service_selectors,
+            };
+            if !reach.selects(&usage.pool, pool_labels, &users) {
                 continue;
             }
             let len = match ip {

@@ -87,20 +87,12 @@ impl<'a> Eligibility<'a> {
         let mut interfaces: BTreeSet<String> = BTreeSet::new();
         let mut why = String::new();
         for (name, adv) in &self.advertisements {
-            let selects_pool = (adv.ip_address_pools.is_empty()
-                && adv.ip_address_pool_selectors.is_empty())
-                || adv.ip_address_pools.iter().any(|p| *p == usage.pool)
-                || adv
-                    .ip_address_pool_selectors
-                    .iter()
-                    .any(|s| selector::matches(s, pool_labels));
-            let selects_service = adv.service_selectors.is_empty()
-                || users.iter().any(|e| {
-                    adv.service_selectors
-                        .iter()
-                        .any(|s| selector::matches(s, &e.spec.labels))
-                });
-            if !selects_pool || !selects_service {
+            let reach = AdReach {
+                pools: &adv.ip_address_pools,
+                pool_selectors: &adv.ip_address_pool_selectors,
+                service_selectors: &adv.service_selectors,
+            };
+            if !reach.selects(&usage.pool, pool_labels, &users) {
                 continue;
             }
             selecting += 1;
@@ -136,5 +128,36 @@ impl<'a> Eligibility<'a> {
             (false, 0) => Err(format!("no L2Advertisement selects pool {}", usage.pool)),
             (false, _) => Err(why),
         }
+    }
+}
+
+/// What an advertisement (L2 or BGP) selects an address by: its pool (by name or by labels;
+/// neither list: every pool) and the Services on it (no selector: every Service).
+pub(super) struct AdReach<'a> {
+    pub pools: &'a [String],
+    pub pool_selectors: &'a [super::objects::LabelSelector],
+    pub service_selectors: &'a [super::objects::LabelSelector],
+}
+
+impl AdReach<'_> {
+    pub(super) fn selects(
+        &self,
+        pool: &str,
+        pool_labels: &BTreeMap<String, String>,
+        users: &[&super::ServiceEntry],
+    ) -> bool {
+        let pool_ok = (self.pools.is_empty() && self.pool_selectors.is_empty())
+            || self.pools.iter().any(|p| p == pool)
+            || self
+                .pool_selectors
+                .iter()
+                .any(|s| selector::matches(s, pool_labels));
+        let service_ok = self.service_selectors.is_empty()
+            || users.iter().any(|e| {
+                self.service_selectors
+                    .iter()
+                    .any(|s| selector::matches(s, &e.spec.labels))
+            });
+        pool_ok && service_ok
     }
 }
