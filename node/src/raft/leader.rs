@@ -92,8 +92,7 @@ impl LeaderJob for MembershipChange {
             MembershipChange::Promote { id } => {
                 let ids = [id].into_iter().collect();
                 changed(
-                    raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
-                        .await,
+                    change_when_free(raft, ChangeMembers::AddVoterIds(ids)).await,
                     format!("node {id} promoted to voter"),
                 )
             }
@@ -114,7 +113,7 @@ impl LeaderJob for MembershipChange {
                     ChangeMembers::RemoveNodes(ids)
                 };
                 changed(
-                    raft.change_membership(change, false).await,
+                    change_when_free(raft, change).await,
                     format!("node {id} removed"),
                 )
             }
@@ -136,6 +135,28 @@ type WriteResult = Result<
     openraft::raft::ClientWriteResponse<TypeConfig>,
     RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
 >;
+
+/// A membership change, waiting (up to 5 s) for one still in flight to finish first: a promote
+/// returns once its joint configuration commits, while the final configuration may still be
+/// on its way, and an operator's next change should not fail on that.
+async fn change_when_free(raft: &Raft, change: ChangeMembers<NodeId, BasicNode>) -> WriteResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = raft.change_membership(change.clone(), false).await;
+        let busy = matches!(
+            &r,
+            Err(RaftError::APIError(
+                ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(_)
+                )
+            ))
+        );
+        if !busy || tokio::time::Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 fn changed(r: WriteResult, done: String) -> LeaderReply<String> {
     match r {
