@@ -659,6 +659,7 @@ impl Lab {
                 asn,
                 neighbors: "10.77.0.0/24".into(),
                 neighbor_asn: node_asn,
+                v6: Some(("fd00:77::64".into(), "fd00:77::/64".into())),
                 fib,
             },
             self.dir.path(),
@@ -672,10 +673,13 @@ impl Lab {
     }
 
     /// Starts `raftlb-labd speak` (one BgpSession, no Raft) on node `name` towards the
-    /// router at 10.77.0.100.
+    /// router at 10.77.0.100 (or the `--peer` in `args`).
     pub fn speaker(&self, name: &str, args: &[&str]) -> anyhow::Result<Speaker> {
         let node = &self.nodes[self.index(name)];
-        let mut all: Vec<&str> = vec!["speak", "--peer", "10.77.0.100", "--router-id", &node.ip];
+        let mut all: Vec<&str> = vec!["speak", "--router-id", &node.ip];
+        if !args.contains(&"--peer") {
+            all.extend(["--peer", "10.77.0.100"]);
+        }
         all.extend_from_slice(args);
         let mut child = self
             .labd(&node.ns, &all)

@@ -45,6 +45,9 @@ pub struct RouterConfig {
     /// The nodes' subnet, accepted as dynamic neighbours.
     pub neighbors: String,
     pub neighbor_asn: u32,
+    /// The router's IPv6 address and the nodes' IPv6 subnet, for sessions over IPv6 (BIRD
+    /// only).
+    pub v6: Option<(String, String)>,
     /// Install the learnt routes into the namespace's kernel (BIRD only; ECMP merged).
     pub fib: bool,
 }
@@ -119,11 +122,15 @@ impl Router {
                            ipv6 {{ import all; export none; }};\n\
                          }}\n\
                          protocol bgp dyn from lbnode {{ neighbor range {range} as {nasn}; \
-                           dynamic name \"dyn\"; }}\n",
+                           dynamic name \"dyn\"; }}\n{v6}",
                         addr = c.address,
                         asn = c.asn,
                         range = c.neighbors,
                         nasn = c.neighbor_asn,
+                        v6 = c.v6.as_ref().map_or(String::new(), |(a, r)| format!(
+                            "protocol bgp dynv6 from lbnode {{ local {a} as {}; neighbor range {r} as {}; dynamic name \"dynv6-\"; }}\n",
+                            c.asn, c.neighbor_asn
+                        )),
                         kernel = if c.fib {
                             "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }\n\
                              protocol kernel { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }\n"

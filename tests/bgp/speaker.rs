@@ -144,3 +144,40 @@ fn frr_learns_them_over_ibgp_with_local_pref() -> anyhow::Result<()> {
 fn gobgp_learns_them_over_ebgp() -> anyhow::Result<()> {
     speaker_against(RouterKind::Gobgp, 64513)
 }
+
+#[test]
+fn bird_learns_ipv6_prefixes_over_an_ipv6_session() -> anyhow::Result<()> {
+    let lab = Lab::build(
+        1,
+        Announcer::Raftlb {
+            profile: "default".into(),
+        },
+    )?;
+    let router = lab.router(RouterKind::Bird, ROUTER_ASN, 64513)?;
+    let node = lab.nodes[0].clone();
+    let _speaker = lab.speaker(
+        "n1",
+        &[
+            "--peer",
+            "fd00:77::64",
+            "--my-asn",
+            "64513",
+            "--peer-asn",
+            &ROUTER_ASN.to_string(),
+            "--count6",
+            "5",
+            "--community",
+            "64512:7",
+        ],
+    )?;
+    router.wait("five IPv6 prefixes", Duration::from_secs(20), |r| {
+        Ok((count(r, true)? == 5).then_some(()))
+    })?;
+    let paths = router.detail("2001:db8::4/128")?;
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    // The next hop is the session's own IPv6 address.
+    assert_eq!(paths[0].next_hop, node.ip6);
+    assert_eq!(paths[0].communities, vec!["64512:7".to_string()]);
+    assert_eq!(router.established()?, vec![node.ip6.clone()]);
+    Ok(())
+}

@@ -438,7 +438,7 @@ fn speak(args: &[String]) {
                 .unwrap_or(9),
             keepalive: None,
             connect_retry: 1,
-            ipv4: true,
+            ipv4: arg(args, "--count").is_some(),
             ipv6: arg(args, "--count6").is_some(),
             graceful_restart: false,
         },
