@@ -364,10 +364,10 @@ impl Admin for AdminService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn bgp_sessions(&self, _: Request<BgpRequest>) -> Result<Response<BgpReply>, Status> {
+    async fn bgp_sessions(&self, req: Request<BgpRequest>) -> Result<Response<BgpReply>, Status> {
         use crate::bgp::BgpSessionView;
-        use raftlb_proto::raft::Empty;
-        let mut views = crate::bgp::local_views(&self.app).await;
+        let prefixes = req.into_inner().prefixes;
+        let mut views = crate::bgp::local_views(&self.app, prefixes).await;
         let me = self.app.raft.metrics().borrow().id;
         let members: Vec<(NodeId, String)> = {
             let m = self.app.raft.metrics().borrow().clone();
@@ -391,8 +391,8 @@ impl Admin for AdminService {
             async move {
                 let ask = async {
                     let mut client = channels.client(&addr).ok()?;
-                    let mut req = Request::new(Empty {});
-                    req.set_timeout(Duration::from_secs(1));
+                    let req =
+                        crate::raft::transport::payload(&prefixes, Duration::from_secs(1)).ok()?;
                     let reply = client.bgp_sessions(req).await.ok()?;
                     crate::raft::transport::reply::<Vec<BgpSessionView>>(reply).ok()
                 };
@@ -426,6 +426,7 @@ impl Admin for AdminService {
                 updates_sent: v.updates_sent,
                 downs: v.downs,
                 last_error: v.last_error,
+                prefixes: v.prefixes,
             })
             .collect();
         Ok(Response::new(BgpReply {

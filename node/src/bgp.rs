@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, ArbiterHandle};
 use ipnet::IpNet;
 use raftlb_actors::bgp::{
-    BgpSession, GetStatus, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange, Routes,
+    BgpSession, GetSent, GetStatus, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange, Routes,
     SessionConfig, SessionStatus, Shutdown,
 };
 use raftlb_raft_store::table::bgp::{BgpAttrs, BgpRoute};
@@ -336,6 +336,17 @@ impl Bridge {
         out
     }
 
+    /// Each session's status with the prefixes its peer holds from it.
+    pub async fn status_with_sent(&self) -> Vec<(SessionStatus, Vec<IpNet>)> {
+        let mut out = Vec::new();
+        for (_, addr) in self.sessions.values() {
+            if let (Ok(s), Ok(sent)) = (addr.send(GetStatus).await, addr.send(GetSent).await) {
+                out.push((s, sent));
+            }
+        }
+        out
+    }
+
     /// Ends every session with a Cease carrying `reason` (shutdown).
     pub fn shutdown(&mut self, reason: &str) {
         for (_, (_, addr)) in std::mem::take(&mut self.sessions) {
@@ -365,6 +376,8 @@ pub struct BgpSessionView {
     pub updates_sent: u64,
     pub downs: u64,
     pub last_error: String,
+    /// The prefixes the peer holds from this session, when asked for.
+    pub prefixes: Vec<String>,
 }
 
 impl BgpSessionView {
@@ -389,16 +402,29 @@ impl BgpSessionView {
             updates_sent: s.updates_sent,
             downs: s.downs,
             last_error: s.last_error.clone().unwrap_or_default(),
+            prefixes: Vec::new(),
         }
     }
 }
 
-/// This node's sessions, as views.
-pub async fn local_views(app: &App) -> Vec<BgpSessionView> {
-    let sessions = app.bgp.lock().await.status().await;
-    sessions
+/// This node's sessions, as views; with `prefixes`, each with what its peer holds from it.
+pub async fn local_views(app: &App, prefixes: bool) -> Vec<BgpSessionView> {
+    let bridge = app.bgp.lock().await;
+    if !prefixes {
+        let sessions = bridge.status().await;
+        return sessions
+            .iter()
+            .map(|s| BgpSessionView::of(&app.fence.name, s))
+            .collect();
+    }
+    bridge
+        .status_with_sent()
+        .await
         .iter()
-        .map(|s| BgpSessionView::of(&app.fence.name, s))
+        .map(|(s, sent)| BgpSessionView {
+            prefixes: sent.iter().map(|p| p.to_string()).collect(),
+            ..BgpSessionView::of(&app.fence.name, s)
+        })
         .collect()
 }
 

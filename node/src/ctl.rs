@@ -92,6 +92,7 @@ pub enum GetWhat {
     Vips,
     Events,
     Bgp,
+    Routes,
 }
 
 impl GetWhat {
@@ -105,8 +106,9 @@ impl GetWhat {
             "vips" | "vip" => GetWhat::Vips,
             "events" | "event" | "ev" => GetWhat::Events,
             "bgp" | "bgpsessions" | "bgpsession" | "sessions" => GetWhat::Bgp,
+            "routes" | "route" | "bgproutes" => GetWhat::Routes,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (pools, services, vips, events, bgp; short: pool, svc, vip, ev)"
+                "the server doesn't have a resource type {other:?} (pools, services, vips, events, bgp, routes; short: pool, svc, vip, ev)"
             ),
         })
     }
@@ -118,6 +120,7 @@ impl GetWhat {
             GetWhat::Vips => "vips",
             GetWhat::Events => "events",
             GetWhat::Bgp => "bgp",
+            GetWhat::Routes => "routes",
         }
     }
 }
@@ -703,6 +706,7 @@ fn header_of(kind: GetWhat, wide: bool) -> Vec<&'static str> {
         GetWhat::Vips => vip_header(wide),
         GetWhat::Events => vec!["SEQ", "AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         GetWhat::Bgp => bgp_header(wide),
+        GetWhat::Routes => vec!["PREFIX", "NODE", "PEER", "SERVICES"],
     }
 }
 
@@ -835,7 +839,7 @@ async fn get(
         }
         GetWhat::Bgp => {
             let reply = client
-                .bgp_sessions(BgpRequest {})
+                .bgp_sessions(BgpRequest { prefixes: false })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -847,6 +851,53 @@ async fn get(
                 .iter()
                 .map(|b| bgp_row(b, wide, now))
                 .collect()
+        }
+        GetWhat::Routes => {
+            // What each node's sessions actually sent, and the Services behind each prefix.
+            let reply = client
+                .bgp_sessions(BgpRequest { prefixes: true })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for n in &reply.unreachable {
+                eprintln!("warning: node {n} did not answer; its routes are not listed");
+            }
+            let services = client
+                .list_services(ListRequest { linearizable })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .services;
+            let mut rows = Vec::new();
+            for b in &reply.sessions {
+                for prefix in &b.prefixes {
+                    let net: Option<ipnet::IpNet> = prefix.parse().ok();
+                    let behind: Vec<String> = services
+                        .iter()
+                        .filter(|s| {
+                            s.ips.iter().any(|ip| {
+                                ip.parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| net.is_some_and(|n| n.contains(&ip)))
+                            })
+                        })
+                        .map(|s| format!("{}/{}", s.namespace, s.name))
+                        .collect();
+                    rows.push(Row {
+                        key: format!("{prefix}/{}/{}", b.node, b.peer),
+                        json: json!({
+                            "prefix": prefix, "node": b.node, "peer": b.peer,
+                            "address": b.address, "services": behind,
+                        }),
+                        cells: vec![
+                            prefix.clone(),
+                            b.node.clone(),
+                            b.peer.clone(),
+                            dash(&behind.join(",")),
+                        ],
+                    });
+                }
+            }
+            rows
         }
         GetWhat::Events => client
             .list_events(EventsRequest {
@@ -931,7 +982,7 @@ async fn watch_bgp(endpoints: &str, output: Output, filter: &Filter) -> anyhow::
     let mut header_printed = false;
     loop {
         if let Ok((mut client, _)) = connect_first(&urls).await {
-            if let Ok(reply) = client.bgp_sessions(BgpRequest {}).await {
+            if let Ok(reply) = client.bgp_sessions(BgpRequest { prefixes: false }).await {
                 let now = wall_ms();
                 let rows: Vec<Row> = reply
                     .into_inner()
@@ -979,7 +1030,7 @@ async fn watch(
     filter: &Filter,
 ) -> anyhow::Result<()> {
     let resource = match kind {
-        GetWhat::Events => bail!("--watch takes pools, services, vips or bgp"),
+        GetWhat::Events | GetWhat::Routes => bail!("--watch takes pools, services, vips or bgp"),
         GetWhat::Bgp => return watch_bgp(endpoints, output, filter).await,
         other => other.plural(),
     };

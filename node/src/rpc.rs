@@ -75,8 +75,9 @@ impl RaftGrpc for RaftService {
         reply(&crate::raft::read::leader_read_index(&self.app.raft).await)
     }
 
-    async fn bgp_sessions(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {
-        reply(&crate::bgp::local_views(&self.app).await)
+    async fn bgp_sessions(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let prefixes: bool = request(req)?;
+        reply(&crate::bgp::local_views(&self.app, prefixes).await)
     }
 
     async fn lease_report(&self, _: Request<Empty>) -> Result<Response<Payload>, Status> {

@@ -83,6 +83,25 @@ fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
         assert_eq!(s["peerASN"], 64512, "{s}");
         assert_eq!(s["holdTime"], 9, "{s}");
     }
+    // `ctl get routes`: per prefix, the nodes that sent it, to which peer, for which Service.
+    let routes = lab.ctl(&["get", "routes"])?;
+    let routes = routes.as_array().cloned().unwrap_or_default();
+    let seen: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|r| {
+            assert_eq!(r["peer"], "tor", "{r}");
+            assert_eq!(r["services"], serde_json::json!(["default/web"]), "{r}");
+            (
+                r["prefix"].as_str().unwrap_or_default().to_string(),
+                r["node"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [&v4, &v6]
+        .into_iter()
+        .flat_map(|p| ["n1", "n2", "n3"].map(|n| (p.clone(), n.to_string())))
+        .collect();
+    assert_eq!(seen, want, "{routes:?}");
 
     if fib {
         // The client's kernel got one ECMP route, and connections land on all three nodes.

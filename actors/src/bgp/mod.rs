@@ -21,5 +21,6 @@ pub mod session;
 pub use codec::{fuzz_frames, PathAttrs};
 pub use fsm::{PeerAsn, SessionConfig};
 pub use session::{
-    BgpSession, GetStatus, Peer, ReplaceRoutes, RouteChange, Routes, SessionStatus, Shutdown,
+    BgpSession, GetSent, GetStatus, Peer, ReplaceRoutes, RouteChange, Routes, SessionStatus,
+    Shutdown,
 };

@@ -100,6 +100,11 @@ pub struct Shutdown {
 #[rtype(result = "SessionStatus")]
 pub struct GetStatus;
 
+/// The prefixes the peer holds from this session (the Adj-RIB-Out as sent).
+#[derive(Message)]
+#[rtype(result = "Vec<IpNet>")]
+pub struct GetSent;
+
 /// Something the connection's tasks saw; `conn` tells stale connections apart.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -567,6 +572,14 @@ impl Handler<Shutdown> for BgpSession {
         if self.fsm.state() == SessionState::Idle {
             ctx.stop();
         }
+    }
+}
+
+impl Handler<GetSent> for BgpSession {
+    type Result = MessageResult<GetSent>;
+
+    fn handle(&mut self, _: GetSent, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.rib.sent().keys().copied().collect())
     }
 }
 
