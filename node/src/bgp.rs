@@ -155,27 +155,15 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// The merged attributes of one (peer, prefix), None once nothing is behind it.
+    /// The merged attributes of one (peer, prefix), None once nothing is behind it: the
+    /// table's own rule for overlapping advertisements (`BgpAttrs::merge`).
     fn desired(&self, key: &(String, IpNet)) -> Option<Arc<PathAttrs>> {
-        let contributors = self.prefixes.get(key)?;
-        let mut merged: Option<PathAttrs> = None;
-        for a in contributors.values() {
-            let p = path_attrs(a);
-            merged = Some(match merged {
-                None => p,
-                Some(mut m) => {
-                    m.local_pref = m.local_pref.max(p.local_pref);
-                    m.communities.extend(p.communities);
-                    m.communities.sort_unstable();
-                    m.communities.dedup();
-                    m.large_communities.extend(p.large_communities);
-                    m.large_communities.sort_unstable();
-                    m.large_communities.dedup();
-                    m
-                }
-            });
+        let mut contributors = self.prefixes.get(key)?.values();
+        let mut merged = contributors.next()?.clone();
+        for a in contributors {
+            merged.merge(a);
         }
-        merged.map(Arc::new)
+        Some(Arc::new(path_attrs(&merged)))
     }
 
     /// Brings the sessions in step with the table for node `me`.
@@ -281,14 +269,13 @@ impl Bridge {
         node: &NodeBgp,
         arbiter: &ArbiterHandle,
     ) {
-        let mut wanted: BTreeMap<String, Peer> = BTreeMap::new();
+        // Each wanted session, and whether its BGPPeer sets a TCP-MD5 password.
+        let mut wanted: BTreeMap<String, (Peer, bool)> = BTreeMap::new();
         for (name, spec) in view.peers() {
             match session_peer(name, spec, node) {
                 Ok(p) => {
-                    if spec.password.is_some() || spec.password_secret.is_some() {
-                        warn!(peer = %name, "BGPPeer sets a TCP-MD5 password: not applied yet, the session runs without it");
-                    }
-                    wanted.insert(name.to_string(), p);
+                    let password = spec.password.is_some() || spec.password_secret.is_some();
+                    wanted.insert(name.to_string(), (p, password));
                 }
                 Err(e) => warn!(error = %e, "BGP peer skipped"),
             }
@@ -307,7 +294,11 @@ impl Bridge {
                 });
             }
         }
-        for (name, peer) in wanted {
+        for (name, (peer, password)) in wanted {
+            let changed = self.sessions.get(&name).is_none_or(|(p, _)| *p != peer);
+            if password && changed {
+                warn!(peer = %name, "BGPPeer sets a TCP-MD5 password: not applied yet, the session runs without it");
+            }
             match self.sessions.get_mut(&name) {
                 Some((current, addr)) => {
                     if *current != peer {

@@ -784,6 +784,23 @@ fn listing_json(kind: GetWhat, rows: &[Row]) -> Value {
     }
 }
 
+/// Every member's BGP sessions (with `prefixes`, what each peer holds from them); a member
+/// that did not answer is named on stderr.
+async fn every_session(
+    client: &mut AdminClient<Channel>,
+    prefixes: bool,
+) -> anyhow::Result<Vec<BgpSession>> {
+    let reply = client
+        .bgp_sessions(BgpRequest { prefixes })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for n in &reply.unreachable {
+        eprintln!("warning: node {n} did not answer; its sessions and routes are not listed");
+    }
+    Ok(reply.sessions)
+}
+
 /// What one `get` asks for beyond the resource.
 struct GetOptions {
     object: Option<String>,
@@ -837,31 +854,14 @@ async fn get(
             moves = list.history;
             list.vips.iter().map(|v| vip_row(v, wide, now)).collect()
         }
-        GetWhat::Bgp => {
-            let reply = client
-                .bgp_sessions(BgpRequest { prefixes: false })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            for n in &reply.unreachable {
-                eprintln!("warning: node {n} did not answer; its sessions are not listed");
-            }
-            reply
-                .sessions
-                .iter()
-                .map(|b| bgp_row(b, wide, now))
-                .collect()
-        }
+        GetWhat::Bgp => every_session(client, false)
+            .await?
+            .iter()
+            .map(|b| bgp_row(b, wide, now))
+            .collect(),
         GetWhat::Routes => {
             // What each node's sessions actually sent, and the Services behind each prefix.
-            let reply = client
-                .bgp_sessions(BgpRequest { prefixes: true })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            for n in &reply.unreachable {
-                eprintln!("warning: node {n} did not answer; its routes are not listed");
-            }
+            let sessions = every_session(client, true).await?;
             let services = client
                 .list_services(ListRequest { linearizable })
                 .await
@@ -869,7 +869,7 @@ async fn get(
                 .into_inner()
                 .services;
             let mut rows = Vec::new();
-            for b in &reply.sessions {
+            for b in &sessions {
                 for prefix in &b.prefixes {
                     let net: Option<ipnet::IpNet> = prefix.parse().ok();
                     let behind: Vec<String> = services

@@ -304,9 +304,10 @@ impl BgpSession {
     fn established(&mut self, neg: &fsm::NegotiatedSession, ctx: &mut Context<Self>) {
         self.failures = 0;
         let local = self.conn.as_ref().map(|c| c.local);
-        let families: Vec<(rustbgpd_wire::Afi, rustbgpd_wire::Safi)> =
-            neg.negotiated_families.clone();
-        let has = |afi| families.contains(&(afi, rustbgpd_wire::Safi::Unicast));
+        let has = |afi| {
+            neg.negotiated_families
+                .contains(&(afi, rustbgpd_wire::Safi::Unicast))
+        };
         let ipv4 = has(rustbgpd_wire::Afi::Ipv4);
         let ipv6 = has(rustbgpd_wire::Afi::Ipv6);
         // The next hop is the session's own address for its family (MetalLB's rule), the

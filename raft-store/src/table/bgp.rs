@@ -30,7 +30,7 @@ pub struct BgpAttrs {
 impl BgpAttrs {
     /// Two advertisements of one prefix to one peer: communities are united, the higher
     /// LOCAL_PREF wins (two different ones are refused at apply time where they overlap).
-    fn merge(&mut self, other: &BgpAttrs) {
+    pub fn merge(&mut self, other: &BgpAttrs) {
         self.local_pref = self.local_pref.max(other.local_pref);
         self.communities.extend(&other.communities);
         self.communities.sort_unstable();
