@@ -9,7 +9,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use raftlb_actors::bgp::codec::{self, Frames, Message, NotificationCode};
 use raftlb_actors::bgp::{
-    BgpSession, GetStatus, PathAttrs, Peer, PeerAsn, ReplaceRoutes, Routes, SessionConfig, Shutdown,
+    BgpSession, GetStatus, Listener, PathAttrs, Peer, PeerAsn, ReplaceRoutes, Routes,
+    SessionConfig, Shutdown,
 };
 use rustbgpd_wire::{Afi, Capability, OpenMessage, Safi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -252,4 +253,152 @@ async fn a_peer_that_breaks_protocol_gets_the_right_notification_and_the_session
     assert_eq!(announced.len(), 3);
     let status = session.send(GetStatus).await.unwrap();
     assert!(status.downs >= 2, "{status:?}");
+}
+
+/// The scripted peer's address for the passive-side tests: another loopback address, so the
+/// node's listener can tell it apart.
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn open_with_id(id: Ipv4Addr) -> Message {
+    match open(PEER_ASN) {
+        Message::Open(o) => Message::Open(OpenMessage {
+            bgp_identifier: id,
+            ..o
+        }),
+        m => m,
+    }
+}
+
+/// The peer opens a connection to the node's listener, from `PEER_IP`.
+async fn dial_in(listener: &Listener) -> Wire {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(PEER_IP), 0))
+        .unwrap();
+    let to = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        listener.local_addr().port(),
+    );
+    Wire {
+        stream: socket.connect(to).await.unwrap(),
+        frames: Frames::new(),
+    }
+}
+
+/// A session for a peer at `PEER_IP:port`, registered with a fresh listener.
+fn passive_pair(port: u16) -> (Listener, actix::Addr<BgpSession>) {
+    let listener = Listener::bind(0).unwrap();
+    let mut p = peer(port);
+    p.address = SocketAddr::new(IpAddr::V4(PEER_IP), port);
+    let session = actix::Actor::start(BgpSession::new(p));
+    listener.register(IpAddr::V4(PEER_IP), session.clone());
+    session.do_send(ReplaceRoutes(routes(3)));
+    (listener, session)
+}
+
+fn is_collision_cease(m: &Option<Message>) -> bool {
+    matches!(m, Some(Message::Notification(n))
+        if (n.code, n.subcode) == (NotificationCode::Cease, codec::cease_subcode::CONNECTION_COLLISION_RESOLUTION))
+}
+
+#[actix::test]
+async fn the_session_adopts_the_peers_connection_when_its_own_dials_fail() {
+    // Nothing listens at the peer's port: every dial fails, the peer's connection is the one.
+    let closed = TcpListener::bind((PEER_IP, 0)).await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (listener, session) = passive_pair(port);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut wire = dial_in(&listener).await;
+    wire.establish().await;
+    let (announced, _, _) = wire.updates(3).await;
+    assert_eq!(announced.len(), 3);
+    let status = session.send(GetStatus).await.unwrap();
+    assert_eq!(
+        (status.state, status.connection),
+        ("Established", "inbound"),
+        "{status:?}"
+    );
+
+    // A connection from an address that is no peer is closed without a word.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 0))
+        .unwrap();
+    let to = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        listener.local_addr().port(),
+    );
+    let mut stranger = Wire {
+        stream: socket.connect(to).await.unwrap(),
+        frames: Frames::new(),
+    };
+    assert!(stranger.next().await.is_none());
+}
+
+#[actix::test]
+async fn a_collision_keeps_the_connection_the_higher_identifier_opened() {
+    // The peer's identifier (10.77.0.100) is above the node's (10.77.0.11): its connection
+    // stays, the node's own ends with Cease / Connection Collision Resolution.
+    let peer_side = TcpListener::bind((PEER_IP, 0)).await.unwrap();
+    let (listener, session) = passive_pair(peer_side.local_addr().unwrap().port());
+    let mut outbound = Wire::accept(&peer_side).await;
+    assert!(matches!(outbound.next().await, Some(Message::Open(_))));
+    let mut inbound = dial_in(&listener).await;
+    assert!(
+        matches!(inbound.next().await, Some(Message::Open(_))),
+        "the colliding connection gets an OPEN too"
+    );
+    inbound
+        .send(&open_with_id(Ipv4Addr::new(10, 77, 0, 100)))
+        .await;
+    assert!(is_collision_cease(&outbound.next().await));
+    assert!(outbound.next().await.is_none());
+    assert!(matches!(inbound.next().await, Some(Message::Keepalive)));
+    inbound.send(&Message::Keepalive).await;
+    let (announced, _, _) = inbound.updates(3).await;
+    assert_eq!(announced.len(), 3);
+    let status = session.send(GetStatus).await.unwrap();
+    assert_eq!(
+        (status.state, status.connection),
+        ("Established", "inbound"),
+        "{status:?}"
+    );
+}
+
+#[actix::test]
+async fn a_collision_with_a_lower_identifier_keeps_the_nodes_connection_and_established_refuses() {
+    let peer_side = TcpListener::bind((PEER_IP, 0)).await.unwrap();
+    let (listener, session) = passive_pair(peer_side.local_addr().unwrap().port());
+    let mut outbound = Wire::accept(&peer_side).await;
+    assert!(matches!(outbound.next().await, Some(Message::Open(_))));
+    let mut inbound = dial_in(&listener).await;
+    assert!(matches!(inbound.next().await, Some(Message::Open(_))));
+    let low = Ipv4Addr::new(10, 0, 0, 1);
+    inbound.send(&open_with_id(low)).await;
+    assert!(is_collision_cease(&inbound.next().await));
+    assert!(inbound.next().await.is_none());
+    outbound.send(&open_with_id(low)).await;
+    outbound.send(&Message::Keepalive).await;
+    assert!(matches!(outbound.next().await, Some(Message::Keepalive)));
+    let (announced, _, _) = outbound.updates(3).await;
+    assert_eq!(announced.len(), 3);
+    let status = session.send(GetStatus).await.unwrap();
+    assert_eq!(
+        (status.state, status.connection),
+        ("Established", "outbound"),
+        "{status:?}"
+    );
+
+    // Established: a new connection from the peer is refused the same way, the session
+    // stays.
+    let mut late = dial_in(&listener).await;
+    assert!(is_collision_cease(&late.next().await));
+    assert!(late.next().await.is_none());
+    let status = session.send(GetStatus).await.unwrap();
+    assert_eq!(
+        (status.state, status.downs),
+        ("Established", 0),
+        "{status:?}"
+    );
 }

@@ -246,6 +246,12 @@ impl Cluster {
         } else {
             &["--metrics-port", &metrics_port]
         };
+        // Every peer shares 127.0.0.1: a BGP listener would take the others' connections.
+        let bgp: &[&str] = if args.iter().any(|a| a == "--bgp-port") {
+            &[]
+        } else {
+            &["--bgp-port", "0"]
+        };
         let child = Command::new(bin)
             .arg("run")
             .args(["--id", &id.to_string()])
@@ -258,6 +264,7 @@ impl Cluster {
             .args(&args)
             .args(nowhere)
             .args(metrics)
+            .args(bgp)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -397,6 +397,45 @@ impl Lab {
         Err(last)
     }
 
+    /// Starts `raftlb ctl ARGS -o json` (a watch) against the first running node; its
+    /// output lines arrive as JSON values. Killed on drop.
+    pub fn ctl_watch(&self, args: &[&str]) -> anyhow::Result<CtlWatch> {
+        let (_, n) = self
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(i, _)| self.procs.contains_key(i))
+            .ok_or_else(|| anyhow!("no raftlb node is running"))?;
+        let endpoint = format!("http://{}:7471", n.ip);
+        let mut child = in_ns(&n.ns, self.raftlb.to_str().unwrap_or("raftlb"))
+            .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(CtlWatch {
+            child,
+            rx,
+            seen: Vec::new(),
+        })
+    }
+
     pub fn apply(&self, yaml: &str) -> anyhow::Result<()> {
         let path = self.dir.path().join("apply.yaml");
         std::fs::write(&path, yaml)?;
@@ -624,7 +663,18 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        self.start_router(kind, asn, node_asn, false)
+        self.start_router(kind, asn, node_asn, false, Vec::new())
+    }
+
+    /// Like [`Lab::router`], and the router (BIRD) also dials every node itself.
+    pub fn router_dialling(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        let nodes = self.nodes.iter().map(|n| n.ip.clone()).collect();
+        self.start_router(kind, asn, node_asn, false, nodes)
     }
 
     /// Like [`Lab::router`], and the router installs what it learns into the client
@@ -641,7 +691,7 @@ impl Lab {
             "net.ipv4.fib_multipath_hash_policy=1",
             "net.ipv6.fib_multipath_hash_policy=1",
         ]))?;
-        self.start_router(kind, asn, node_asn, true)
+        self.start_router(kind, asn, node_asn, true, Vec::new())
     }
 
     fn start_router(
@@ -650,6 +700,7 @@ impl Lab {
         asn: u32,
         node_asn: u32,
         fib: bool,
+        active: Vec<String>,
     ) -> anyhow::Result<crate::routers::Router> {
         crate::routers::Router::start(
             kind,
@@ -661,6 +712,7 @@ impl Lab {
                 neighbor_asn: node_asn,
                 v6: Some(("fd00:77::64".into(), "fd00:77::/64".into())),
                 fib,
+                active,
             },
             self.dir.path(),
         )
@@ -760,6 +812,44 @@ impl Speaker {
 impl Drop for Speaker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running `raftlb ctl ... -w -o json` and what it printed so far.
+pub struct CtlWatch {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl CtlWatch {
+    /// Everything printed so far, once `done` holds for it (waiting up to `within`).
+    pub fn until(
+        &mut self,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<&[Value]> {
+        let deadline = Instant::now() + within;
+        while !done(&self.seen) {
+            if Instant::now() > deadline {
+                bail!(
+                    "watch: {what}: not seen within {within:?}; printed: {:?}",
+                    self.seen
+                );
+            }
+            if let Ok(v) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(v);
+            }
+        }
+        Ok(&self.seen)
+    }
+}
+
+impl Drop for CtlWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

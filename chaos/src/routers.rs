@@ -50,6 +50,9 @@ pub struct RouterConfig {
     pub v6: Option<(String, String)>,
     /// Install the learnt routes into the namespace's kernel (BIRD only; ECMP merged).
     pub fib: bool,
+    /// Node addresses the router also dials itself, as configured neighbours (BIRD only), so
+    /// raftlb's listener and connection collisions are exercised.
+    pub active: Vec<String>,
 }
 
 /// One path in a router's RIB.
@@ -122,7 +125,7 @@ impl Router {
                            ipv6 {{ import all; export none; }};\n\
                          }}\n\
                          protocol bgp dyn from lbnode {{ neighbor range {range} as {nasn}; \
-                           dynamic name \"dyn\"; }}\n{v6}",
+                           dynamic name \"dyn\"; }}\n{v6}{active}",
                         addr = c.address,
                         asn = c.asn,
                         range = c.neighbors,
@@ -131,6 +134,16 @@ impl Router {
                             "protocol bgp dynv6 from lbnode {{ local {a} as {}; neighbor range {r} as {}; dynamic name \"dynv6-\"; }}\n",
                             c.asn, c.neighbor_asn
                         )),
+                        active = c
+                            .active
+                            .iter()
+                            .enumerate()
+                            .map(|(i, a)| format!(
+                                "protocol bgp dynact{i} from lbnode {{ neighbor {a} as {}; passive off; \
+                                 connect delay time 1; connect retry time 2; }}\n",
+                                c.neighbor_asn
+                            ))
+                            .collect::<String>(),
                         kernel = if c.fib {
                             "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }\n\
                              protocol kernel { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }\n"

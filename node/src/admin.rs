@@ -416,6 +416,7 @@ impl Admin for AdminService {
                 state: v.state,
                 established_since_ms: v.established_since_ms,
                 local_address: v.local_address,
+                connection: v.connection,
                 peer_asn: v.peer_asn,
                 peer_router_id: v.peer_router_id,
                 hold_time: u32::from(v.hold_time),

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use actix::{Actor, Addr, ArbiterHandle};
 use ipnet::IpNet;
 use raftlb_actors::bgp::{
-    BgpSession, GetSent, GetStatus, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange, Routes,
-    SessionConfig, SessionStatus, Shutdown,
+    BgpSession, GetSent, GetStatus, Listener, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange,
+    Routes, SessionConfig, SessionStatus, Shutdown,
 };
 use raftlb_raft_store::table::bgp::{BgpAttrs, BgpRoute};
 use raftlb_raft_store::table::index::Changes;
@@ -33,10 +33,13 @@ pub struct NodeBgp {
     /// `--router-id`, else the IPv4 address the node listens on, else one derived from the
     /// node's name (MetalLB's fallback).
     pub router_id: Ipv4Addr,
+    /// `--bgp-port`: where peers' connections are accepted (RFC 4271's 179); 0 listens
+    /// nowhere and only dials.
+    pub listen_port: u16,
 }
 
 impl NodeBgp {
-    pub fn new(flag: Option<Ipv4Addr>, listen: IpAddr, name: &str) -> NodeBgp {
+    pub fn new(flag: Option<Ipv4Addr>, listen: IpAddr, name: &str, listen_port: u16) -> NodeBgp {
         let router_id = flag.unwrap_or_else(|| match listen {
             IpAddr::V4(a) if !a.is_unspecified() && !a.is_loopback() => a,
             _ => {
@@ -47,7 +50,10 @@ impl NodeBgp {
                 Ipv4Addr::from(h.max(1))
             }
         });
-        NodeBgp { router_id }
+        NodeBgp {
+            router_id,
+            listen_port,
+        }
     }
 }
 
@@ -147,6 +153,9 @@ fn path_attrs(a: &BgpAttrs) -> PathAttrs {
 #[derive(Default)]
 pub struct Bridge {
     sessions: BTreeMap<String, (Peer, Addr<BgpSession>)>,
+    /// The passive side, opened with the first session; Err once binding failed (logged
+    /// once, the sessions still dial).
+    listener: Option<Result<Listener, ()>>,
     /// The routes each VIP gave, as last computed.
     by_vip: BTreeMap<IpAddr, Vec<BgpRoute>>,
     /// Per (peer, prefix): the VIPs behind it and the attributes each asks for (an aggregate
@@ -287,7 +296,10 @@ impl Bridge {
             .cloned()
             .collect();
         for name in gone {
-            if let Some((_, addr)) = self.sessions.remove(&name) {
+            if let Some((peer, addr)) = self.sessions.remove(&name) {
+                if let Some(Ok(l)) = &self.listener {
+                    l.unregister(peer.address.ip(), &addr);
+                }
                 info!(peer = %name, "BGP peer no longer selects this node: ending the session");
                 addr.do_send(Shutdown {
                     reason: "raftlb: BGPPeer removed or no longer selects this node".into(),
@@ -299,9 +311,16 @@ impl Bridge {
             if password && changed {
                 warn!(peer = %name, "BGPPeer sets a TCP-MD5 password: not applied yet, the session runs without it");
             }
+            let listener = self
+                .listener
+                .get_or_insert_with(|| listen(node.listen_port));
             match self.sessions.get_mut(&name) {
                 Some((current, addr)) => {
                     if *current != peer {
+                        if let Ok(l) = listener {
+                            l.unregister(current.address.ip(), addr);
+                            l.register(peer.address.ip(), addr.clone());
+                        }
                         addr.do_send(raftlb_actors::bgp::session::Reconfigure(peer.clone()));
                         *current = peer;
                     }
@@ -310,6 +329,9 @@ impl Bridge {
                     info!(peer = %name, address = %peer.address, "starting BGP session");
                     let p = peer.clone();
                     let addr = BgpSession::start_in_arbiter(arbiter, move |_| BgpSession::new(p));
+                    if let Ok(l) = listener {
+                        l.register(peer.address.ip(), addr.clone());
+                    }
                     self.sessions.insert(name, (peer, addr));
                 }
             }
@@ -348,6 +370,23 @@ impl Bridge {
     }
 }
 
+/// Opens the passive side on `port`, or says why not (port 0: on purpose).
+fn listen(port: u16) -> Result<Listener, ()> {
+    if port == 0 {
+        return Err(());
+    }
+    match Listener::bind(port) {
+        Ok(l) => {
+            info!(address = %l.local_addr(), "BGP: accepting connections from peers");
+            Ok(l)
+        }
+        Err(e) => {
+            warn!(error = %e, "BGP: not accepting connections from peers (sessions still dial)");
+            Err(())
+        }
+    }
+}
+
 /// One session as the peer protocol and the admin API carry it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BgpSessionView {
@@ -357,6 +396,8 @@ pub struct BgpSessionView {
     pub state: String,
     pub established_since_ms: u64,
     pub local_address: String,
+    /// "outbound" or "inbound": who opened the connection in use.
+    pub connection: String,
     pub peer_asn: u32,
     pub peer_router_id: String,
     pub hold_time: u16,
@@ -383,6 +424,7 @@ impl BgpSessionView {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_millis() as u64),
             local_address: s.local_address.map(|a| a.to_string()).unwrap_or_default(),
+            connection: s.connection.to_string(),
             peer_asn: s.peer_asn.unwrap_or(0),
             peer_router_id: s.peer_router_id.map(|a| a.to_string()).unwrap_or_default(),
             hold_time: s.hold_time,

@@ -715,6 +715,7 @@ fn bgp_header(wide: bool) -> Vec<&'static str> {
     if wide {
         h.extend([
             "LOCAL",
+            "CONN",
             "PEER-AS",
             "HOLD/KEEPALIVE",
             "FAMILIES",
@@ -747,6 +748,7 @@ fn bgp_row(b: &BgpSession, wide: bool, now: u64) -> Row {
     if wide {
         cells.extend([
             dash(&b.local_address),
+            dash(&b.connection),
             if b.peer_asn == 0 {
                 "-".into()
             } else {
@@ -764,6 +766,7 @@ fn bgp_row(b: &BgpSession, wide: bool, now: u64) -> Row {
         json: json!({
             "node": b.node, "peer": b.peer, "address": b.address, "state": b.state,
             "establishedSinceMs": b.established_since_ms, "localAddress": b.local_address,
+            "connection": b.connection,
             "peerASN": b.peer_asn, "peerRouterID": b.peer_router_id,
             "holdTime": b.hold_time, "keepaliveTime": b.keepalive, "families": b.families,
             "prefixesSent": b.prefixes_sent, "prefixesPending": b.prefixes_pending,

@@ -116,6 +116,10 @@ enum Cmd {
         /// the --listen address if it is IPv4 and not loopback, else derived from the node name.
         #[arg(long, env = "RAFTLB_ROUTER_ID")]
         router_id: Option<std::net::Ipv4Addr>,
+        /// TCP port where BGP peers' connections are accepted, on every address of the node
+        /// (opened with the first BGP session); 0: only dial.
+        #[arg(long, env = "RAFTLB_BGP_PORT", default_value_t = 179)]
+        bgp_port: u16,
         /// Exit when the process that started this peer is gone (`raftlb up` passes its pid),
         /// so a launcher killed with SIGKILL leaves no peer behind.
         #[arg(long, hide = true)]
@@ -314,6 +318,7 @@ fn main() {
                 statefulset,
                 metrics_port,
                 router_id,
+                bgp_port,
                 exit_with_parent,
             } => {
                 if let Some(parent) = exit_with_parent {
@@ -353,7 +358,7 @@ fn main() {
                     interfaces: Vec::new(),
                     excluded: None,
                 };
-                let bgp = raftlb_node::bgp::NodeBgp::new(router_id, listen, &facts.name);
+                let bgp = raftlb_node::bgp::NodeBgp::new(router_id, listen, &facts.name, bgp_port);
                 if !peers.is_empty() && !peers.contains_key(&id) {
                     usage_error(format!("--peers does not list this node (--id {id})"));
                 }

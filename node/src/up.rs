@@ -84,6 +84,8 @@ fn spawn_peer(exe: &Path, cfg: &UpConfig, id: u64, peers: &str) -> anyhow::Resul
         // A local demo on 127.0.0.1: VIPs are owned in the table, never answered on the
         // host's own network.
         .args(["--interfaces", "none"])
+        // Every peer shares 127.0.0.1: a BGP listener would take the others' connections.
+        .args(["--bgp-port", "0"])
         .args(["--exit-with-parent", &std::process::id().to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -74,6 +74,13 @@ const RESOURCES: &[(&str, &str, &str, bool, bool)] = &[
         true,
         true,
     ),
+    (
+        "raftlb.io/v1alpha1",
+        "bgpsessionstates",
+        "BGPSessionState",
+        true,
+        true,
+    ),
     // Served only once a test installs OpenELB's CRD (`ApiServer::install_openelb`).
     (OPENELB, "eips", "Eip", false, true),
 ];
@@ -467,6 +474,24 @@ fn matches_selector(obj: &Value, field_selector: Option<&String>) -> bool {
     })
 }
 
+/// A list's `labelSelector`, equality terms only (`k=v`, `k==v`, `k!=v`), as raftlb sends
+/// them.
+fn matches_labels(obj: &Value, selector: Option<&String>) -> bool {
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
+    let labels = &obj["metadata"]["labels"];
+    sel.split(',').all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels[k] != json!(v)
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            labels[k] == json!(v)
+        } else {
+            labels.get(term).is_some()
+        }
+    })
+}
+
 fn in_scope(key: &Key, t: &Target) -> bool {
     key.gv == t.gv
         && key.plural == t.plural
@@ -556,7 +581,11 @@ fn list(server: &ApiServer, t: &Target, q: &BTreeMap<String, String>) -> Respons
     let items: Vec<Value> = inner
         .objects
         .iter()
-        .filter(|(k, v)| in_scope(k, t) && matches_selector(v, q.get("fieldSelector")))
+        .filter(|(k, v)| {
+            in_scope(k, t)
+                && matches_selector(v, q.get("fieldSelector"))
+                && matches_labels(v, q.get("labelSelector"))
+        })
         .map(|(_, v)| v.clone())
         .collect();
     let body = json!({

@@ -5,6 +5,7 @@
 //! middle of a stream of Services changes no IP and writes no status twice.
 
 mod apiserver;
+mod bgp_sessions;
 mod harness;
 mod openelb;
 

@@ -26,8 +26,9 @@ use rustbgpd_wire::attribute::{
 use rustbgpd_wire::nlri::{Ipv4NlriEntry, Ipv4Prefix, Ipv6Prefix, NlriEntry, Prefix};
 use rustbgpd_wire::{Afi, Ipv4UnicastMode, Safi, UpdateMessage};
 
+pub use rustbgpd_wire::notification::cease_subcode;
 pub use rustbgpd_wire::{
-    DecodeError, Message, NotificationCode, NotificationMessage, MAX_MESSAGE_LEN,
+    DecodeError, Message, NotificationCode, NotificationMessage, OpenMessage, MAX_MESSAGE_LEN,
 };
 
 /// What one announced prefix carries besides its next hop: the BGPAdvertisement's attributes.
@@ -365,6 +366,21 @@ impl Frames {
 pub fn notification_for(error: &DecodeError) -> NotificationMessage {
     let (code, subcode, data) = error.to_notification();
     NotificationMessage::new(code, subcode, data)
+}
+
+/// The Cease that closes the losing connection of a collision (RFC 4271 §6.8, RFC 4486
+/// subcode 7).
+pub fn collision_cease() -> Message {
+    cease(cease_subcode::CONNECTION_COLLISION_RESOLUTION, Bytes::new())
+}
+
+/// A Cease NOTIFICATION (RFC 4486) with its subcode and data.
+pub fn cease(subcode: u8, data: Bytes) -> Message {
+    Message::Notification(NotificationMessage::new(
+        NotificationCode::Cease,
+        subcode,
+        data,
+    ))
 }
 
 /// A Cease (RFC 4486 subcode 2, administrative shutdown) with an RFC 9003 reason text.

@@ -7,6 +7,7 @@
 //!   rib      Adj-RIB-Out: what the peer should have, what it was sent, the difference
 //!   session  the actor: owns the FSM, the RIB, the timers and the connection
 //!   io       dial (source address, TTL), the reader and writer tasks
+//!   listen   the passive side: one listening socket hands peers' connections to sessions
 //! ```
 //!
 //! Dependencies run down the list: `session` uses the four others; `rib` uses `codec`;
@@ -15,12 +16,14 @@
 pub mod codec;
 pub mod fsm;
 mod io;
+pub mod listen;
 pub mod rib;
 pub mod session;
 
 pub use codec::{fuzz_frames, PathAttrs};
 pub use fsm::{PeerAsn, SessionConfig};
+pub use listen::Listener;
 pub use session::{
-    BgpSession, GetSent, GetStatus, Peer, ReplaceRoutes, RouteChange, Routes, SessionStatus,
-    Shutdown,
+    BgpSession, GetSent, GetStatus, Inbound, Peer, ReplaceRoutes, RouteChange, Routes,
+    SessionStatus, Shutdown,
 };

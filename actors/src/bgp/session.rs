@@ -5,9 +5,17 @@
 //!
 //! ```text
 //!   Routes / Reconfigure / Shutdown ──▶ BgpSession ──actions──▶ io::dial, write queue, timers
-//!                                        ▲     │
+//!   listen::Listener ──Inbound────────▶  ▲     │
 //!            io::read_loop (frames) ─────┘     └─▶ AdjRibOut ─▶ codec (packed UPDATEs)
 //! ```
+//!
+//! A session both dials its peer and takes the connections the peer opens (RFC 4271 §8.2.1).
+//! While it has no connection of its own it adopts an inbound one; while its own connection
+//! waits for the OPEN exchange to finish, an inbound one is a collision (§6.8): both get an
+//! OPEN, and when the peer's OPEN arrives on the inbound one, the connection opened by the
+//! side with the higher BGP identifier survives and the other ends with a Cease (subcode 7,
+//! Connection Collision Resolution). An Established session refuses new connections the same
+//! way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,7 +28,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::codec::{self, Encoding, Message, PathAttrs, MAX_MESSAGE_LEN};
+use super::codec::{self, Encoding, Message, OpenMessage, PathAttrs, MAX_MESSAGE_LEN};
 use super::fsm::{self, Action, Event, SessionConfig, SessionState, TimerType};
 use super::io;
 use super::rib::AdjRibOut;
@@ -56,6 +64,8 @@ pub struct SessionStatus {
     pub state: &'static str,
     pub established_since: Option<SystemTime>,
     pub local_address: Option<SocketAddr>,
+    /// Who opened the connection in use: "outbound" (this node) or "inbound" (the peer).
+    pub connection: &'static str,
     pub peer_asn: Option<u32>,
     pub peer_router_id: Option<Ipv4Addr>,
     pub hold_time: u16,
@@ -105,6 +115,11 @@ pub struct GetStatus;
 #[rtype(result = "Vec<IpNet>")]
 pub struct GetSent;
 
+/// A connection the peer opened to this node's listener.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub tokio::net::TcpStream);
+
 /// Something the connection's tasks saw; `conn` tells stale connections apart.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -119,8 +134,49 @@ struct Conn {
     id: u64,
     tx: mpsc::UnboundedSender<Bytes>,
     local: SocketAddr,
+    inbound: bool,
     reader: tokio::task::JoinHandle<()>,
 }
+
+impl Conn {
+    fn start(
+        stream: tokio::net::TcpStream,
+        id: u64,
+        inbound: bool,
+        session: Addr<BgpSession>,
+    ) -> Result<Conn, String> {
+        let local = stream.local_addr().map_err(|e| e.to_string())?;
+        // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6; the next hop must be
+        // the plain IPv4 address.
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let (tx, reader) = io::start(stream, id, session);
+        Ok(Conn {
+            id,
+            tx,
+            local,
+            inbound,
+            reader,
+        })
+    }
+
+    fn send(&self, message: &Message) {
+        if let Ok(bytes) = codec::encode(message) {
+            let _ = self.tx.send(bytes);
+        }
+    }
+}
+
+/// Dropping a connection ends it after what is queued (a closing NOTIFICATION) is written:
+/// the writer drains its queue, then shuts the socket down.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// How long an inbound connection in collision may take to send its OPEN (RFC 4271's
+/// suggested initial hold time is 4 minutes; a live peer answers in milliseconds).
+const COLLISION_OPEN_WAIT: Duration = Duration::from_secs(30);
 
 pub struct BgpSession {
     peer: Peer,
@@ -129,6 +185,14 @@ pub struct BgpSession {
     /// Id of the newest dial or connection; events of older ones are ignored.
     conn_id: u64,
     conn: Option<Conn>,
+    /// An inbound connection that collided with `conn`, until the peer's OPEN on it decides
+    /// which one stays.
+    candidate: Option<Conn>,
+    /// The OPEN this session sends, for a colliding connection.
+    last_open: Option<OpenMessage>,
+    /// Set while the FSM is walked into OpenSent on a connection that already exists and
+    /// already carried our OPEN.
+    adopting: bool,
     timers: HashMap<TimerType, SpawnHandle>,
     flush: Option<SpawnHandle>,
     restart: Option<SpawnHandle>,
@@ -155,6 +219,9 @@ impl BgpSession {
             rib: AdjRibOut::default(),
             conn_id: 0,
             conn: None,
+            candidate: None,
+            last_open: None,
+            adopting: false,
             timers: HashMap::new(),
             flush: None,
             restart: None,
@@ -190,7 +257,12 @@ impl BgpSession {
 
     fn act(&mut self, action: Action, ctx: &mut Context<Self>) {
         match action {
-            Action::SendOpen(open) => self.send(&Message::Open(open)),
+            Action::SendOpen(open) => {
+                if !self.adopting {
+                    self.send(&Message::Open(open.clone()));
+                }
+                self.last_open = Some(open);
+            }
             Action::SendKeepalive => self.send(&Message::Keepalive),
             Action::SendNotification(n) => {
                 self.status.last_error = Some(format!(
@@ -215,7 +287,7 @@ impl BgpSession {
                     ctx.cancel_future(h);
                 }
             }
-            Action::InitiateTcpConnection => self.dial(ctx),
+            Action::InitiateTcpConnection if !self.adopting => self.dial(ctx),
             Action::CloseTcpConnection => self.close(),
             Action::StateChanged { old, new } => {
                 info!(peer = %self.peer.name, from = fsm::state_name(old), to = fsm::state_name(new), "BGP session");
@@ -271,11 +343,7 @@ impl BgpSession {
     }
 
     fn close(&mut self) {
-        if let Some(c) = self.conn.take() {
-            // Dropping the queue lets the writer send what is queued (a NOTIFICATION), then
-            // shut the socket down.
-            c.reader.abort();
-        }
+        self.conn = None;
     }
 
     fn went_idle(&mut self, ctx: &mut Context<Self>) {
@@ -331,6 +399,11 @@ impl BgpSession {
         self.eor_sent = false;
         self.status.established_since = Some(SystemTime::now());
         self.status.local_address = local;
+        self.status.connection = match &self.conn {
+            Some(c) if c.inbound => "inbound",
+            Some(_) => "outbound",
+            None => "",
+        };
         self.status.peer_asn = Some(neg.peer_asn);
         self.status.peer_router_id = Some(neg.peer_router_id);
         self.status.hold_time = neg.hold_time;
@@ -450,21 +523,26 @@ impl Handler<Io> for BgpSession {
     fn handle(&mut self, io: Io, ctx: &mut Context<Self>) {
         match io {
             Io::Connected(id, stream) if id == self.conn_id => {
-                let local = match stream.local_addr() {
-                    Ok(a) => a,
-                    Err(e) => {
-                        self.event_failed(e.to_string(), ctx);
-                        return;
+                match Conn::start(stream, id, false, ctx.address()) {
+                    Ok(c) => {
+                        self.conn = Some(c);
+                        self.event(Event::TcpConnectionConfirmed, ctx);
                     }
-                };
-                let (tx, reader) = io::start(stream, id, ctx.address());
-                self.conn = Some(Conn {
-                    id,
-                    tx,
-                    local,
-                    reader,
-                });
-                self.event(Event::TcpConnectionConfirmed, ctx);
+                    Err(e) => self.event_failed(e, ctx),
+                }
+            }
+            Io::Received(id, message) if self.candidate.as_ref().is_some_and(|c| c.id == id) => {
+                match message {
+                    Ok(Message::Open(open)) => self.resolve_collision(open, ctx),
+                    // Anything else before its OPEN, or garbage: the colliding connection is
+                    // broken, the session's own one carries on.
+                    _ => {
+                        self.candidate = None;
+                    }
+                }
+            }
+            Io::Closed(id, _) if self.candidate.as_ref().is_some_and(|c| c.id == id) => {
+                self.candidate = None;
             }
             Io::DialFailed(id, e) if id == self.conn_id => self.event_failed(e, ctx),
             Io::Received(id, message) if self.conn.as_ref().is_some_and(|c| c.id == id) => {
@@ -485,7 +563,111 @@ impl Handler<Io> for BgpSession {
     }
 }
 
+impl Handler<Inbound> for BgpSession {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(stream): Inbound, ctx: &mut Context<Self>) {
+        self.conn_id += 1;
+        let id = self.conn_id;
+        let conn = match Conn::start(stream, id, true, ctx.address()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(peer = %self.peer.name, error = %e, "inbound BGP connection unusable");
+                return;
+            }
+        };
+        match self.fsm.state() {
+            _ if self.stopping => {
+                conn.send(&codec::cease(
+                    codec::cease_subcode::ADMINISTRATIVE_SHUTDOWN,
+                    Bytes::new(),
+                ));
+            }
+            // No connection of its own yet: the peer's will do.
+            SessionState::Idle | SessionState::Connect | SessionState::Active => {
+                self.adopt(conn, None, ctx)
+            }
+            SessionState::OpenSent | SessionState::OpenConfirm => {
+                info!(peer = %self.peer.name, "BGP connection collision: waiting for the peer's OPEN on the inbound connection");
+                if let Some(open) = &self.last_open {
+                    conn.send(&Message::Open(open.clone()));
+                }
+                self.candidate = Some(conn);
+                ctx.run_later(COLLISION_OPEN_WAIT, move |act, _| {
+                    if act.candidate.as_ref().is_some_and(|c| c.id == id) {
+                        act.candidate = None;
+                    }
+                });
+            }
+            SessionState::Established => {
+                info!(peer = %self.peer.name, "BGP connection from the peer while Established: refused (collision)");
+                conn.send(&codec::collision_cease());
+            }
+        }
+    }
+}
+
 impl BgpSession {
+    /// Makes `conn`, opened by the peer, the session's connection. With `open`, the peer's
+    /// OPEN already arrived on it and ours was already sent.
+    fn adopt(&mut self, conn: Conn, open: Option<OpenMessage>, ctx: &mut Context<Self>) {
+        if let Some(h) = self.restart.take() {
+            ctx.cancel_future(h);
+        }
+        self.conn = None;
+        let sent_open = open.is_some();
+        self.adopting = true;
+        if self.fsm.state() == SessionState::Idle {
+            self.event(Event::ManualStart, ctx);
+        }
+        self.conn = Some(conn);
+        self.adopting = sent_open;
+        self.event(Event::TcpConnectionAcknowledged, ctx);
+        self.adopting = false;
+        if let Some(open) = open {
+            self.event(Event::OpenReceived(open), ctx);
+        }
+    }
+
+    /// RFC 4271 §6.8: the peer's OPEN arrived on the colliding inbound connection. The
+    /// connection opened by the speaker with the higher BGP identifier stays.
+    fn resolve_collision(&mut self, open: OpenMessage, ctx: &mut Context<Self>) {
+        let Some(candidate) = self.candidate.take() else {
+            return;
+        };
+        let ours = u32::from(self.peer.config.router_id);
+        let theirs = u32::from(open.bgp_identifier);
+        let state = self.fsm.state();
+        let undecided = matches!(state, SessionState::OpenSent | SessionState::OpenConfirm);
+        // Two connections both opened by the peer: it gave up the older one.
+        let current_inbound = self.conn.as_ref().is_none_or(|c| c.inbound);
+        if !undecided && state != SessionState::Established {
+            // The session's own connection failed meanwhile: take the peer's.
+            self.fresh_fsm(ctx);
+            self.adopt(candidate, Some(open), ctx);
+        } else if undecided && (current_inbound || ours < theirs) {
+            info!(peer = %self.peer.name, ours = %self.peer.config.router_id, theirs = %open.bgp_identifier,
+                "BGP connection collision: keeping the peer's connection");
+            if let Some(old) = self.conn.take() {
+                old.send(&codec::collision_cease());
+            }
+            self.fresh_fsm(ctx);
+            self.adopt(candidate, Some(open), ctx);
+        } else {
+            info!(peer = %self.peer.name, ours = %self.peer.config.router_id, theirs = %open.bgp_identifier,
+                "BGP connection collision: keeping this node's connection");
+            candidate.send(&codec::collision_cease());
+        }
+    }
+
+    /// A new FSM in Idle, its timers gone: for walking it again on another connection.
+    fn fresh_fsm(&mut self, ctx: &mut Context<Self>) {
+        for (_, h) in self.timers.drain() {
+            ctx.cancel_future(h);
+        }
+        self.fsm = fsm::Session::new(self.peer.config.peer_config());
+    }
+
     fn event_failed(&mut self, error: String, ctx: &mut Context<Self>) {
         if self.status.state == "Established" || self.status.last_error.is_none() {
             self.status.last_error = Some(error);

@@ -292,6 +292,77 @@ pub struct ServiceL2StatusStatus {
 )]
 pub struct ServiceL2StatusSpec {}
 
+/// `BGPSessionState.status`: one BGP session of one node as it is (frr-k8s' BGPSessionState
+/// fields `node`, `peer`, `bgpStatus`, `bfdStatus`, and what raftlb's session negotiated and
+/// sent). Written by the node that runs the session.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStateStatus {
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub peer: String,
+    #[serde(default)]
+    pub peer_address: String,
+    /// Idle, Connect, Active, OpenSent, OpenConfirm or Established.
+    #[serde(default)]
+    pub bgp_status: String,
+    /// `N/A` until BFD runs on the session.
+    #[serde(default)]
+    pub bfd_status: String,
+    /// RFC 3339; empty when not Established.
+    #[serde(default)]
+    pub established_since: String,
+    #[serde(default)]
+    pub local_address: String,
+    /// `outbound` (the node opened the connection) or `inbound` (the peer did).
+    #[serde(default)]
+    pub connection: String,
+    #[serde(default, rename = "peerASN")]
+    pub peer_asn: u32,
+    #[serde(default, rename = "peerRouterID")]
+    pub peer_router_id: String,
+    #[serde(default)]
+    pub hold_time: u32,
+    #[serde(default)]
+    pub keepalive_time: u32,
+    #[serde(default)]
+    pub families: Vec<String>,
+    #[serde(default)]
+    pub prefixes_sent: u64,
+    #[serde(default)]
+    pub prefixes_pending: u64,
+    #[serde(default)]
+    pub updates_sent: u64,
+    /// Times the session left Established since the node started.
+    #[serde(default)]
+    pub downs: u64,
+    #[serde(default)]
+    pub last_error: String,
+}
+
+/// Status-only: one (node, BGPPeer) session, written by that node.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "raftlb.io",
+    version = "v1alpha1",
+    kind = "BGPSessionState",
+    namespaced,
+    status = "BGPSessionStateStatus",
+    category = "raftlb",
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(name = "Peer", type_ = "string", json_path = ".status.peer"),
+    printcolumn(name = "BGP", type_ = "string", json_path = ".status.bgpStatus"),
+    printcolumn(name = "BFD", type_ = "string", json_path = ".status.bfdStatus"),
+    printcolumn(name = "Sent", type_ = "integer", json_path = ".status.prefixesSent"),
+    printcolumn(
+        name = "Since",
+        type_ = "string",
+        json_path = ".status.establishedSince"
+    )
+)]
+pub struct BGPSessionStateSpec {}
+
 /// OpenELB's `Eip` (`network.kubesphere.io/v1alpha2`, cluster-scoped), read when the cluster
 /// serves it; raftlb never installs its CRD. The spec is kept as the API server sent it and
 /// goes through the same parser as `raftlb ctl apply -f`, so a malformed Eip is refused alone
@@ -344,6 +415,7 @@ pub fn all(
         Community::crd(),
         BFDProfile::crd(),
         ServiceL2Status::crd(),
+        BGPSessionState::crd(),
     ]
 }
 

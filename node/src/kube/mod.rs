@@ -10,6 +10,7 @@
 //!   ├─ reflector(ServiceL2Status)    │
 //!   ├─ reflector(OpenELB Eip)        ┘ only while the cluster serves it (asked every 10 s)
 //!   ├─ node_facts: own Node (labels, NetworkUnavailable, exclude label) → RegisterNode
+//!   ├─ sessions: this node's BGP sessions → its BGPSessionState objects, up/down Events
 //!   └─ controller loop, acting only while this peer leads with a quorum:
 //!        source::sync    desired objects (stores) − table → Apply/Delete commands
 //!        status::write   table − observed objects → Service status + annotation, CRD status,
@@ -23,6 +24,7 @@
 //! recording the cursor) is refused by the API server as a duplicate.
 
 pub mod crd;
+pub mod sessions;
 mod source;
 mod status;
 
@@ -274,6 +276,11 @@ pub async fn run(
         tasks.push(t);
         s
     });
+    tasks.push(tokio::spawn(sessions::run(
+        app.clone(),
+        client.clone(),
+        opts.namespace.clone(),
+    )));
     info!(namespace = ns, "watching Kubernetes");
 
     let mut controller = Controller {

@@ -454,7 +454,7 @@ fn involved(
 
 /// A Kubernetes Event. Its name is derived from the table's event, so every leader that
 /// publishes it publishes the same object.
-fn event(
+pub(super) fn event(
     namespace: &str,
     name: String,
     about: ObjectReference,
@@ -491,7 +491,7 @@ fn event(
 }
 
 /// Created, or already there (the same name was published before): both count as published.
-async fn create_event(api: &Api<Event>, ev: &Event) -> Result<(), kube::Error> {
+pub(super) async fn create_event(api: &Api<Event>, ev: &Event) -> Result<(), kube::Error> {
     match api.create(&PostParams::default(), ev).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
