@@ -121,6 +121,7 @@ impl Router {
                          {kernel}\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
+                           error wait time 1, 5;\n\
                            ipv4 {{ import all; export none; }};\n\
                            ipv6 {{ import all; export none; }};\n\
                          }}\n\

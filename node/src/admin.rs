@@ -10,7 +10,7 @@ use std::time::Duration;
 use raftlb_proto::admin::admin_server::Admin;
 use raftlb_proto::admin::*;
 use raftlb_raft_store::table::objects::Object;
-use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse, ServiceEntry};
+use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse};
 use raftlb_raft_store::NodeId;
 use tonic::{Request, Response, Status};
 
@@ -19,7 +19,7 @@ use crate::clock::wall_ms;
 use crate::fence::{lease_report, LeaseView};
 use crate::manifest;
 use crate::raft::leader::{LeaderReply, MembershipChange};
-use crate::render::{pool_messages, service_message, vip_messages};
+use crate::render::{pool_messages, service_message, service_outcome, vip_messages};
 use crate::watch;
 
 /// How long a write may wait for a leader.
@@ -230,27 +230,13 @@ impl Admin for AdminService {
         };
         match self.app.write(Command::Apply(batch), WRITE_DEADLINE).await {
             LeaderReply::Done(TableResponse::Applied(outcome)) => {
-                let t = self.read_table();
+                // The committed answer per Service, not a newer state read afterwards.
                 let services = outcome
                     .services
                     .iter()
                     .map(|(key, state)| {
-                        let found = t.table.services().get(key).map(|e| (**e).clone());
-                        let mut entry = found.unwrap_or_else(|| {
-                            // Applied, then changed again before this read: report the
-                            // committed answer, not the newer state.
-                            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-                            ServiceEntry {
-                                spec: raftlb_raft_store::table::objects::ServiceSpec {
-                                    namespace: namespace.into(),
-                                    name: name.into(),
-                                    ..Default::default()
-                                },
-                                state: state.clone(),
-                            }
-                        });
-                        entry.state = state.clone();
-                        service_message(&entry)
+                        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                        service_outcome(namespace, name, state)
                     })
                     .collect();
                 Ok(Response::new(ApplyReply {

@@ -75,7 +75,17 @@ pub fn vip_messages(table: &AllocationTable, lease_of: &dyn Fn(&str) -> String) 
 }
 
 pub fn service_message(entry: &ServiceEntry) -> Service {
-    let (state, ips, pool, reason) = match &entry.state {
+    Service {
+        r#type: entry.spec.service_type.to_string(),
+        kubernetes_json: service_json(&entry.spec, &entry.state).to_string(),
+        ..service_outcome(&entry.spec.namespace, &entry.spec.name, &entry.state)
+    }
+}
+
+/// A Service's allocation alone, without its type and Kubernetes object: what `apply` reports
+/// for each Service it touched (thousands per call; ctl prints only this).
+pub fn service_outcome(namespace: &str, name: &str, state: &ServiceState) -> Service {
+    let (state, ips, pool, reason) = match state {
         ServiceState::Allocated { pool, ips } => (
             "Allocated",
             ips.iter().map(|i| i.to_string()).collect(),
@@ -86,14 +96,13 @@ pub fn service_message(entry: &ServiceEntry) -> Service {
         ServiceState::Ignored { reason } => ("Ignored", vec![], String::new(), reason.clone()),
     };
     Service {
-        namespace: entry.spec.namespace.to_string(),
-        name: entry.spec.name.to_string(),
-        r#type: entry.spec.service_type.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
         state: state.into(),
         ips,
         pool,
         reason,
-        kubernetes_json: service_json(&entry.spec, &entry.state).to_string(),
+        ..Service::default()
     }
 }
 

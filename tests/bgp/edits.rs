@@ -75,17 +75,17 @@ fn metallb_examples_apply_and_edits_reset_only_what_the_open_carries() -> anyhow
 
     // Two peers for the same router, one per group of nodes: n1's session moves to the new
     // peer, n2's and n3's stay as they are.
-    let peers = |hold_n1: &str| {
+    let peers = |hold_n1: &str, asn_n1: u32| {
         format!(
             "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: sample}}\n\
              spec: {{myASN: 64500, peerASN: 64501, peerAddress: 10.77.0.100, nodeSelectors: \
              [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [n2, n3]}}]}}]}}\n---\n\
              apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: sample-n1}}\n\
-             spec: {{myASN: 64500, peerASN: 64501, peerAddress: 10.77.0.100, holdTime: {hold_n1}, \
+             spec: {{myASN: {asn_n1}, peerASN: 64501, peerAddress: 10.77.0.100, holdTime: {hold_n1}, \
              nodeSelectors: [{{matchLabels: {{kubernetes.io/hostname: n1}}}}]}}\n"
         )
     };
-    lab.apply(&peers("9s"))?;
+    lab.apply(&peers("9s", 64500))?;
     let split = router.wait("n1 on its own peer, n2 and n3 untouched", WITHIN, |r| {
         let now = r.sessions_since()?;
         Ok((now.len() == 3
@@ -95,7 +95,7 @@ fn metallb_examples_apply_and_edits_reset_only_what_the_open_carries() -> anyhow
         .then_some(now))
     })?;
     // An edit of what the OPEN carries (hold time) resets exactly that session, once.
-    lab.apply(&peers("6s"))?;
+    lab.apply(&peers("6s", 64500))?;
     router.wait("n1's session reset, the others not", WITHIN, |r| {
         let now = r.sessions_since()?;
         Ok((now.len() == 3
@@ -128,6 +128,27 @@ fn metallb_examples_apply_and_edits_reset_only_what_the_open_carries() -> anyhow
         "{sessions:?}"
     );
     router.wait("three paths after the reset", WITHIN, |r| {
+        Ok((paths_with(r, "64500:99")? == 3).then_some(()))
+    })?;
+
+    // An ASN edit: n1 now says AS 64510, which the router does not expect. n1's session is
+    // reset (and BIRD refuses the new OPEN); n2's and n3's are not. Back to 64500, n1 returns.
+    let before = router.sessions_since()?;
+    let others_untouched = |now: &std::collections::BTreeMap<String, String>| {
+        now.get("10.77.0.12") == before.get("10.77.0.12")
+            && now.get("10.77.0.13") == before.get("10.77.0.13")
+    };
+    lab.apply(&peers("6s", 64510))?;
+    router.wait("n1's session gone, the others untouched", WITHIN, |r| {
+        let now = r.sessions_since()?;
+        Ok((!now.contains_key("10.77.0.11") && others_untouched(&now)).then_some(()))
+    })?;
+    lab.apply(&peers("6s", 64500))?;
+    router.wait("n1 back, the others still untouched", WITHIN, |r| {
+        let now = r.sessions_since()?;
+        Ok((now.contains_key("10.77.0.11") && others_untouched(&now)).then_some(()))
+    })?;
+    router.wait("three paths again", WITHIN, |r| {
         Ok((paths_with(r, "64500:99")? == 3).then_some(()))
     })?;
     Ok(())

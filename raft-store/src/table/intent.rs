@@ -30,9 +30,11 @@ pub fn annotation<'a>(
     annotations: &'a BTreeMap<String, String>,
     suffix: &str,
 ) -> Option<(String, &'a str)> {
+    // Called for every Service on every apply: no key is built unless one matches.
     ANNOTATION_PREFIXES.iter().find_map(|prefix| {
-        let key = format!("{prefix}{suffix}");
-        annotations.get(&key).map(|v| (key, v.as_str()))
+        annotations.iter().find_map(|(key, v)| {
+            (key.strip_prefix(prefix)? == suffix).then(|| (key.clone(), v.as_str()))
+        })
     })
 }
 
