@@ -367,6 +367,25 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops every frame to and from node `name` at the bridge, silently: no FIN, no RST, no
+    /// link change; the node's process and link stay up.
+    pub fn cut_off(&self, name: &str) -> anyhow::Result<()> {
+        let me = &self.nodes[self.index(name)].port;
+        let rules = format!(
+            "table bridge cut {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" drop\n    oifname \"{me}\" drop\n  }}\n}}\n"
+        );
+        let path = self.dir.path().join("cut.nft");
+        std::fs::write(&path, rules)?;
+        run(in_ns(&self.bridge_ns, "nft").arg("-f").arg(&path))?;
+        Ok(())
+    }
+
+    /// Undoes [`Lab::cut_off`].
+    pub fn reconnect(&self) -> anyhow::Result<()> {
+        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "cut"]))?;
+        Ok(())
+    }
+
     pub fn heal(&self) -> anyhow::Result<()> {
         run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "part"]))?;
         Ok(())
@@ -563,6 +582,18 @@ impl Lab {
         c
     }
 
+    /// Sends each hex payload as one UDP datagram from the client namespace to `to`, with IP
+    /// TTL `ttl`.
+    pub fn send_udp(&self, to: &str, ttl: u32, payloads: &[&str]) -> anyhow::Result<()> {
+        let ttl = ttl.to_string();
+        let hex = payloads.join(",");
+        run(&mut self.labd(
+            &self.client_ns,
+            &["udp", "--to", to, "--ttl", &ttl, "--hex", &hex],
+        ))?;
+        Ok(())
+    }
+
     /// One TCP connect from the client to `vip`: the node that answered.
     pub fn reach(&self, vip: &str) -> anyhow::Result<Option<String>> {
         let target = target(vip);
@@ -666,6 +697,52 @@ impl Lab {
         self.start_router(kind, asn, node_asn, false, Vec::new())
     }
 
+    /// Like [`Lab::router`], with BFD on every session (BIRD): `interval_ms` both ways,
+    /// multiplier `mult`.
+    pub fn router_with_bfd(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+        interval_ms: u32,
+        mult: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        self.start_router_with(kind, asn, node_asn, |c| {
+            c.bfd = Some((interval_ms, interval_ms, mult))
+        })
+    }
+
+    /// FRR's bfdd in the client namespace (at the router's address) with a BFD peer per
+    /// node.
+    pub fn frr_bfd(&self, interval_ms: u32, mult: u32) -> anyhow::Result<crate::routers::FrrBfd> {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.ip.clone()).collect();
+        crate::routers::FrrBfd::start(
+            &self.client_ns,
+            self.dir.path(),
+            "10.77.0.100",
+            &nodes,
+            interval_ms,
+            mult,
+        )
+    }
+
+    /// Like [`Lab::router_with_bfd`], but the BFD sessions are BIRD's own (one per node,
+    /// configured in its BFD protocol) and its BGP sessions do not depend on them.
+    pub fn router_with_separate_bfd(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+        interval_ms: u32,
+        mult: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        let nodes = self.nodes.iter().map(|n| n.ip.clone()).collect();
+        self.start_router_with(kind, asn, node_asn, |c| {
+            c.bfd = Some((interval_ms, interval_ms, mult));
+            c.bfd_neighbors = nodes;
+        })
+    }
+
     /// Like [`Lab::router`], and the router (BIRD) also dials every node itself.
     pub fn router_dialling(
         &self,
@@ -702,20 +779,33 @@ impl Lab {
         fib: bool,
         active: Vec<String>,
     ) -> anyhow::Result<crate::routers::Router> {
-        crate::routers::Router::start(
-            kind,
-            crate::routers::RouterConfig {
-                ns: self.client_ns.clone(),
-                address: "10.77.0.100".into(),
-                asn,
-                neighbors: "10.77.0.0/24".into(),
-                neighbor_asn: node_asn,
-                v6: Some(("fd00:77::64".into(), "fd00:77::/64".into())),
-                fib,
-                active,
-            },
-            self.dir.path(),
-        )
+        self.start_router_with(kind, asn, node_asn, |c| {
+            c.fib = fib;
+            c.active = active;
+        })
+    }
+
+    fn start_router_with(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+        f: impl FnOnce(&mut crate::routers::RouterConfig),
+    ) -> anyhow::Result<crate::routers::Router> {
+        let mut config = crate::routers::RouterConfig {
+            ns: self.client_ns.clone(),
+            address: "10.77.0.100".into(),
+            asn,
+            neighbors: "10.77.0.0/24".into(),
+            neighbor_asn: node_asn,
+            v6: Some(("fd00:77::64".into(), "fd00:77::/64".into())),
+            fib: false,
+            active: Vec::new(),
+            bfd: None,
+            bfd_neighbors: Vec::new(),
+        };
+        f(&mut config);
+        crate::routers::Router::start(kind, config, self.dir.path())
     }
 
     /// The routes the client namespace's kernel holds for `dest` (`ip route show`).

@@ -53,6 +53,12 @@ pub struct RouterConfig {
     /// Node addresses the router also dials itself, as configured neighbours (BIRD only), so
     /// raftlb's listener and connection collisions are exercised.
     pub active: Vec<String>,
+    /// BFD on every session (BIRD only): (min rx ms, min tx ms, multiplier).
+    pub bfd: Option<(u32, u32, u32)>,
+    /// With `bfd`: BFD sessions with these addresses configured in BIRD's BFD protocol
+    /// itself, the BGP sessions not tied to them (so disabling BFD sends AdminDown and
+    /// leaves BGP alone).
+    pub bfd_neighbors: Vec<String>,
 }
 
 /// One path in a router's RIB.
@@ -118,10 +124,10 @@ impl Router {
                     format!(
                         "router id {addr};\n\
                          protocol device {{ scan time 10; }}\n\
-                         {kernel}\
+                         {kernel}{bfd}\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
-                           error wait time 1, 5;\n\
+                           error wait time 1, 5;{bfd_on}\n\
                            ipv4 {{ import all; export none; }};\n\
                            ipv6 {{ import all; export none; }};\n\
                          }}\n\
@@ -134,6 +140,19 @@ impl Router {
                         v6 = c.v6.as_ref().map_or(String::new(), |(a, r)| format!(
                             "protocol bgp dynv6 from lbnode {{ local {a} as {}; neighbor range {r} as {}; dynamic name \"dynv6-\"; }}\n",
                             c.asn, c.neighbor_asn
+                        )),
+                        bfd_on = if c.bfd.is_some() && c.bfd_neighbors.is_empty() {
+                            " bfd on;"
+                        } else {
+                            ""
+                        },
+                        bfd = c.bfd.map_or(String::new(), |(rx, tx, mult)| format!(
+                            "protocol bfd {{ interface \"*\" {{ min rx interval {rx} ms; \
+                             min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }}; {}}}\n",
+                            c.bfd_neighbors
+                                .iter()
+                                .map(|n| format!("neighbor {n}; "))
+                                .collect::<String>()
                         )),
                         active = c
                             .active
@@ -407,6 +426,16 @@ impl Router {
         }
     }
 
+    /// BFD sessions (BIRD only): neighbour address -> state (`Up`, `Down`, `Init`,
+    /// `AdminDown`).
+    pub fn bfd_sessions(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        if self.kind != RouterKind::Bird {
+            bail!("{}: BFD sessions are read from BIRD only", self.kind.name());
+        }
+        let text = self.cli(&["show", "bfd", "sessions"])?;
+        Ok(parse_bird_bfd(&text))
+    }
+
     /// For each Established neighbour, a mark of its current session (BIRD's `since` column,
     /// FRR's count of establishments, GoBGP's time it came up): unchanged values across an
     /// edit mean no session was reset.
@@ -496,6 +525,18 @@ impl Drop for Router {
 
 /// `show route all` of BIRD 2: a prefix line, then per path a `unicast [...]` line and its
 /// `BGP.*` attribute lines.
+/// `birdc show bfd sessions`: after each protocol's header, one line per session starting
+/// with the neighbour's address.
+pub fn parse_bird_bfd(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr: std::net::IpAddr = f.first()?.parse().ok()?;
+            Some((addr.to_string(), f.get(2)?.to_string()))
+        })
+        .collect()
+}
+
 pub fn parse_bird(text: &str) -> Vec<Path4or6> {
     let mut out: Vec<Path4or6> = Vec::new();
     let mut prefix = String::new();
@@ -649,4 +690,126 @@ pub fn parse_gobgp(text: &str) -> anyhow::Result<Vec<Path4or6>> {
         }
     }
     Ok(out)
+}
+
+/// FRR's `bfdd` alone in a lab namespace, with one configured BFD peer per node: a second,
+/// independent BFD implementation for raftlb's sessions to meet (BGP.md §5). Killed on drop.
+pub struct FrrBfd {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl FrrBfd {
+    /// Starts bfdd in `ns` with a peer for each of `peers`, from `local`, `interval_ms` both
+    /// ways and multiplier `mult`; returns once its CLI answers.
+    pub fn start(
+        ns: &str,
+        dir: &Path,
+        local: &str,
+        peers: &[String],
+        interval_ms: u32,
+        mult: u32,
+    ) -> anyhow::Result<FrrBfd> {
+        let dir = dir.join("frr-bfdd");
+        std::fs::create_dir_all(&dir)?;
+        let mut conf = String::from("hostname lab-bfd\nbfd\n");
+        for p in peers {
+            conf.push_str(&format!(
+                " peer {p} local-address {local}\n  receive-interval {interval_ms}\n  \
+                 transmit-interval {interval_ms}\n  detect-multiplier {mult}\n  no shutdown\n exit\n"
+            ));
+        }
+        std::fs::write(dir.join("bfdd.conf"), conf)?;
+        // bfdd drops to user frr (it refuses to run as root without the frrvty group).
+        output(Command::new("chown").args(["-R", "frr:frr"]).arg(&dir))?;
+        let log = std::fs::File::create(dir.join("bfdd.log"))?;
+        let d = dir.display().to_string();
+        let child = in_ns(ns, "/usr/lib/frr/bfdd")
+            .args([
+                "-f",
+                &format!("{d}/bfdd.conf"),
+                "-i",
+                &format!("{d}/bfdd.pid"),
+                "-z",
+                &format!("{d}/zserv.api"),
+                "--vty_socket",
+                &d,
+                "--bfdctl",
+                &format!("{d}/bfdd.sock"),
+                "-A",
+                "127.0.0.1",
+                "-P",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut bfd = FrrBfd {
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match bfd.peers() {
+                Ok(_) => return Ok(bfd),
+                Err(e) if Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(bfd.dir.join("bfdd.log")).unwrap_or_default();
+                    bfd.stop();
+                    bail!("bfdd did not come up: {e:#}\n{log}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn vtysh(&self, commands: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = Command::new("vtysh");
+        cmd.arg("--vty_socket").arg(&self.dir);
+        for c in commands {
+            cmd.args(["-c", c]);
+        }
+        output(&mut cmd)
+    }
+
+    /// Peer address -> state (`up`, `down`, `init`, `shutdown`), from `show bfd peers json`.
+    pub fn peers(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let v: Value = serde_json::from_str(&self.vtysh(&["show bfd peers json"])?)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["peer"].as_str()?.to_string(),
+                    p["status"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Shuts the BFD session with `peer` down administratively (bfdd sends AdminDown), or
+    /// brings it back.
+    pub fn shutdown(&self, peer: &str, local: &str, down: bool) -> anyhow::Result<()> {
+        let peer_line = format!("peer {peer} local-address {local}");
+        self.vtysh(&[
+            "configure terminal",
+            "bfd",
+            &peer_line,
+            if down { "shutdown" } else { "no shutdown" },
+        ])
+        .map(|_| ())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for FrrBfd {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, ArbiterHandle};
 use ipnet::IpNet;
+use raftlb_actors::bfd::{self, BfdListener, BfdSession, BfdStatus};
 use raftlb_actors::bgp::{
     BgpSession, GetSent, GetStatus, Listener, PathAttrs, Peer, PeerAsn, ReplaceRoutes, RouteChange,
     Routes, SessionConfig, SessionStatus, Shutdown,
@@ -156,6 +157,13 @@ pub struct Bridge {
     /// The passive side, opened with the first session; Err once binding failed (logged
     /// once, the sessions still dial).
     listener: Option<Result<Listener, ()>>,
+    /// One BFD session per peer address whose BGPPeer names a BFDProfile: its settings, its
+    /// local discriminator and the actor.
+    bfd: BTreeMap<IpAddr, (bfd::Config, u32, Addr<BfdSession>)>,
+    /// UDP 3784, opened with the first BFD session.
+    bfd_listener: Option<Result<BfdListener, ()>>,
+    /// The last local discriminator handed out.
+    discriminator: u32,
     /// The routes each VIP gave, as last computed.
     by_vip: BTreeMap<IpAddr, Vec<BgpRoute>>,
     /// Per (peer, prefix): the VIPs behind it and the attributes each asks for (an aggregate
@@ -280,10 +288,21 @@ impl Bridge {
     ) {
         // Each wanted session, and whether its BGPPeer sets a TCP-MD5 password.
         let mut wanted: BTreeMap<String, (Peer, bool)> = BTreeMap::new();
+        // BFD per peer address: the profile of the first BGPPeer (by name) that names one.
+        let mut wanted_bfd: BTreeMap<IpAddr, (bfd::Config, Option<IpAddr>)> = BTreeMap::new();
         for (name, spec) in view.peers() {
             match session_peer(name, spec, node) {
                 Ok(p) => {
                     let password = spec.password.is_some() || spec.password_secret.is_some();
+                    if let Some(profile) = spec
+                        .bfd_profile
+                        .as_deref()
+                        .and_then(|n| view.bfd_profile(n))
+                    {
+                        wanted_bfd
+                            .entry(p.address.ip())
+                            .or_insert((bfd_config(profile), p.source));
+                    }
                     wanted.insert(name.to_string(), (p, password));
                 }
                 Err(e) => warn!(error = %e, "BGP peer skipped"),
@@ -336,6 +355,85 @@ impl Bridge {
                 }
             }
         }
+        self.sync_bfd(wanted_bfd, arbiter);
+    }
+
+    /// Starts, reconfigures and stops BFD sessions to match `wanted`, and tells each BGP
+    /// session which BFD session speaks for its peer.
+    fn sync_bfd(
+        &mut self,
+        wanted: BTreeMap<IpAddr, (bfd::Config, Option<IpAddr>)>,
+        arbiter: &ArbiterHandle,
+    ) {
+        let gone: Vec<IpAddr> = self
+            .bfd
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some((_, discr, session)) = self.bfd.remove(&addr) {
+                if let Some(Ok(l)) = &self.bfd_listener {
+                    l.unregister(addr, discr);
+                }
+                session.do_send(bfd::session::Shutdown);
+            }
+        }
+        if !wanted.is_empty() && self.bfd_listener.is_none() {
+            self.bfd_listener = Some(match BfdListener::bind(bfd::CONTROL_PORT) {
+                Ok(l) => {
+                    info!(port = bfd::CONTROL_PORT, "BFD: receiving control packets");
+                    Ok(l)
+                }
+                Err(e) => {
+                    warn!(error = %e, "BFD: cannot receive control packets; BFD sessions stay down");
+                    Err(())
+                }
+            });
+        }
+        for (addr, (cfg, source)) in wanted {
+            match self.bfd.get_mut(&addr) {
+                Some((current, _, session)) => {
+                    if *current != cfg {
+                        session.do_send(bfd::session::Reconfigure(cfg));
+                        *current = cfg;
+                    }
+                }
+                None => {
+                    self.discriminator = next_discriminator(self.discriminator);
+                    let discr = self.discriminator;
+                    info!(peer = %addr, discriminator = discr, "starting BFD session");
+                    let session = BfdSession::start_in_arbiter(arbiter, move |_| {
+                        BfdSession::new(addr, source, discr, cfg)
+                    });
+                    if let Some(Ok(l)) = &self.bfd_listener {
+                        l.register(addr, discr, session.clone());
+                    }
+                    self.bfd.insert(addr, (cfg, discr, session));
+                }
+            }
+        }
+        // Every BGP session of an address with BFD hears from its BFD session.
+        for (addr, (_, _, session)) in &self.bfd {
+            let subscribers = self
+                .sessions
+                .values()
+                .filter(|(p, _)| p.address.ip() == *addr)
+                .map(|(_, a)| a.clone().recipient())
+                .collect();
+            session.do_send(bfd::session::Subscribe(subscribers));
+        }
+    }
+
+    /// Every BFD session's status, by peer address.
+    pub async fn bfd_status(&self) -> BTreeMap<IpAddr, BfdStatus> {
+        let mut out = BTreeMap::new();
+        for (addr, (_, _, session)) in &self.bfd {
+            if let Ok(s) = session.send(bfd::session::GetStatus).await {
+                out.insert(*addr, s);
+            }
+        }
+        out
     }
 
     /// The status of every session (`ctl get bgp`, metrics).
@@ -362,12 +460,42 @@ impl Bridge {
 
     /// Ends every session with a Cease carrying `reason` (shutdown).
     pub fn shutdown(&mut self, reason: &str) {
+        // AdminDown first: the peer's BFD must not read the end of the process as a failure.
+        for (_, (_, _, session)) in std::mem::take(&mut self.bfd) {
+            session.do_send(bfd::session::Shutdown);
+        }
         for (_, (_, addr)) in std::mem::take(&mut self.sessions) {
             addr.do_send(Shutdown {
                 reason: reason.to_string(),
             });
         }
     }
+}
+
+/// A BFDProfile's settings, with MetalLB's defaults (300 ms, 300 ms, 3).
+fn bfd_config(p: &raftlb_raft_store::table::objects::BfdProfileSpec) -> bfd::Config {
+    let us = |ms: Option<u32>| ms.unwrap_or(300).saturating_mul(1000);
+    bfd::Config {
+        desired_min_tx_us: us(p.transmit_interval),
+        required_min_rx_us: us(p.receive_interval),
+        detect_mult: p.detect_multiplier.unwrap_or(3).clamp(1, 255) as u8,
+        passive: p.passive_mode,
+    }
+}
+
+/// The next local discriminator: nonzero, and different after a restart (a peer still
+/// holding the old session must not take the new one for it), so it starts from the clock.
+fn next_discriminator(last: u32) -> u32 {
+    let next = if last == 0 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| {
+                d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
+            })
+    } else {
+        last.wrapping_add(1)
+    };
+    next.max(1)
 }
 
 /// Opens the passive side on `port`, or says why not (port 0: on purpose).
@@ -410,6 +538,46 @@ pub struct BgpSessionView {
     pub last_error: String,
     /// The prefixes the peer holds from this session, when asked for.
     pub prefixes: Vec<String>,
+    /// The BFD session with the same peer, when the BGPPeer names a BFDProfile.
+    pub bfd: Option<BfdView>,
+}
+
+/// One BFD session as the peer protocol and the admin API carry it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BfdView {
+    pub state: String,
+    pub remote_state: String,
+    pub local_discriminator: u32,
+    pub remote_discriminator: u32,
+    pub diag: String,
+    pub tx_interval_us: u32,
+    pub detection_time_us: u32,
+    pub ups: u64,
+    pub downs: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub packets_discarded: u64,
+    pub last_discard: String,
+}
+
+impl BfdView {
+    fn of(b: &BfdStatus) -> Option<BfdView> {
+        Some(BfdView {
+            state: b.state.to_string(),
+            remote_state: b.remote_state.to_string(),
+            local_discriminator: b.local_discriminator,
+            remote_discriminator: b.remote_discriminator,
+            diag: b.diag.to_string(),
+            tx_interval_us: b.tx_interval_us,
+            detection_time_us: b.detection_time_us,
+            ups: b.ups,
+            downs: b.downs,
+            packets_in: b.packets_in,
+            packets_out: b.packets_out,
+            packets_discarded: b.packets_discarded,
+            last_discard: b.last_discard.clone().unwrap_or_default(),
+        })
+    }
 }
 
 impl BgpSessionView {
@@ -436,6 +604,7 @@ impl BgpSessionView {
             downs: s.downs,
             last_error: s.last_error.clone().unwrap_or_default(),
             prefixes: Vec::new(),
+            bfd: None,
         }
     }
 }
@@ -443,12 +612,17 @@ impl BgpSessionView {
 /// This node's sessions, as views; with `prefixes`, each with what its peer holds from it.
 pub async fn local_views(app: &App, prefixes: bool) -> Vec<BgpSessionView> {
     let bridge = app.bgp.lock().await;
+    let bfd = bridge.bfd_status().await;
+    let view = |s: &SessionStatus| {
+        let mut v = BgpSessionView::of(&app.fence.name, s);
+        let peer = s.address.parse::<SocketAddr>().ok().map(|a| a.ip());
+        if let Some(b) = peer.and_then(|ip| bfd.get(&ip)) {
+            v.bfd = BfdView::of(b);
+        }
+        v
+    };
     if !prefixes {
-        let sessions = bridge.status().await;
-        return sessions
-            .iter()
-            .map(|s| BgpSessionView::of(&app.fence.name, s))
-            .collect();
+        return bridge.status().await.iter().map(view).collect();
     }
     bridge
         .status_with_sent()
@@ -456,7 +630,7 @@ pub async fn local_views(app: &App, prefixes: bool) -> Vec<BgpSessionView> {
         .iter()
         .map(|(s, sent)| BgpSessionView {
             prefixes: sent.iter().map(|p| p.to_string()).collect(),
-            ..BgpSessionView::of(&app.fence.name, s)
+            ..view(s)
         })
         .collect()
 }

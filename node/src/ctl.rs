@@ -721,6 +721,7 @@ fn bgp_header(wide: bool) -> Vec<&'static str> {
             "FAMILIES",
             "UPDATES",
             "DOWNS",
+            "BFD",
         ]);
     }
     h.push("LAST-ERROR");
@@ -758,6 +759,14 @@ fn bgp_row(b: &BgpSession, wide: bool, now: u64) -> Row {
             dash(&b.families.join(",")),
             b.updates_sent.to_string(),
             b.downs.to_string(),
+            b.bfd.as_ref().map_or("-".into(), |f| {
+                format!(
+                    "{} ({}x{} ms)",
+                    f.state,
+                    f.detection_time_us / f.tx_interval_us.max(1),
+                    f.tx_interval_us / 1000
+                )
+            }),
         ]);
     }
     cells.push(dash(&b.last_error));
@@ -771,6 +780,16 @@ fn bgp_row(b: &BgpSession, wide: bool, now: u64) -> Row {
             "holdTime": b.hold_time, "keepaliveTime": b.keepalive, "families": b.families,
             "prefixesSent": b.prefixes_sent, "prefixesPending": b.prefixes_pending,
             "updatesSent": b.updates_sent, "downs": b.downs, "lastError": b.last_error,
+            "bfd": b.bfd.as_ref().map(|f| json!({
+                "state": f.state, "remoteState": f.remote_state,
+                "localDiscriminator": f.local_discriminator,
+                "remoteDiscriminator": f.remote_discriminator, "diag": f.diag,
+                "txIntervalMs": f.tx_interval_us / 1000,
+                "detectionTimeMs": f.detection_time_us / 1000,
+                "ups": f.ups, "downs": f.downs,
+                "packetsIn": f.packets_in, "packetsOut": f.packets_out,
+                "packetsDiscarded": f.packets_discarded, "lastDiscard": f.last_discard,
+            })),
         }),
         cells,
     }

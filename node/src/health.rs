@@ -105,10 +105,15 @@ impl Exposition {
     }
 }
 
-pub fn render(app: &App, bgp: &[SessionStatus]) -> String {
+pub fn render(
+    app: &App,
+    bgp: &[SessionStatus],
+    bfd: &std::collections::BTreeMap<std::net::IpAddr, raftlb_actors::bfd::BfdStatus>,
+) -> String {
     let (raft, table) = (&app.raft, &app.state);
     let mut out = Exposition(String::new());
     bgp_metrics(&mut out, &app.fence.name, bgp);
+    bfd_metrics(&mut out, &app.fence.name, bfd);
     let m = raft.metrics().borrow().clone();
     {
         let applied = table.read().unwrap_or_else(|p| p.into_inner());
@@ -371,12 +376,62 @@ pub fn render(app: &App, bgp: &[SessionStatus]) -> String {
 async fn metrics(
     State(ctx): State<Ctx>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let bgp = ctx.bgp.lock().await.status().await;
+    let (bgp, bfd) = {
+        let bridge = ctx.bgp.lock().await;
+        (bridge.status().await, bridge.bfd_status().await)
+    };
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
-        render(&ctx, &bgp),
+        render(&ctx, &bgp, &bfd),
     )
+}
+
+/// MetalLB's BFD metrics (`metallb_bfd_*`, from FRR) under raftlb's prefix, per peer and node.
+fn bfd_metrics(
+    out: &mut Exposition,
+    node: &str,
+    sessions: &std::collections::BTreeMap<std::net::IpAddr, raftlb_actors::bfd::BfdStatus>,
+) {
+    type Pick = fn(&raftlb_actors::bfd::BfdStatus) -> u64;
+    let rows: [(&str, &str, &str, Pick); 5] = [
+        (
+            "raftlb_bfd_session_up",
+            "gauge",
+            "BFD session Up (1) or not (0)",
+            |s| u64::from(s.state == "Up"),
+        ),
+        (
+            "raftlb_bfd_control_packet_input",
+            "counter",
+            "BFD control packets received",
+            |s| s.packets_in,
+        ),
+        (
+            "raftlb_bfd_control_packet_output",
+            "counter",
+            "BFD control packets sent",
+            |s| s.packets_out,
+        ),
+        (
+            "raftlb_bfd_session_up_events",
+            "counter",
+            "Times the BFD session came Up",
+            |s| s.ups,
+        ),
+        (
+            "raftlb_bfd_session_down_events",
+            "counter",
+            "Times the BFD session left Up",
+            |s| s.downs,
+        ),
+    ];
+    for (name, kind, help, pick) in rows {
+        out.family(name, kind, help);
+        for s in sessions.values() {
+            out.sample(name, &[("peer", &s.peer), ("node", node)], pick(s));
+        }
+    }
 }
 
 /// MetalLB's BGP metrics (`metallb_bgp_*`) under raftlb's prefix, per peer and node, from

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::io;
 use super::packet::Packet;
-use super::session::{BfdSession, Rx};
+use super::session::{BfdSession, Discarded, Rx};
 
 #[derive(Default)]
 struct Registry {
@@ -57,15 +57,24 @@ impl BfdListener {
                                     continue;
                                 }
                             };
+                            // A discarded datagram from a peer's address counts on its session.
+                            let discard = |reason: String| {
+                                debug!(%from, %reason, "BFD packet discarded");
+                                let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Some(s) = r.by_peer.get(&from.ip().to_canonical()) {
+                                    s.do_send(Discarded(reason));
+                                }
+                            };
                             if ttl != Some(255) {
                                 drops.ttl.fetch_add(1, Ordering::Relaxed);
+                                discard(format!("arrived with TTL {ttl:?}, not 255 (RFC 5881 §5)"));
                                 continue;
                             }
                             let p = match Packet::decode(&buf[..n]) {
                                 Ok(p) => p,
                                 Err(e) => {
-                                    debug!(%from, reason = %e, "BFD packet discarded");
                                     drops.malformed.fetch_add(1, Ordering::Relaxed);
+                                    discard(e.to_string());
                                     continue;
                                 }
                             };

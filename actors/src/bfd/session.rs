@@ -19,6 +19,11 @@ use super::packet::{Diag, Packet, State};
 #[rtype(result = "()")]
 pub struct Rx(pub Packet);
 
+/// A datagram from this session's peer that was discarded, and why.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discarded(pub String);
+
 /// What a subscriber hears: the session's new state, and whether leaving Up was a failure of
 /// the path (detection time, or the peer going Down on its own) rather than an AdminDown.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,9 @@ pub struct BfdStatus {
     pub downs: u64,
     pub packets_in: u64,
     pub packets_out: u64,
+    /// Datagrams from the peer's address that were discarded (malformed, wrong TTL).
+    pub packets_discarded: u64,
+    pub last_discard: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -220,6 +228,15 @@ impl Handler<Rx> for BfdSession {
     fn handle(&mut self, Rx(p): Rx, ctx: &mut Context<Self>) {
         self.status.packets_in += 1;
         self.event(Event::Received(p), ctx);
+    }
+}
+
+impl Handler<Discarded> for BfdSession {
+    type Result = ();
+
+    fn handle(&mut self, Discarded(reason): Discarded, _: &mut Context<Self>) {
+        self.status.packets_discarded += 1;
+        self.status.last_discard = Some(reason);
     }
 }
 

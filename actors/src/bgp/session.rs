@@ -79,6 +79,8 @@ pub struct SessionStatus {
     /// Times the session left Established.
     pub downs: u64,
     pub last_error: Option<String>,
+    /// The BFD session's state when the BGPPeer names a BFDProfile.
+    pub bfd: Option<&'static str>,
 }
 
 /// One prefix set (Some) or withdrawn (None).
@@ -673,6 +675,21 @@ impl BgpSession {
             self.status.last_error = Some(error);
         }
         self.event(Event::TcpConnectionFails, ctx);
+    }
+}
+
+/// BFD decides for the session (RFC 5882 §4.3): a path that failed takes it down at once, with
+/// a Cease (subcode 10, BFD Down, RFC 9384), instead of after the hold time.
+impl Handler<crate::bfd::BfdChanged> for BgpSession {
+    type Result = ();
+
+    fn handle(&mut self, change: crate::bfd::BfdChanged, ctx: &mut Context<Self>) {
+        self.status.bfd = Some(change.state.name());
+        if change.failure && change.state != crate::bfd::State::Up {
+            warn!(peer = %self.peer.name, "BFD says the path to the peer failed: ending the BGP session");
+            self.status.last_error = Some("BFD: the path to the peer failed".into());
+            self.event(Event::BfdDown, ctx);
+        }
     }
 }
 

@@ -17,6 +17,9 @@
 //!   updates=U` whenever its status changes; reads `announce`, `withdraw` and
 //!   `stop REASON` lines on stdin.
 //!
+//! * `udp --to IP:PORT --ttl T --hex HEX[,HEX...]`: sends each payload as one datagram with
+//!   IP TTL T (hand-made BFD packets, malformed on purpose).
+//!
 //! Everything it sends goes out of the namespace's own interface onto the lab's bridge.
 
 use std::collections::BTreeMap;
@@ -80,9 +83,40 @@ fn main() {
             drop(rt);
             speak(&args)
         }
+        Some("udp") => udp(
+            need(&args, "--to"),
+            need(&args, "--ttl"),
+            &need::<String>(&args, "--hex"),
+        ),
         _ => {
-            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak ...");
+            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak|udp ...");
             std::process::exit(2)
+        }
+    }
+}
+
+fn udp(to: SocketAddr, ttl: u32, hex: &str) {
+    let socket = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+        .unwrap_or_else(|e| {
+            eprintln!("raftlb-labd udp: {e}");
+            std::process::exit(1)
+        });
+    let set = if to.is_ipv4() {
+        socket.set_ttl(ttl)
+    } else {
+        socket2::SockRef::from(&socket).set_unicast_hops_v6(ttl)
+    };
+    if let Err(e) = set {
+        eprintln!("raftlb-labd udp: TTL {ttl}: {e}");
+        std::process::exit(1);
+    }
+    for payload in hex.split(',') {
+        let bytes: Vec<u8> = (0..payload.len() / 2)
+            .filter_map(|i| u8::from_str_radix(payload.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        if let Err(e) = socket.send_to(&bytes, to) {
+            eprintln!("raftlb-labd udp: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -307,7 +307,7 @@ pub struct BGPSessionStateStatus {
     /// Idle, Connect, Active, OpenSent, OpenConfirm or Established.
     #[serde(default)]
     pub bgp_status: String,
-    /// `N/A` until BFD runs on the session.
+    /// The BFD session's state (Up, Down, Init, AdminDown), `N/A` without a bfdProfile.
     #[serde(default)]
     pub bfd_status: String,
     /// RFC 3339; empty when not Established.

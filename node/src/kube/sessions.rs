@@ -48,7 +48,7 @@ pub fn status_of(v: &BgpSessionView) -> BGPSessionStateStatus {
         peer: v.peer.clone(),
         peer_address: v.address.clone(),
         bgp_status: v.state.clone(),
-        bfd_status: "N/A".into(),
+        bfd_status: v.bfd.as_ref().map_or("N/A".into(), |b| b.state.clone()),
         established_since: if v.established_since_ms == 0 {
             String::new()
         } else {

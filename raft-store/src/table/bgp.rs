@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::eligibility::AdReach;
-use super::objects::{BgpAdvertisementSpec, BgpPeerSpec, Kind, ObjectSpec};
+use super::objects::{BfdProfileSpec, BgpAdvertisementSpec, BgpPeerSpec, Kind, ObjectSpec};
 use super::{selector, AllocationTable};
 
 /// The path attributes one advertisement asks for.
@@ -101,6 +101,8 @@ pub struct BgpView<'a> {
     /// node, with their attributes resolved.
     ads: Vec<(Cow<'a, BgpAdvertisementSpec>, BgpAttrs)>,
     pool_labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
+    /// BFDProfiles by name.
+    bfd: BTreeMap<&'a str, &'a BfdProfileSpec>,
     /// Why this node announces nothing at all, if so.
     silent: Option<String>,
 }
@@ -169,12 +171,20 @@ impl AllocationTable {
             Some(r) if r.draining => Some(format!("node {node} is drained")),
             Some(_) => None,
         };
+        let bfd = self
+            .objects_of(Kind::BFDProfile)
+            .filter_map(|o| match &o.spec {
+                ObjectSpec::BfdProfile(p) => Some((o.name.as_str(), p)),
+                _ => None,
+            })
+            .collect();
         BgpView {
             table: self,
             node,
             peers,
             ads,
             pool_labels,
+            bfd,
             silent,
         }
     }
@@ -205,6 +215,11 @@ impl<'a> BgpView<'a> {
     /// The BGPPeers this node runs sessions with, by name.
     pub fn peers(&self) -> &[(&'a str, &'a BgpPeerSpec)] {
         &self.peers
+    }
+
+    /// The BFDProfile named `name`, if there is one.
+    pub fn bfd_profile(&self, name: &str) -> Option<&'a BfdProfileSpec> {
+        self.bfd.get(name).copied()
     }
 
     /// Why the node announces nothing, if it does not.

@@ -337,3 +337,34 @@ fn unsupported_peer_fields_are_refused_not_ignored() {
     );
     assert!(e.reason.contains("not supported yet"), "{e:?}");
 }
+
+#[test]
+fn bfd_profiles_are_found_by_name_and_echo_mode_is_refused() {
+    let mut t = cluster();
+    let profile = |name: &str, f: fn(&mut BfdProfileSpec)| {
+        let mut spec = BfdProfileSpec {
+            receive_interval: Some(100),
+            transmit_interval: Some(100),
+            detect_multiplier: Some(3),
+            ..Default::default()
+        };
+        f(&mut spec);
+        object(name, ObjectSpec::BfdProfile(spec))
+    };
+    applied(&mut t, vec![profile("fast", |_| {})]);
+    let view = t.bgp_view("a");
+    assert_eq!(
+        view.bfd_profile("fast").and_then(|p| p.receive_interval),
+        Some(100)
+    );
+    assert!(view.bfd_profile("slow").is_none());
+    let r = apply(&mut t, vec![profile("echo", |p| p.echo_mode = true)]);
+    let Response::Rejected(e) = r else {
+        panic!("accepted: {r:?}");
+    };
+    assert_eq!(
+        (e.object.as_str(), e.field.as_str()),
+        ("BFDProfile/echo", "spec.echoMode")
+    );
+    assert!(e.reason.contains("not supported yet"), "{e:?}");
+}

@@ -239,6 +239,12 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
                     return fail(field, format!("{v} is outside {lo}..{hi}"));
                 }
             }
+            if spec.echo_mode {
+                return fail(
+                    "spec.echoMode",
+                    "echo mode is not supported yet: raftlb runs BFD in asynchronous mode",
+                );
+            }
             Ok(())
         }
         ObjectSpec::Community(spec) => {
