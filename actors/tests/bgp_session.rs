@@ -25,6 +25,7 @@ fn peer(port: u16) -> Peer {
         address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
         source: None,
         ttl: 255,
+        password: None,
         config: SessionConfig {
             local_asn: MY_ASN,
             peer_asn: PeerAsn::Fixed(PEER_ASN),
@@ -291,7 +292,9 @@ fn passive_pair(port: u16) -> (Listener, actix::Addr<BgpSession>) {
     let mut p = peer(port);
     p.address = SocketAddr::new(IpAddr::V4(PEER_IP), port);
     let session = actix::Actor::start(BgpSession::new(p));
-    listener.register(IpAddr::V4(PEER_IP), session.clone());
+    listener
+        .register(IpAddr::V4(PEER_IP), session.clone(), None)
+        .unwrap();
     session.do_send(ReplaceRoutes(routes(3)));
     (listener, session)
 }

@@ -712,6 +712,17 @@ impl Lab {
         })
     }
 
+    /// Like [`Lab::router`], every session signed with TCP-MD5 `password` (BIRD, FRR).
+    pub fn router_with_password(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+        password: &str,
+    ) -> anyhow::Result<crate::routers::Router> {
+        self.start_router_with(kind, asn, node_asn, |c| c.password = Some(password.into()))
+    }
+
     /// FRR's bfdd in the client namespace (at the router's address) with a BFD peer per
     /// node.
     pub fn frr_bfd(&self, interval_ms: u32, mult: u32) -> anyhow::Result<crate::routers::FrrBfd> {
@@ -803,6 +814,7 @@ impl Lab {
             active: Vec::new(),
             bfd: None,
             bfd_neighbors: Vec::new(),
+            password: None,
         };
         f(&mut config);
         crate::routers::Router::start(kind, config, self.dir.path())

@@ -59,6 +59,8 @@ pub struct RouterConfig {
     /// itself, the BGP sessions not tied to them (so disabling BFD sends AdminDown and
     /// leaves BGP alone).
     pub bfd_neighbors: Vec<String>,
+    /// TCP-MD5 password on every session (BIRD and FRR).
+    pub password: Option<String>,
 }
 
 /// One path in a router's RIB.
@@ -127,7 +129,7 @@ impl Router {
                          {kernel}{bfd}\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
-                           error wait time 1, 5;{bfd_on}\n\
+                           error wait time 1, 5;{bfd_on}{password}\n\
                            ipv4 {{ import all; export none; }};\n\
                            ipv6 {{ import all; export none; }};\n\
                          }}\n\
@@ -141,6 +143,10 @@ impl Router {
                             "protocol bgp dynv6 from lbnode {{ local {a} as {}; neighbor range {r} as {}; dynamic name \"dynv6-\"; }}\n",
                             c.asn, c.neighbor_asn
                         )),
+                        password = c
+                            .password
+                            .as_ref()
+                            .map_or(String::new(), |p| format!(" password \"{p}\";")),
                         bfd_on = if c.bfd.is_some() && c.bfd_neighbors.is_empty() {
                             " bfd on;"
                         } else {
@@ -201,6 +207,7 @@ impl Router {
                           bgp listen range {range} peer-group LB\n\
                           neighbor LB passive\n\
                           neighbor LB timers 3 9\n\
+                          {password}\
                           address-family ipv4 unicast\n\
                            maximum-paths 8\n\
                            maximum-paths ibgp 8\n\
@@ -214,7 +221,11 @@ impl Router {
                         addr = c.address,
                         asn = c.asn,
                         range = c.neighbors,
-                        nasn = c.neighbor_asn
+                        nasn = c.neighbor_asn,
+                        password = c
+                            .password
+                            .as_ref()
+                            .map_or(String::new(), |p| format!(" neighbor LB password {p}\n")),
                     ),
                 )?;
                 // bgpd alone: no zebra (-Z), not dropping to user frr (-S), no vty TCP port.

@@ -105,6 +105,7 @@ pub fn session_peer(name: &str, spec: &BgpPeerSpec, node: &NodeBgp) -> Result<Pe
         address: SocketAddr::new(address, port),
         source: spec.source_address.as_deref().and_then(|s| s.parse().ok()),
         ttl: if ibgp || spec.ebgp_multi_hop { 255 } else { 1 },
+        password: spec.password.clone(),
         config: SessionConfig {
             local_asn,
             peer_asn,
@@ -286,14 +287,14 @@ impl Bridge {
         node: &NodeBgp,
         arbiter: &ArbiterHandle,
     ) {
-        // Each wanted session, and whether its BGPPeer sets a TCP-MD5 password.
+        // Each wanted session, and whether its BGPPeer names a passwordSecret (not read yet).
         let mut wanted: BTreeMap<String, (Peer, bool)> = BTreeMap::new();
         // BFD per peer address: the profile of the first BGPPeer (by name) that names one.
         let mut wanted_bfd: BTreeMap<IpAddr, (bfd::Config, Option<IpAddr>)> = BTreeMap::new();
         for (name, spec) in view.peers() {
             match session_peer(name, spec, node) {
                 Ok(p) => {
-                    let password = spec.password.is_some() || spec.password_secret.is_some();
+                    let password = spec.password.is_none() && spec.password_secret.is_some();
                     if let Some(profile) = spec
                         .bfd_profile
                         .as_deref()
@@ -317,7 +318,7 @@ impl Bridge {
         for name in gone {
             if let Some((peer, addr)) = self.sessions.remove(&name) {
                 if let Some(Ok(l)) = &self.listener {
-                    l.unregister(peer.address.ip(), &addr);
+                    l.unregister(peer.address.ip(), &addr, peer.password.is_some());
                 }
                 info!(peer = %name, "BGP peer no longer selects this node: ending the session");
                 addr.do_send(Shutdown {
@@ -328,7 +329,7 @@ impl Bridge {
         for (name, (peer, password)) in wanted {
             let changed = self.sessions.get(&name).is_none_or(|(p, _)| *p != peer);
             if password && changed {
-                warn!(peer = %name, "BGPPeer sets a TCP-MD5 password: not applied yet, the session runs without it");
+                warn!(peer = %name, "BGPPeer sets passwordSecret: Secrets are not read yet, the session runs without TCP-MD5");
             }
             let listener = self
                 .listener
@@ -337,8 +338,14 @@ impl Bridge {
                 Some((current, addr)) => {
                     if *current != peer {
                         if let Ok(l) = listener {
-                            l.unregister(current.address.ip(), addr);
-                            l.register(peer.address.ip(), addr.clone());
+                            l.unregister(current.address.ip(), addr, current.password.is_some());
+                            if let Err(e) = l.register(
+                                peer.address.ip(),
+                                addr.clone(),
+                                peer.password.as_deref(),
+                            ) {
+                                warn!(peer = %name, error = %e, "BGP: inbound connections from this peer are refused");
+                            }
                         }
                         addr.do_send(raftlb_actors::bgp::session::Reconfigure(peer.clone()));
                         *current = peer;
@@ -349,7 +356,11 @@ impl Bridge {
                     let p = peer.clone();
                     let addr = BgpSession::start_in_arbiter(arbiter, move |_| BgpSession::new(p));
                     if let Ok(l) = listener {
-                        l.register(peer.address.ip(), addr.clone());
+                        if let Err(e) =
+                            l.register(peer.address.ip(), addr.clone(), peer.password.as_deref())
+                        {
+                            warn!(peer = %name, error = %e, "BGP: inbound connections from this peer are refused");
+                        }
                     }
                     self.sessions.insert(name, (peer, addr));
                 }

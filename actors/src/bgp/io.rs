@@ -21,6 +21,7 @@ pub async fn dial(
     target: SocketAddr,
     source: Option<IpAddr>,
     ttl: u32,
+    password: Option<&str>,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
     let socket = Socket::new(
@@ -35,6 +36,10 @@ pub async fn dial(
         socket.set_unicast_hops_v6(ttl)
     };
     set_ttl.map_err(|e| format!("setting TTL {ttl}: {e}"))?;
+    if let Some(key) = password {
+        super::md5::set_key(&socket, target.is_ipv6(), target.ip(), key.as_bytes())
+            .map_err(|e| format!("TCP-MD5 key: {e}"))?;
+    }
     if let Some(source) = source {
         socket
             .bind(&SocketAddr::new(source, 0).into())

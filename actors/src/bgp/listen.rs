@@ -20,6 +20,8 @@ type Registry = Arc<Mutex<HashMap<IpAddr, Addr<BgpSession>>>>;
 /// listening.
 pub struct Listener {
     sessions: Registry,
+    /// The listening socket again (a duplicate descriptor), for TCP-MD5 keys per peer.
+    keys: Socket,
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -47,6 +49,7 @@ impl Listener {
         socket
             .set_nonblocking(true)
             .map_err(|e| format!("non-blocking: {e}"))?;
+        let keys = socket.try_clone().map_err(|e| e.to_string())?;
         let listener = TcpListener::from_std(socket.into()).map_err(|e| e.to_string())?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let sessions: Registry = Arc::default();
@@ -76,6 +79,7 @@ impl Listener {
         });
         Ok(Listener {
             sessions,
+            keys,
             local,
             task,
         })
@@ -85,16 +89,31 @@ impl Listener {
         self.local
     }
 
-    /// Connections from `peer` go to `session` from now on.
-    pub fn register(&self, peer: IpAddr, session: Addr<BgpSession>) {
+    /// Connections from `peer` go to `session` from now on, signed with `password` (TCP-MD5)
+    /// if there is one: the kernel then refuses unsigned or wrongly signed SYNs from it.
+    pub fn register(
+        &self,
+        peer: IpAddr,
+        session: Addr<BgpSession>,
+        password: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(key) = password {
+            super::md5::set_key(&self.keys, true, peer, key.as_bytes())
+                .map_err(|e| format!("TCP-MD5 key for {peer} on the listener: {e}"))?;
+        }
         self.registry().insert(peer.to_canonical(), session);
+        Ok(())
     }
 
-    /// Connections from `peer` are refused again, unless another session took the address.
-    pub fn unregister(&self, peer: IpAddr, session: &Addr<BgpSession>) {
+    /// Connections from `peer` are refused again, unless another session took the address;
+    /// its TCP-MD5 key goes with it.
+    pub fn unregister(&self, peer: IpAddr, session: &Addr<BgpSession>, had_password: bool) {
         let mut r = self.registry();
         if r.get(&peer.to_canonical()) == Some(session) {
             r.remove(&peer.to_canonical());
+            if had_password {
+                let _ = super::md5::set_key(&self.keys, true, peer, b"");
+            }
         }
     }
 

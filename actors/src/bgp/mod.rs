@@ -8,6 +8,7 @@
 //!   session  the actor: owns the FSM, the RIB, the timers and the connection
 //!   io       dial (source address, TTL), the reader and writer tasks
 //!   listen   the passive side: one listening socket hands peers' connections to sessions
+//!   md5      TCP-MD5 keys on the dialling and listening sockets (the crate's only unsafe)
 //! ```
 //!
 //! Dependencies run down the list: `session` uses the four others; `rib` uses `codec`;
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod fsm;
 mod io;
 pub mod listen;
+pub mod md5;
 pub mod rib;
 pub mod session;
 

@@ -50,6 +50,8 @@ pub struct Peer {
     /// IP TTL of the session's packets: 1 for a directly connected eBGP peer, 255 with
     /// `ebgpMultiHop` or for iBGP.
     pub ttl: u32,
+    /// TCP-MD5 key (RFC 2385), on the dialling socket and on the listener for this peer.
+    pub password: Option<String>,
     pub config: SessionConfig,
     /// Next hop for the family the session's own address is not (dual-stack sessions).
     pub next_hop_v4: Option<Ipv4Addr>,
@@ -333,10 +335,11 @@ impl BgpSession {
         let id = self.conn_id;
         let addr = ctx.address();
         let (target, source, ttl) = (self.peer.address, self.peer.source, self.peer.ttl);
+        let password = self.peer.password.clone();
         let timeout = Duration::from_secs(u64::from(self.peer.config.connect_retry.max(1)))
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
         actix::spawn(async move {
-            let io = match io::dial(target, source, ttl, timeout).await {
+            let io = match io::dial(target, source, ttl, password.as_deref(), timeout).await {
                 Ok(stream) => Io::Connected(id, stream),
                 Err(e) => Io::DialFailed(id, e),
             };
@@ -725,7 +728,8 @@ impl Handler<Reconfigure> for BgpSession {
         let reset = self.peer.config.resets_session(&peer.config)
             || peer.address != self.peer.address
             || peer.source != self.peer.source
-            || peer.ttl != self.peer.ttl;
+            || peer.ttl != self.peer.ttl
+            || peer.password != self.peer.password;
         let next_hops =
             (peer.next_hop_v4, peer.next_hop_v6) != (self.peer.next_hop_v4, self.peer.next_hop_v6);
         self.peer = peer;

@@ -463,6 +463,7 @@ fn speak(args: &[String]) {
         address: SocketAddr::new(peer_ip, port),
         source: arg(args, "--source").and_then(|v| v.parse().ok()),
         ttl: if my_asn == peer_asn { 255 } else { 1 },
+        password: None,
         config: SessionConfig {
             local_asn: my_asn,
             peer_asn: PeerAsn::Fixed(peer_asn),
