@@ -334,6 +334,11 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGTERM to node `name` (a clean stop).
+    pub fn terminate(&self, name: &str) -> anyhow::Result<()> {
+        self.signal(name, "-TERM")
+    }
+
     pub fn pause(&self, name: &str) -> anyhow::Result<()> {
         self.signal(name, "-STOP")
     }

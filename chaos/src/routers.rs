@@ -125,13 +125,15 @@ impl Router {
                     self.dir.join("bird.conf"),
                     format!(
                         "router id {addr};\n\
+                         log stderr all;\n\
                          protocol device {{ scan time 10; }}\n\
                          {kernel}{bfd}\
+                         filter gshut {{ if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }}\n\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
                            error wait time 1, 5;{bfd_on}{password}\n\
-                           ipv4 {{ import all; export none; }};\n\
-                           ipv6 {{ import all; export none; }};\n\
+                           ipv4 {{ import filter gshut; export none; }};\n\
+                           ipv6 {{ import filter gshut; export none; }};\n\
                          }}\n\
                          protocol bgp dyn from lbnode {{ neighbor range {range} as {nasn}; \
                            dynamic name \"dyn\"; }}\n{v6}{active}",

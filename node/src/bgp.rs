@@ -37,10 +37,19 @@ pub struct NodeBgp {
     /// `--bgp-port`: where peers' connections are accepted (RFC 4271's 179); 0 listens
     /// nowhere and only dials.
     pub listen_port: u16,
+    /// `--bgp-drain-wait-ms`: how long a drained node announces with GRACEFUL_SHUTDOWN
+    /// before it withdraws.
+    pub drain_wait: std::time::Duration,
 }
 
 impl NodeBgp {
-    pub fn new(flag: Option<Ipv4Addr>, listen: IpAddr, name: &str, listen_port: u16) -> NodeBgp {
+    pub fn new(
+        flag: Option<Ipv4Addr>,
+        listen: IpAddr,
+        name: &str,
+        listen_port: u16,
+        drain_wait: std::time::Duration,
+    ) -> NodeBgp {
         let router_id = flag.unwrap_or_else(|| match listen {
             IpAddr::V4(a) if !a.is_unspecified() && !a.is_loopback() => a,
             _ => {
@@ -54,6 +63,7 @@ impl NodeBgp {
         NodeBgp {
             router_id,
             listen_port,
+            drain_wait,
         }
     }
 }
@@ -151,6 +161,18 @@ fn path_attrs(a: &BgpAttrs) -> PathAttrs {
     }
 }
 
+/// A drained node first marks its routes (RFC 8326 GRACEFUL_SHUTDOWN, LOCAL_PREF 0) so that
+/// routers move traffic to the other nodes, then withdraws them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    #[default]
+    No,
+    Marking {
+        until: std::time::Instant,
+    },
+    Withdrawn,
+}
+
 /// What this node has told its sessions, kept to send only differences.
 #[derive(Default)]
 pub struct Bridge {
@@ -165,6 +187,8 @@ pub struct Bridge {
     bfd_listener: Option<Result<BfdListener, ()>>,
     /// The last local discriminator handed out.
     discriminator: u32,
+    /// Where a drain of this node stands.
+    drain: Drain,
     /// The routes each VIP gave, as last computed.
     by_vip: BTreeMap<IpAddr, Vec<BgpRoute>>,
     /// Per (peer, prefix): the VIPs behind it and the attributes each asks for (an aggregate
@@ -194,10 +218,29 @@ impl Bridge {
         arbiter: &ArbiterHandle,
     ) {
         let view = t.bgp_view(me);
-        let full = match changes {
-            Changes::All => true,
-            Changes::Some { nodes, .. } => *nodes,
+        let now = std::time::Instant::now();
+        let drain = match (view.drained(), self.drain) {
+            (true, Drain::No) => {
+                info!(wait = ?node.drain_wait, "drained: announcing with GRACEFUL_SHUTDOWN, then withdrawing");
+                Drain::Marking {
+                    until: now + node.drain_wait,
+                }
+            }
+            (true, Drain::Marking { until }) if now >= until => {
+                info!("drained: withdrawing");
+                Drain::Withdrawn
+            }
+            (true, d) => d,
+            (false, _) => Drain::No,
         };
+        let phase_changed = drain != self.drain;
+        self.drain = drain;
+        let marking = matches!(drain, Drain::Marking { .. });
+        let full = phase_changed
+            || match changes {
+                Changes::All => true,
+                Changes::Some { nodes, .. } => *nodes,
+            };
         if full {
             self.sync_peers(&view, node, arbiter);
         }
@@ -206,7 +249,7 @@ impl Bridge {
                 vips,
                 services,
                 nodes: false,
-            } => services
+            } if !full => services
                 .iter()
                 .filter_map(|k| match &t.services().get(k.as_str())?.state {
                     ServiceState::Allocated { ips, .. } => Some(ips.clone()),
@@ -224,7 +267,11 @@ impl Bridge {
         };
         let mut dirty: BTreeSet<(String, IpNet)> = BTreeSet::new();
         for ip in vips {
-            let routes = view.routes(&ip);
+            let routes = if marking {
+                view.drain_routes(&ip)
+            } else {
+                view.routes(&ip)
+            };
             let old = self.by_vip.get(&ip).cloned().unwrap_or_default();
             if routes == old {
                 continue;
@@ -434,6 +481,43 @@ impl Bridge {
                 .collect();
             session.do_send(bfd::session::Subscribe(subscribers));
         }
+    }
+
+    /// When the graceful-shutdown window of a drain ends (the bridge must look again then).
+    pub fn drain_deadline(&self) -> Option<std::time::Instant> {
+        match self.drain {
+            Drain::Marking { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Marks everything every session announces with GRACEFUL_SHUTDOWN and LOCAL_PREF 0
+    /// (RFC 8326), so routers move traffic away before the sessions end (SIGTERM). Returns
+    /// whether there was any session to tell.
+    pub fn mark_graceful_shutdown(&self) -> bool {
+        let mark = BgpAttrs {
+            local_pref: None,
+            communities: vec![raftlb_raft_store::table::bgp::GRACEFUL_SHUTDOWN],
+            large_communities: Vec::new(),
+        };
+        for (name, (_, addr)) in &self.sessions {
+            let all: BTreeMap<IpNet, Arc<PathAttrs>> = self
+                .prefixes
+                .range((name.clone(), IpNet::V4(Default::default()))..)
+                .take_while(|((p, _), _)| p == name)
+                .filter_map(|(key, contributors)| {
+                    let mut merged = contributors.values().next()?.clone();
+                    for a in contributors.values() {
+                        merged.merge(a);
+                    }
+                    merged.merge(&mark);
+                    merged.local_pref = Some(0);
+                    Some((key.1, Arc::new(path_attrs(&merged))))
+                })
+                .collect();
+            addr.do_send(ReplaceRoutes(all));
+        }
+        !self.sessions.is_empty()
     }
 
     /// Every BFD session's status, by peer address.
@@ -655,7 +739,19 @@ pub async fn run(
 ) {
     let mut applied = app.applied_changes();
     let mut synced: Option<u64> = None;
-    while applied.next().await {
+    loop {
+        // Wake for the next applied entry, or when a drain's marking window ends.
+        let deadline = bridge.lock().await.drain_deadline();
+        let more = match deadline {
+            Some(at) => tokio::select! {
+                more = applied.next() => more,
+                _ = tokio::time::sleep_until(at.into()) => true,
+            },
+            None => applied.next().await,
+        };
+        if !more {
+            break;
+        }
         let mut b = bridge.lock().await;
         let g = app.state.read().unwrap_or_else(|p| p.into_inner());
         let index = g.last_applied.map_or(0, |l| l.index);

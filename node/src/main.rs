@@ -120,6 +120,10 @@ enum Cmd {
         /// (opened with the first BGP session); 0: only dial.
         #[arg(long, env = "RAFTLB_BGP_PORT", default_value_t = 179)]
         bgp_port: u16,
+        /// After `ctl drain`, how long this node keeps announcing with the GRACEFUL_SHUTDOWN
+        /// community and LOCAL_PREF 0 (RFC 8326) before it withdraws, in milliseconds.
+        #[arg(long, env = "RAFTLB_BGP_DRAIN_WAIT_MS", default_value_t = 5000)]
+        bgp_drain_wait_ms: u64,
         /// Exit when the process that started this peer is gone (`raftlb up` passes its pid),
         /// so a launcher killed with SIGKILL leaves no peer behind.
         #[arg(long, hide = true)]
@@ -319,6 +323,7 @@ fn main() {
                 metrics_port,
                 router_id,
                 bgp_port,
+                bgp_drain_wait_ms,
                 exit_with_parent,
             } => {
                 if let Some(parent) = exit_with_parent {
@@ -358,7 +363,13 @@ fn main() {
                     interfaces: Vec::new(),
                     excluded: None,
                 };
-                let bgp = raftlb_node::bgp::NodeBgp::new(router_id, listen, &facts.name, bgp_port);
+                let bgp = raftlb_node::bgp::NodeBgp::new(
+                    router_id,
+                    listen,
+                    &facts.name,
+                    bgp_port,
+                    std::time::Duration::from_millis(bgp_drain_wait_ms),
+                );
                 if !peers.is_empty() && !peers.contains_key(&id) {
                     usage_error(format!("--peers does not list this node (--id {id})"));
                 }

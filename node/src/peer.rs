@@ -37,6 +37,8 @@ use crate::rpc::RaftService;
 /// Default ports: Raft transport and admin API.
 pub const DEFAULT_RAFT_PORT: u16 = 7470;
 pub const DEFAULT_ADMIN_PORT: u16 = 7471;
+/// On SIGTERM, how long BGP routes stay up marked GRACEFUL_SHUTDOWN before the sessions end.
+const SHUTDOWN_MARK: Duration = Duration::from_millis(500);
 
 pub use crate::timing::Timing;
 
@@ -260,8 +262,12 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         }
         // Stop answering before the process goes: the lease ends now.
         keeper.lease.set(0);
-        // End BGP sessions with a Cease that says why, rather than letting routers wait out
-        // their hold timers.
+        // Routers first move traffic away (GRACEFUL_SHUTDOWN, RFC 8326), then the sessions
+        // end with a Cease that says why, rather than letting routers wait out their hold
+        // timers.
+        if app.bgp.lock().await.mark_graceful_shutdown() {
+            tokio::time::sleep(SHUTDOWN_MARK).await;
+        }
         app.bgp.lock().await.shutdown("raftlb: node shutting down");
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())

@@ -105,7 +105,13 @@ pub struct BgpView<'a> {
     bfd: BTreeMap<&'a str, &'a BfdProfileSpec>,
     /// Why this node announces nothing at all, if so.
     silent: Option<String>,
+    /// Silent only because an operator drained it: during the graceful-shutdown window the
+    /// node still announces, marked (`drain_routes`).
+    drained: bool,
 }
+
+/// RFC 8326's GRACEFUL_SHUTDOWN community (65535:0).
+pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
 
 impl AllocationTable {
     /// The BGP view of node `node`.
@@ -162,6 +168,7 @@ impl AllocationTable {
             .keys()
             .filter_map(|name| Some((name.as_str(), &self.pool_object(name)?.labels)))
             .collect();
+        let drained = record.is_some_and(|r| r.draining && r.facts.excluded.is_none());
         let silent = match record {
             None => Some(format!("node {node} is not registered")),
             Some(r) if r.facts.excluded.is_some() => Some(format!(
@@ -186,6 +193,7 @@ impl AllocationTable {
             pool_labels,
             bfd,
             silent,
+            drained,
         }
     }
 }
@@ -227,11 +235,45 @@ impl<'a> BgpView<'a> {
         self.silent.as_deref()
     }
 
+    /// Whether an operator drained this node (and nothing else keeps it silent).
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// What a drained node announces while traffic moves away (RFC 8326): what it announced
+    /// before, with the GRACEFUL_SHUTDOWN community and LOCAL_PREF 0. Same as [`routes`]
+    /// for a node that is not drained.
+    ///
+    /// [`routes`]: BgpView::routes
+    pub fn drain_routes(&self, ip: &IpAddr) -> Vec<BgpRoute> {
+        if !self.drained {
+            return self.routes(ip);
+        }
+        let mut out = self.routes_of(ip);
+        for r in &mut out {
+            r.attrs.merge(&BgpAttrs {
+                local_pref: None,
+                communities: vec![GRACEFUL_SHUTDOWN],
+                large_communities: Vec::new(),
+            });
+            r.attrs.local_pref = Some(0);
+        }
+        out
+    }
+
     /// What this node announces for one address, to which peers. Empty: nothing (not
     /// allocated, no advertisement selects it, `Local` without a ready endpoint here, node
     /// not eligible).
     pub fn routes(&self, ip: &IpAddr) -> Vec<BgpRoute> {
-        if self.silent.is_some() || self.peers.is_empty() {
+        if self.silent.is_some() {
+            return Vec::new();
+        }
+        self.routes_of(ip)
+    }
+
+    /// [`BgpView::routes`] whether or not the node is silent.
+    fn routes_of(&self, ip: &IpAddr) -> Vec<BgpRoute> {
+        if self.peers.is_empty() {
             return Vec::new();
         }
         let t = self.table;

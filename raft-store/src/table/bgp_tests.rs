@@ -261,6 +261,17 @@ fn drained_and_excluded_nodes_announce_nothing() {
     assert!(announced(&t, "a", "10.0.0.0").is_empty());
     assert_eq!(t.bgp_view("a").silent(), Some("node a is drained"));
     assert_eq!(announced(&t, "b", "10.0.0.0").len(), 1);
+    // While traffic moves away, the drained node announces the same prefixes marked with
+    // GRACEFUL_SHUTDOWN and LOCAL_PREF 0 (RFC 8326); the others are unchanged.
+    let view = t.bgp_view("a");
+    assert!(view.drained());
+    let marked = view.drain_routes(&ip("10.0.0.0"));
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0].attrs.communities, vec![GRACEFUL_SHUTDOWN]);
+    assert_eq!(marked[0].attrs.local_pref, Some(0));
+    let b = t.bgp_view("b");
+    assert!(!b.drained());
+    assert_eq!(b.drain_routes(&ip("10.0.0.0")), b.routes(&ip("10.0.0.0")));
 }
 
 #[test]
