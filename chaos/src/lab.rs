@@ -728,6 +728,24 @@ impl Lab {
         self.start_router_with(kind, asn, node_asn, |c| c.password = Some(password.into()))
     }
 
+    /// Like [`Lab::router_with_fib`], with graceful restart on every session (BIRD).
+    pub fn router_with_graceful_restart(
+        &self,
+        kind: crate::routers::RouterKind,
+        asn: u32,
+        node_asn: u32,
+    ) -> anyhow::Result<crate::routers::Router> {
+        run(in_ns(&self.client_ns, "sysctl").args([
+            "-qw",
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv6.fib_multipath_hash_policy=1",
+        ]))?;
+        self.start_router_with(kind, asn, node_asn, |c| {
+            c.fib = true;
+            c.graceful_restart = true;
+        })
+    }
+
     /// FRR's bfdd in the client namespace (at the router's address) with a BFD peer per
     /// node.
     pub fn frr_bfd(&self, interval_ms: u32, mult: u32) -> anyhow::Result<crate::routers::FrrBfd> {
@@ -820,6 +838,7 @@ impl Lab {
             bfd: None,
             bfd_neighbors: Vec::new(),
             password: None,
+            graceful_restart: false,
         };
         f(&mut config);
         crate::routers::Router::start(kind, config, self.dir.path())

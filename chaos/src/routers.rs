@@ -61,6 +61,8 @@ pub struct RouterConfig {
     pub bfd_neighbors: Vec<String>,
     /// TCP-MD5 password on every session (BIRD and FRR).
     pub password: Option<String>,
+    /// Graceful restart (RFC 4724) on every session, with BGP events logged (BIRD only).
+    pub graceful_restart: bool,
 }
 
 /// One path in a router's RIB.
@@ -131,7 +133,7 @@ impl Router {
                          filter gshut {{ if (65535, 0) ~ bgp_community then bgp_local_pref = 0; accept; }}\n\
                          template bgp lbnode {{\n\
                            local {addr} as {asn}; passive on; hold time 9; keepalive time 3;\n\
-                           error wait time 1, 5;{bfd_on}{password}\n\
+                           error wait time 1, 5;{bfd_on}{password}{gr}\n\
                            ipv4 {{ import filter gshut; export none; }};\n\
                            ipv6 {{ import filter gshut; export none; }};\n\
                          }}\n\
@@ -149,6 +151,11 @@ impl Router {
                             .password
                             .as_ref()
                             .map_or(String::new(), |p| format!(" password \"{p}\";")),
+                        gr = if c.graceful_restart {
+                            " graceful restart on; debug { states, events, packets };"
+                        } else {
+                            ""
+                        },
                         bfd_on = if c.bfd.is_some() && c.bfd_neighbors.is_empty() {
                             " bfd on;"
                         } else {

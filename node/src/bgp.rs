@@ -126,7 +126,7 @@ pub fn session_peer(name: &str, spec: &BgpPeerSpec, node: &NodeBgp) -> Result<Pe
                 .unwrap_or(raftlb_actors::bgp::fsm::DEFAULT_CONNECT_RETRY),
             ipv4: address.is_ipv4() || dual,
             ipv6: address.is_ipv6() || dual,
-            graceful_restart: false,
+            graceful_restart: spec.enable_graceful_restart,
         },
         next_hop_v4,
         next_hop_v6,

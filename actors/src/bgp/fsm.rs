@@ -43,6 +43,8 @@ pub struct SessionConfig {
 /// much sooner, and BIRD, FRR and GoBGP all accept 9/3.
 pub const DEFAULT_HOLD_TIME: u16 = 9;
 pub const DEFAULT_CONNECT_RETRY: u16 = 2;
+/// Graceful restart (RFC 4724): how long a router keeps this node's routes while it restarts.
+pub const GR_RESTART_TIME: u16 = 120;
 
 impl SessionConfig {
     /// The FSM's configuration.
@@ -66,6 +68,7 @@ impl SessionConfig {
         }
         c.disable_ipv4_unicast = !self.ipv4;
         c.graceful_restart = self.graceful_restart;
+        c.gr_restart_time = GR_RESTART_TIME;
         c
     }
 

@@ -194,6 +194,8 @@ pub struct BgpSession {
     candidate: Option<Conn>,
     /// The OPEN this session sends, for a colliding connection.
     last_open: Option<OpenMessage>,
+    /// Reached Established at least once (the R bit is only for the first OPEN).
+    ever_established: bool,
     /// Set while the FSM is walked into OpenSent on a connection that already exists and
     /// already carried our OPEN.
     adopting: bool,
@@ -209,8 +211,15 @@ pub struct BgpSession {
     status: SessionStatus,
 }
 
+/// When this process created its first session: the restart a GR-capable router saw.
+fn process_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
 impl BgpSession {
     pub fn new(peer: Peer) -> BgpSession {
+        process_start();
         let status = SessionStatus {
             peer: peer.name.clone(),
             address: peer.address.to_string(),
@@ -226,6 +235,7 @@ impl BgpSession {
             candidate: None,
             last_open: None,
             adopting: false,
+            ever_established: false,
             timers: HashMap::new(),
             flush: None,
             restart: None,
@@ -261,7 +271,8 @@ impl BgpSession {
 
     fn act(&mut self, action: Action, ctx: &mut Context<Self>) {
         match action {
-            Action::SendOpen(open) => {
+            Action::SendOpen(mut open) => {
+                self.mark_restart(&mut open);
                 if !self.adopting {
                     self.send(&Message::Open(open.clone()));
                 }
@@ -309,6 +320,28 @@ impl BgpSession {
                 self.refresh_counts();
             }
             _ => {}
+        }
+    }
+
+    /// Graceful restart (RFC 4724 §3): the node's forwarding (kube-proxy, the announced
+    /// addresses) survives a restart of raftlb, so every family says its forwarding state
+    /// is preserved; the first OPEN of a process that started less than the restart time ago
+    /// says it restarted (R bit), so the router keeps the stale routes until End-of-RIB.
+    fn mark_restart(&mut self, open: &mut OpenMessage) {
+        let restarted = !self.ever_established
+            && process_start().elapsed() < Duration::from_secs(u64::from(fsm::GR_RESTART_TIME));
+        for cap in &mut open.capabilities {
+            if let rustbgpd_wire::Capability::GracefulRestart {
+                restart_state,
+                families,
+                ..
+            } = cap
+            {
+                *restart_state = restarted;
+                for f in families.iter_mut() {
+                    f.forwarding_preserved = true;
+                }
+            }
         }
     }
 
@@ -376,6 +409,7 @@ impl BgpSession {
 
     fn established(&mut self, neg: &fsm::NegotiatedSession, ctx: &mut Context<Self>) {
         self.failures = 0;
+        self.ever_established = true;
         let local = self.conn.as_ref().map(|c| c.local);
         let has = |afi| {
             neg.negotiated_families
