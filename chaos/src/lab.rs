@@ -735,11 +735,6 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        run(in_ns(&self.client_ns, "sysctl").args([
-            "-qw",
-            "net.ipv4.fib_multipath_hash_policy=1",
-            "net.ipv6.fib_multipath_hash_policy=1",
-        ]))?;
         self.start_router_with(kind, asn, node_asn, |c| {
             c.fib = true;
             c.graceful_restart = true;
@@ -797,11 +792,6 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        run(in_ns(&self.client_ns, "sysctl").args([
-            "-qw",
-            "net.ipv4.fib_multipath_hash_policy=1",
-            "net.ipv6.fib_multipath_hash_policy=1",
-        ]))?;
         self.start_router(kind, asn, node_asn, true, Vec::new())
     }
 
@@ -819,7 +809,9 @@ impl Lab {
         })
     }
 
-    fn start_router_with(
+    /// A router in the client namespace at 10.77.0.100 for the lab's nodes, configured by `f`
+    /// beyond the defaults (with `fib`, ECMP hashing on ports is switched on too).
+    pub fn start_router_with(
         &self,
         kind: crate::routers::RouterKind,
         asn: u32,
@@ -841,6 +833,13 @@ impl Lab {
             graceful_restart: false,
         };
         f(&mut config);
+        if config.fib {
+            run(in_ns(&self.client_ns, "sysctl").args([
+                "-qw",
+                "net.ipv4.fib_multipath_hash_policy=1",
+                "net.ipv6.fib_multipath_hash_policy=1",
+            ]))?;
+        }
         crate::routers::Router::start(kind, config, self.dir.path())
     }
 

@@ -28,3 +28,25 @@ fn the_bgp_benchmark_runs_and_prints_every_row() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The failure benchmark's smoke run: one run of two faults, every row printed.
+#[test]
+fn the_bgp_failure_benchmark_runs_and_prints_every_row() -> anyhow::Result<()> {
+    let bench = raftlb_chaos::build_binary("raftlb-chaos", "raftlb-bgpfail")?;
+    let out = Command::new(bench)
+        .args(["--runs", "1", "--kinds", "kill9,bfd"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| kill -9 of raftlb | 1 |",
+        "| silent cut, BFD 100 ms x 3 | 1 |",
+    ] {
+        assert!(text.contains(row), "no row {row:?} in:\n{text}");
+    }
+    Ok(())
+}
