@@ -210,6 +210,24 @@ impl Lab {
         Ok(())
     }
 
+    /// A lab of `nodes` raftlb peers with the default profile (not started yet).
+    pub fn raftlb(nodes: usize) -> anyhow::Result<Lab> {
+        Lab::build(
+            nodes,
+            Announcer::Raftlb {
+                profile: "default".into(),
+            },
+        )
+    }
+
+    /// Waits until the client's kernel holds one ECMP route for `vip` over every node.
+    pub fn wait_client_ecmp(&self, vip: &str, within: Duration) -> anyhow::Result<()> {
+        self.wait("the client's ECMP route over every node", within, |l| {
+            let route = l.client_route(vip)?;
+            Ok(l.nodes.iter().all(|n| route.contains(&n.ip)).then_some(()))
+        })
+    }
+
     pub fn node_of_mac(&self, mac: &str) -> Option<&str> {
         self.nodes
             .iter()
@@ -366,7 +384,12 @@ impl Lab {
         let rules = format!(
             "table bridge part {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" oifname {{ {others} }} drop\n{back}  }}\n}}\n"
         );
-        let path = self.dir.path().join("part.nft");
+        self.nft("part", &rules)
+    }
+
+    /// Loads an nftables ruleset into the bridge namespace from a file named after `table`.
+    fn nft(&self, table: &str, rules: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join(format!("{table}.nft"));
         std::fs::write(&path, rules)?;
         run(in_ns(&self.bridge_ns, "nft").arg("-f").arg(&path))?;
         Ok(())
@@ -379,10 +402,7 @@ impl Lab {
         let rules = format!(
             "table bridge cut {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" drop\n    oifname \"{me}\" drop\n  }}\n}}\n"
         );
-        let path = self.dir.path().join("cut.nft");
-        std::fs::write(&path, rules)?;
-        run(in_ns(&self.bridge_ns, "nft").arg("-f").arg(&path))?;
-        Ok(())
+        self.nft("cut", &rules)
     }
 
     /// Undoes [`Lab::cut_off`].

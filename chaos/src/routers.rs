@@ -446,6 +446,15 @@ impl Router {
         }
     }
 
+    /// The next hops of the paths the router holds for `prefix`.
+    pub fn next_hops(&self, prefix: &str) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .detail(prefix)?
+            .into_iter()
+            .map(|p| p.next_hop)
+            .collect())
+    }
+
     /// BFD sessions (BIRD only): neighbour address -> state (`Up`, `Down`, `Init`,
     /// `AdminDown`).
     pub fn bfd_sessions(&self) -> anyhow::Result<BTreeMap<String, String>> {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
+use raftlb_chaos::lab::{Lab, VIP4};
 use raftlb_chaos::routers::{Router, RouterKind};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -67,14 +67,6 @@ fn endpoints_on(node: &str) -> String {
     )
 }
 
-fn next_hops(router: &Router, prefix: &str) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(prefix)?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
-
 fn hops(nodes: &[&str]) -> BTreeSet<String> {
     nodes
         .iter()
@@ -85,18 +77,13 @@ fn hops(nodes: &[&str]) -> BTreeSet<String> {
 fn wait_hops(router: &Router, prefix: &str, nodes: &[&str]) -> anyhow::Result<()> {
     let want = hops(nodes);
     router.wait(&format!("{prefix} from {nodes:?}"), WITHIN, |r| {
-        Ok((next_hops(r, prefix)? == want).then_some(()))
+        Ok((r.next_hops(prefix)? == want).then_some(()))
     })
 }
 
 #[test]
 fn advertisement_fields_shape_what_the_router_learns() -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router(RouterKind::Bird, 64512, 64513)?;
     lab.start_cluster()?;
     lab.apply(&config())?;
@@ -125,7 +112,7 @@ fn advertisement_fields_shape_what_the_router_learns() -> anyhow::Result<()> {
     wait_hops(&router, "10.77.11.1/32", &["n2"])?;
 
     // Nothing else moved meanwhile.
-    assert_eq!(next_hops(&router, &format!("{VIP4}/32"))?, hops(&["n3"]));
-    assert_eq!(next_hops(&router, "10.77.10.1/32")?, hops(&["n1", "n2"]));
+    assert_eq!(router.next_hops(&format!("{VIP4}/32"))?, hops(&["n3"]));
+    assert_eq!(router.next_hops("10.77.10.1/32")?, hops(&["n1", "n2"]));
     Ok(())
 }

@@ -9,8 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
-use raftlb_chaos::routers::Router;
+use raftlb_chaos::lab::{Lab, VIP4};
 use raftlb_chaos::routers::RouterKind;
 use serde_json::Value;
 
@@ -25,14 +24,6 @@ const CONFIG: &str = "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata
      apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: lab}\n---\n\
      apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
      spec: {type: LoadBalancer, ports: [{port: 8080}]}\n";
-
-fn next_hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(&format!("{VIP4}/32"))?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
 
 /// The BFD view of `node`'s session, from `ctl get bgp`.
 fn bfd_of(lab: &Lab, node: &str) -> anyhow::Result<Value> {
@@ -51,12 +42,7 @@ fn packet(first_byte: u8, flags: u8, your: u32) -> String {
 
 #[test]
 fn bfd_with_bird_detects_a_silent_cut_and_ignores_what_it_must() -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router_with_bfd(RouterKind::Bird, 64512, 64513, 100, 3)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
@@ -66,7 +52,7 @@ fn bfd_with_bird_detects_a_silent_cut_and_ignores_what_it_must() -> anyhow::Resu
         let up = all
             .iter()
             .all(|a| bfd.get(a).map(String::as_str) == Some("Up"));
-        Ok((up && next_hops(r)? == all).then_some(()))
+        Ok((up && r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
     for n in ["n1", "n2", "n3"] {
         let b = bfd_of(&lab, n)?;
@@ -113,7 +99,7 @@ fn bfd_with_bird_detects_a_silent_cut_and_ignores_what_it_must() -> anyhow::Resu
         .cloned()
         .collect();
     router.wait("n1's path gone", Duration::from_secs(9), |r| {
-        Ok((next_hops(r)? == others).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == others).then_some(()))
     })?;
     let took = cut.elapsed();
     eprintln!(
@@ -145,7 +131,7 @@ fn bfd_with_bird_detects_a_silent_cut_and_ignores_what_it_must() -> anyhow::Resu
     assert_eq!(n1["diag"], "control detection time expired", "{n1}");
     lab.reconnect()?;
     router.wait("n1 back", WITHIN, |r| {
-        Ok((next_hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
 
     Ok(())
@@ -157,19 +143,14 @@ fn bfd_with_bird_detects_a_silent_cut_and_ignores_what_it_must() -> anyhow::Resu
 /// stops answering (bfdd killed) is a failure: the BGP session goes down with it.
 #[test]
 fn frr_bfdd_admin_down_leaves_the_bgp_session_up_and_its_silence_does_not() -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router(RouterKind::Bird, 64512, 64513)?;
     let bfdd = lab.frr_bfd(100, 3)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     router.wait("three paths", WITHIN, |r| {
-        Ok((next_hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
     lab.wait("bfdd's three sessions up", WITHIN, |_| {
         let peers = bfdd.peers()?;
@@ -197,7 +178,7 @@ fn frr_bfdd_admin_down_leaves_the_bgp_session_up_and_its_silence_does_not() -> a
         since,
         "an AdminDown reset a BGP session"
     );
-    assert_eq!(next_hops(&router)?, all);
+    assert_eq!(router.next_hops(&format!("{VIP4}/32"))?, all);
     let sessions = lab.ctl(&["get", "bgp"])?;
     for s in sessions.as_array().into_iter().flatten() {
         assert_eq!(

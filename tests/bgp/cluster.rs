@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4, VIP6};
-use raftlb_chaos::routers::{Router, RouterKind};
+use raftlb_chaos::lab::{Lab, VIP4, VIP6};
+use raftlb_chaos::routers::RouterKind;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -28,15 +28,6 @@ const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, name
      spec: {type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], \
      ports: [{port: 8080}]}\n";
 
-/// The next hops BIRD holds for `prefix`.
-fn next_hops(router: &Router, prefix: &str) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(prefix)?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
-
 fn hops(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -44,12 +35,7 @@ fn hops(list: &[&str]) -> BTreeSet<String> {
 /// The scenario, with `kind` as the router. BIRD also installs the routes in the client's
 /// kernel (ECMP), so TCP is checked with it.
 fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let fib = kind == RouterKind::Bird;
     let router = if fib {
         lab.router_with_fib(kind, 64512, 64513)?
@@ -63,11 +49,11 @@ fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
     let v4 = format!("{VIP4}/32");
     let v6 = format!("{VIP6}/128");
     router.wait("three paths for the IPv4 VIP", WITHIN, |r| {
-        Ok((next_hops(r, &v4)? == all).then_some(()))
+        Ok((r.next_hops(&v4)? == all).then_some(()))
     })?;
     let all6 = hops(&["fd00:77::11", "fd00:77::12", "fd00:77::13"]);
     router.wait("three paths for the IPv6 VIP over MP-BGP", WITHIN, |r| {
-        Ok((next_hops(r, &v6)? == all6).then_some(()))
+        Ok((r.next_hops(&v6)? == all6).then_some(()))
     })?;
     assert!(router
         .detail(&v4)?
@@ -158,7 +144,7 @@ fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
-        next_hops(&router, &v4)?,
+        router.next_hops(&v4)?,
         all,
         "the cut-off node's path went away"
     );
@@ -179,11 +165,11 @@ fn cluster_against(kind: RouterKind) -> anyhow::Result<()> {
     // keep theirs.
     lab.apply(SERVICE)?;
     router.wait("three paths again", WITHIN, |r| {
-        Ok((next_hops(r, &v4)? == all).then_some(()))
+        Ok((r.next_hops(&v4)? == all).then_some(()))
     })?;
     lab.kill("n1");
     router.wait("n1's path gone, the others kept", WITHIN, |r| {
-        Ok((next_hops(r, &v4)? == hops(&["10.77.0.12", "10.77.0.13"])).then_some(()))
+        Ok((r.next_hops(&v4)? == hops(&["10.77.0.12", "10.77.0.13"])).then_some(()))
     })?;
     Ok(())
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
-use raftlb_chaos::routers::{Router, RouterKind};
+use raftlb_chaos::lab::{Lab, VIP4};
+use raftlb_chaos::routers::RouterKind;
 use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -25,14 +25,6 @@ fn config(peer_port: u16) -> String {
          apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
          spec: {{type: LoadBalancer, ports: [{{port: 8080}}]}}\n"
     )
-}
-
-fn next_hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(&format!("{VIP4}/32"))?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
 }
 
 fn sessions(lab: &Lab) -> anyhow::Result<Vec<Value>> {
@@ -63,12 +55,7 @@ fn watched(node: &str, seen: &[Value]) -> Vec<(String, String, u64)> {
 #[test]
 fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_node(
 ) -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router_dialling(RouterKind::Bird, 64512, 64513)?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     lab.start_cluster()?;
@@ -80,7 +67,7 @@ fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_nod
     router.wait(
         "a path from every node over BIRD's own connections",
         WITHIN,
-        |r| Ok((next_hops(r)? == all).then_some(())),
+        |r| Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(())),
     )?;
     for s in sessions(&lab)? {
         assert_eq!(
@@ -112,7 +99,10 @@ fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_nod
             .iter()
             .filter(|s| s["state"] == "Established" && s["downs"] == 1)
             .count();
-        Ok((est.len() == 3 && up == 3 && next_hops(r)? == all).then_some(views))
+        Ok(
+            (est.len() == 3 && up == 3 && r.next_hops(&format!("{VIP4}/32"))? == all)
+                .then_some(views),
+        )
     })?;
     let directions: Vec<(String, String)> = settled
         .iter()

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use raftlb_chaos::lab::{probe_hits, Announcer, Lab, VIP4};
+use raftlb_chaos::lab::{probe_hits, Lab, VIP4};
 use raftlb_chaos::routers::{Router, RouterKind};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -37,28 +37,16 @@ fn paths(router: &Router) -> anyhow::Result<Vec<(String, bool)>> {
         .collect())
 }
 
-fn hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(paths(router)?.into_iter().map(|p| p.0).collect())
-}
-
 fn lab_with_paths() -> anyhow::Result<(Lab, Router, BTreeSet<String>)> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router_with_fib(RouterKind::Bird, 64512, 64513)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     router.wait("three paths", WITHIN, |r| {
-        Ok((hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
-    lab.wait("the client's ECMP route over three nodes", WITHIN, |l| {
-        let route = l.client_route(VIP4)?;
-        Ok(l.nodes.iter().all(|n| route.contains(&n.ip)).then_some(()))
-    })?;
+    lab.wait_client_ecmp(VIP4, WITHIN)?;
     Ok((lab, router, all))
 }
 
@@ -80,7 +68,7 @@ fn drain_marks_then_withdraws_and_loses_no_probe() -> anyhow::Result<()> {
     })?;
     let others: BTreeSet<String> = all.iter().filter(|a| **a != n1).cloned().collect();
     router.wait("n1's path withdrawn after the wait", WITHIN, |r| {
-        Ok((hops(r)? == others).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == others).then_some(()))
     })?;
     let withdrawn = start.elapsed();
     let lines = probe.finish()?;
@@ -116,7 +104,7 @@ fn sigterm_ends_the_session_with_a_cease_and_the_path_goes() -> anyhow::Result<(
     let n1 = lab.nodes[0].ip.clone();
     let others: BTreeSet<String> = all.iter().filter(|a| **a != n1).cloned().collect();
     router.wait("n1's path gone", WITHIN, |r| {
-        Ok((hops(r)? == others).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == others).then_some(()))
     })?;
     let gone = start.elapsed();
     let lines = probe.finish()?;

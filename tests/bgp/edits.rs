@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
+use raftlb_chaos::lab::{Lab, VIP4};
 use raftlb_chaos::routers::{Router, RouterKind};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -41,12 +41,7 @@ fn paths_with(router: &Router, community: &str) -> anyhow::Result<usize> {
 
 #[test]
 fn metallb_examples_apply_and_edits_reset_only_what_the_open_carries() -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router(RouterKind::Bird, 64501, 64500)?;
     lab.start_cluster()?;
     lab.apply(&metallb_examples())?;

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
-use raftlb_chaos::routers::{Router, RouterKind};
+use raftlb_chaos::lab::{Lab, VIP4};
+use raftlb_chaos::routers::RouterKind;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -32,31 +32,23 @@ fn config(n3_password: &str) -> String {
     )
 }
 
-fn next_hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(&format!("{VIP4}/32"))?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
-
 fn md5_against(kind: RouterKind) -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router_with_password(kind, 64512, 64513, "s3cret-Pa55")?;
     lab.start_cluster()?;
     lab.apply(&config("wrong-one"))?;
     let good: BTreeSet<String> = lab.nodes[..2].iter().map(|n| n.ip.clone()).collect();
     router.wait("n1 and n2 with the right password", WITHIN, |r| {
-        Ok((next_hops(r)? == good).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == good).then_some(()))
     })?;
     // n3 keeps trying (connect retry 2 s, backoff) and never gets through.
     std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(next_hops(&router)?, good, "{}", kind.name());
+    assert_eq!(
+        router.next_hops(&format!("{VIP4}/32"))?,
+        good,
+        "{}",
+        kind.name()
+    );
     assert!(
         !router.established()?.contains(&lab.nodes[2].ip),
         "{}: n3 came up with a wrong password",
@@ -72,7 +64,7 @@ fn md5_against(kind: RouterKind) -> anyhow::Result<()> {
     lab.apply(&config("s3cret-Pa55"))?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     router.wait("n3 with the corrected password", WITHIN, |r| {
-        Ok((next_hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
     Ok(())
 }

@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use raftlb_chaos::lab::{probe_hits, Announcer, Lab, VIP4};
-use raftlb_chaos::routers::{Router, RouterKind};
+use raftlb_chaos::lab::{probe_hits, Lab, VIP4};
+use raftlb_chaos::routers::RouterKind;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -23,33 +23,17 @@ const CONFIG: &str = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {
      apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
      spec: {type: LoadBalancer, ports: [{port: 8080}]}\n";
 
-fn hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(&format!("{VIP4}/32"))?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
-
 #[test]
 fn a_node_restarted_with_graceful_restart_loses_no_probe() -> anyhow::Result<()> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let router = lab.router_with_graceful_restart(RouterKind::Bird, 64512, 64513)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     router.wait("three paths", WITHIN, |r| {
-        Ok((hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
-    lab.wait("the client's ECMP route over three nodes", WITHIN, |l| {
-        let route = l.client_route(VIP4)?;
-        Ok(l.nodes.iter().all(|n| route.contains(&n.ip)).then_some(()))
-    })?;
+    lab.wait_client_ecmp(VIP4, WITHIN)?;
     let n1 = lab.nodes[0].ip.clone();
     let since = router.sessions_since()?;
     let probe = lab.probe(VIP4, 10, 8_000)?;
@@ -62,7 +46,7 @@ fn a_node_restarted_with_graceful_restart_loses_no_probe() -> anyhow::Result<()>
         "n1's session is still up"
     );
     assert_eq!(
-        hops(&router)?,
+        router.next_hops(&format!("{VIP4}/32"))?,
         all,
         "n1's path was not kept through the restart"
     );
@@ -81,7 +65,7 @@ fn a_node_restarted_with_graceful_restart_loses_no_probe() -> anyhow::Result<()>
         "restart: n1 back and its graceful restart done {} ms after the start",
         restart.elapsed().as_millis()
     );
-    assert_eq!(hops(&router)?, all);
+    assert_eq!(router.next_hops(&format!("{VIP4}/32"))?, all);
     let lines = probe.finish()?;
     let ok = probe_hits(&lines).len();
     let failed = lines.iter().filter(|l| l.contains(" fail")).count();

@@ -371,12 +371,7 @@ fn end_to_end(n: u32, runs: usize) -> anyhow::Result<Row> {
     // Of the time to N routes, the part until the last `ctl apply` returned.
     let mut applies = Vec::new();
     for _ in 0..runs {
-        let mut lab = Lab::build(
-            3,
-            Announcer::Raftlb {
-                profile: "default".into(),
-            },
-        )?;
+        let mut lab = Lab::raftlb(3)?;
         let router = lab.router(RouterKind::Bird, ROUTER_ASN, NODE_ASN)?;
         lab.start_cluster()?;
         lab.apply(&format!(

@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use raftlb_chaos::lab::{Announcer, Lab, VIP4};
-use raftlb_chaos::routers::{Router, RouterKind};
+use raftlb_chaos::lab::{Lab, VIP4};
+use raftlb_chaos::routers::RouterKind;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -58,14 +58,6 @@ fn config(hold: u32, bfd: bool, gr: bool) -> String {
     )
 }
 
-fn hops(router: &Router) -> anyhow::Result<BTreeSet<String>> {
-    Ok(router
-        .detail(&format!("{VIP4}/32"))?
-        .into_iter()
-        .map(|p| p.next_hop)
-        .collect())
-}
-
 /// Polls both checks every 10 ms for up to `within`; the time each first held, from `t0`.
 fn poll2(
     t0: Instant,
@@ -93,12 +85,7 @@ struct Sample {
 }
 
 fn one(kind: &str) -> anyhow::Result<Sample> {
-    let mut lab = Lab::build(
-        3,
-        Announcer::Raftlb {
-            profile: "default".into(),
-        },
-    )?;
+    let mut lab = Lab::raftlb(3)?;
     let (hold, bfd, gr) = match kind {
         "bfd" => (9, true, false),
         "hold3" => (3, false, false),
@@ -114,12 +101,9 @@ fn one(kind: &str) -> anyhow::Result<Sample> {
     lab.apply(&config(hold, bfd, gr))?;
     let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
     router.wait("three paths", Duration::from_secs(30), |r| {
-        Ok((hops(r)? == all).then_some(()))
+        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
     })?;
-    lab.wait("the client's ECMP route", Duration::from_secs(30), |l| {
-        let route = l.client_route(VIP4)?;
-        Ok(l.nodes.iter().all(|n| route.contains(&n.ip)).then_some(()))
-    })?;
+    lab.wait_client_ecmp(VIP4, Duration::from_secs(30))?;
     let n1 = lab.nodes[0].ip.clone();
     let probe_ms = if kind == "hold9" { 14_000 } else { 9_000 };
     let probe = lab.probe(VIP4, 10, probe_ms)?;
@@ -147,7 +131,7 @@ fn one(kind: &str) -> anyhow::Result<Sample> {
         poll2(
             t0,
             within,
-            || Ok(!hops(&router)?.contains(&n1)),
+            || Ok(!router.next_hops(&format!("{VIP4}/32"))?.contains(&n1)),
             || Ok(!lab.client_route(VIP4)?.contains(&n1)),
         )?
     };
