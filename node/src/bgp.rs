@@ -68,8 +68,25 @@ impl NodeBgp {
     }
 }
 
-/// The session settings a BGPPeer gives on this node.
-pub fn session_peer(name: &str, spec: &BgpPeerSpec, node: &NodeBgp) -> Result<Peer, String> {
+/// The session settings a BGPPeer gives on this node; `secrets` holds the passwords of the
+/// Secrets this node can read (`--kube`), by name.
+pub fn session_peer(
+    name: &str,
+    spec: &BgpPeerSpec,
+    node: &NodeBgp,
+    secrets: &BTreeMap<String, String>,
+) -> Result<Peer, String> {
+    let password = match (&spec.password, &spec.password_secret) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(r)) => Some(secrets.get(&r.name).cloned().ok_or_else(|| {
+            format!(
+                "BGPPeer {name}: spec.passwordSecret: Secret {:?} with a `password` key not found \
+                 (Secrets are read in --kube mode, from raftlb's namespace); the session waits for it",
+                r.name
+            )
+        })?),
+        (None, None) => None,
+    };
     let address: IpAddr = spec
         .peer_address
         .as_deref()
@@ -115,7 +132,7 @@ pub fn session_peer(name: &str, spec: &BgpPeerSpec, node: &NodeBgp) -> Result<Pe
         address: SocketAddr::new(address, port),
         source: spec.source_address.as_deref().and_then(|s| s.parse().ok()),
         ttl: if ibgp || spec.ebgp_multi_hop { 255 } else { 1 },
-        password: spec.password.clone(),
+        password,
         config: SessionConfig {
             local_asn,
             peer_asn,
@@ -189,6 +206,10 @@ pub struct Bridge {
     discriminator: u32,
     /// Where a drain of this node stands.
     drain: Drain,
+    /// Passwords of the Secrets BGPPeers may name, by Secret name (`--kube`).
+    secrets: BTreeMap<String, String>,
+    /// What the last sync was given, for a resync when the Secrets change.
+    last: Option<(NodeBgp, ArbiterHandle)>,
     /// The routes each VIP gave, as last computed.
     by_vip: BTreeMap<IpAddr, Vec<BgpRoute>>,
     /// Per (peer, prefix): the VIPs behind it and the attributes each asks for (an aggregate
@@ -217,6 +238,7 @@ impl Bridge {
         changes: &Changes,
         arbiter: &ArbiterHandle,
     ) {
+        self.last = Some((node.clone(), arbiter.clone()));
         let view = t.bgp_view(me);
         let now = std::time::Instant::now();
         let drain = match (view.drained(), self.drain) {
@@ -334,14 +356,12 @@ impl Bridge {
         node: &NodeBgp,
         arbiter: &ArbiterHandle,
     ) {
-        // Each wanted session, and whether its BGPPeer names a passwordSecret (not read yet).
-        let mut wanted: BTreeMap<String, (Peer, bool)> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, Peer> = BTreeMap::new();
         // BFD per peer address: the profile of the first BGPPeer (by name) that names one.
         let mut wanted_bfd: BTreeMap<IpAddr, (bfd::Config, Option<IpAddr>)> = BTreeMap::new();
         for (name, spec) in view.peers() {
-            match session_peer(name, spec, node) {
+            match session_peer(name, spec, node, &self.secrets) {
                 Ok(p) => {
-                    let password = spec.password.is_none() && spec.password_secret.is_some();
                     if let Some(profile) = spec
                         .bfd_profile
                         .as_deref()
@@ -351,7 +371,7 @@ impl Bridge {
                             .entry(p.address.ip())
                             .or_insert((bfd_config(profile), p.source));
                     }
-                    wanted.insert(name.to_string(), (p, password));
+                    wanted.insert(name.to_string(), p);
                 }
                 Err(e) => warn!(error = %e, "BGP peer skipped"),
             }
@@ -373,11 +393,7 @@ impl Bridge {
                 });
             }
         }
-        for (name, (peer, password)) in wanted {
-            let changed = self.sessions.get(&name).is_none_or(|(p, _)| *p != peer);
-            if password && changed {
-                warn!(peer = %name, "BGPPeer sets passwordSecret: Secrets are not read yet, the session runs without TCP-MD5");
-            }
+        for (name, peer) in wanted {
             let listener = self
                 .listener
                 .get_or_insert_with(|| listen(node.listen_port));
@@ -480,6 +496,22 @@ impl Bridge {
                 .map(|(_, a)| a.clone().recipient())
                 .collect();
             session.do_send(bfd::session::Subscribe(subscribers));
+        }
+    }
+
+    /// New Secret passwords (never logged); the sessions are brought in step with them.
+    pub fn set_secrets(
+        &mut self,
+        secrets: BTreeMap<String, String>,
+        t: &AllocationTable,
+        me: &str,
+    ) {
+        if secrets == self.secrets {
+            return;
+        }
+        self.secrets = secrets;
+        if let Some((node, arbiter)) = self.last.clone() {
+            self.sync(t, me, &node, &Changes::All, &arbiter);
         }
     }
 

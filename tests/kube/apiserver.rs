@@ -29,6 +29,7 @@ const RESOURCES: &[(&str, &str, &str, bool, bool)] = &[
     ("v1", "namespaces", "Namespace", false, false),
     ("v1", "nodes", "Node", false, true),
     ("v1", "events", "Event", true, false),
+    ("v1", "secrets", "Secret", true, false),
     (
         "discovery.k8s.io/v1",
         "endpointslices",

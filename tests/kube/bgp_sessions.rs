@@ -24,13 +24,19 @@ struct GoBgp(Child);
 
 impl GoBgp {
     fn start(dir: &Path, port: u16) -> anyhow::Result<GoBgp> {
+        GoBgp::start_with(dir, port, None)
+    }
+
+    /// With `password`, the neighbour requires TCP-MD5 with it.
+    fn start_with(dir: &Path, port: u16, password: Option<&str>) -> anyhow::Result<GoBgp> {
+        let auth = password.map_or(String::new(), |p| format!("    auth-password = \"{p}\"\n"));
         let config = dir.join("gobgpd.toml");
         std::fs::write(
             &config,
             format!(
                 "[global.config]\n  as = 64512\n  router-id = \"{ROUTER}\"\n  port = {port}\n  \
                  local-address-list = [\"{ROUTER}\"]\n\
-                 [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.1\"\n    peer-as = 64513\n  \
+                 [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.1\"\n    peer-as = 64513\n{auth}  \
                  [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{ROUTER}\"\n  \
                  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n"
             ),
@@ -62,7 +68,10 @@ impl Drop for GoBgp {
 
 /// A free port on `ROUTER` that MetalLB's `peerPort` accepts (1..16384).
 fn peer_port() -> anyhow::Result<u16> {
-    let start = 10_000 + (std::process::id() % 6_000) as u16;
+    // Tests of one binary run in parallel: each call starts 100 ports further.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 10_000 + ((std::process::id() as u16 % 60) * 100 + call * 100) % 6_000;
     (start..16_384)
         .chain(10_000..start)
         .find(|p| std::net::TcpListener::bind((ROUTER, *p)).is_ok())
@@ -182,6 +191,47 @@ async fn session_state_objects_and_events_follow_the_session() -> anyhow::Result
             count_events(&api, "BGPSessionState", name, "BGPSessionUp"),
             1
         );
+        Ok(())
+    }
+    .await;
+    with_logs(&cluster, result)
+}
+
+/// `passwordSecret`: the node reads the Secret (never the table) and signs its session with
+/// it; GoBGP requires TCP-MD5 with that password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_secret_signs_the_session() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = peer_port()?;
+    let _router = GoBgp::start_with(dir.path(), port, Some("from-a-Secret"))?;
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.put(json!({"apiVersion": GROUP, "kind": "BGPPeer",
+        "metadata": {"name": "tor", "namespace": NS},
+        "spec": {"myASN": 64513, "peerASN": 64512, "peerAddress": ROUTER, "peerPort": port,
+                 "holdTime": "9s", "passwordSecret": {"name": "tor-auth"}}}));
+    let cluster = start_cluster(&api, 1).await?;
+    let result = async {
+        // No Secret yet: the session waits instead of running unsigned.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            session_states(&api).is_empty(),
+            "{:?}",
+            session_states(&api)
+        );
+        api.put(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": "tor-auth", "namespace": NS},
+            "data": {"password": "ZnJvbS1hLVNlY3JldA=="}}),
+        );
+        wait_state(&api, "node-1-tor", "Established").await?;
+        // The password is in no log line.
+        for p in &cluster.peers {
+            assert!(
+                !p.log().contains("from-a-Secret"),
+                "the password was logged"
+            );
+        }
         Ok(())
     }
     .await;

@@ -38,7 +38,7 @@ use crate::raft::leader::MembershipChange;
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -276,6 +276,20 @@ pub async fn run(
         tasks.push(t);
         s
     });
+    // Secrets that BGPPeers name in passwordSecret: read by every node for its own
+    // sessions, never written to the table or the logs.
+    let secrets_wake = Arc::new(Notify::new());
+    let (secrets, secrets_task) = reflect(
+        Api::<Secret>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+        secrets_wake.clone(),
+    );
+    tasks.push(secrets_task);
+    tasks.push(tokio::spawn(bgp_secrets(
+        app.clone(),
+        secrets,
+        secrets_wake,
+    )));
     tasks.push(tokio::spawn(sessions::run(
         app.clone(),
         client.clone(),
@@ -297,6 +311,31 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+/// Hands the `password` of every Secret in raftlb's namespace to the BGP bridge whenever the
+/// Secrets change.
+async fn bgp_secrets(app: App, store: Store<Secret>, wake: Arc<Notify>) {
+    let _ = store.wait_until_ready().await;
+    loop {
+        let passwords: std::collections::BTreeMap<String, String> = store
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let bytes = s.data.as_ref()?.get("password")?;
+                Some((
+                    s.metadata.name.clone()?,
+                    String::from_utf8(bytes.0.clone()).ok()?,
+                ))
+            })
+            .collect();
+        {
+            let mut bridge = app.bgp.lock().await;
+            let g = app.state.read().unwrap_or_else(|p| p.into_inner());
+            bridge.set_secrets(passwords, &g.table, &app.fence.name);
+        }
+        wake.notified().await;
+    }
 }
 
 /// The facts this node registers, from its Node object: labels, and whether it must not
