@@ -477,8 +477,10 @@ impl Router {
                 for line in text.lines() {
                     if line.starts_with("dyn") {
                         let f: Vec<&str> = line.split_whitespace().collect();
-                        since =
-                            (line.contains("Established") && f.len() > 4).then(|| f[4].to_string());
+                        // Established and the protocol up: between the two, BIRD's `since`
+                        // is still the time the protocol started.
+                        since = (line.contains("Established") && f.get(3) == Some(&"up"))
+                            .then(|| f[4].to_string());
                     }
                     if let (Some(addr), Some(s)) =
                         (line.trim().strip_prefix("Neighbor address:"), &since)
