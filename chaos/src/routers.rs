@@ -480,7 +480,8 @@ impl Router {
                         // Established and the protocol up: between the two, BIRD's `since`
                         // is still the time the protocol started.
                         since = (line.contains("Established") && f.get(3) == Some(&"up"))
-                            .then(|| f[4].to_string());
+                            .then(|| f.get(4).map(|s| s.to_string()))
+                            .flatten();
                     }
                     if let (Some(addr), Some(s)) =
                         (line.trim().strip_prefix("Neighbor address:"), &since)
