@@ -792,3 +792,7 @@ pub async fn run(
         synced = Some(index);
     }
 }
+
+#[cfg(test)]
+#[path = "bgp_tests.rs"]
+mod tests;
