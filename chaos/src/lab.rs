@@ -228,6 +228,11 @@ impl Lab {
         })
     }
 
+    /// Every node's IPv4 address.
+    pub fn node_ips(&self) -> std::collections::BTreeSet<String> {
+        self.nodes.iter().map(|n| n.ip.clone()).collect()
+    }
+
     pub fn node_of_mac(&self, mac: &str) -> Option<&str> {
         self.nodes
             .iter()
@@ -775,23 +780,6 @@ impl Lab {
         )
     }
 
-    /// Like [`Lab::router_with_bfd`], but the BFD sessions are BIRD's own (one per node,
-    /// configured in its BFD protocol) and its BGP sessions do not depend on them.
-    pub fn router_with_separate_bfd(
-        &self,
-        kind: crate::routers::RouterKind,
-        asn: u32,
-        node_asn: u32,
-        interval_ms: u32,
-        mult: u32,
-    ) -> anyhow::Result<crate::routers::Router> {
-        let nodes = self.nodes.iter().map(|n| n.ip.clone()).collect();
-        self.start_router_with(kind, asn, node_asn, |c| {
-            c.bfd = Some((interval_ms, interval_ms, mult));
-            c.bfd_neighbors = nodes;
-        })
-    }
-
     /// Like [`Lab::router`], and the router (BIRD) also dials every node itself.
     pub fn router_dialling(
         &self,
@@ -848,7 +836,6 @@ impl Lab {
             fib: false,
             active: Vec::new(),
             bfd: None,
-            bfd_neighbors: Vec::new(),
             password: None,
             graceful_restart: false,
         };

@@ -55,10 +55,6 @@ pub struct RouterConfig {
     pub active: Vec<String>,
     /// BFD on every session (BIRD only): (min rx ms, min tx ms, multiplier).
     pub bfd: Option<(u32, u32, u32)>,
-    /// With `bfd`: BFD sessions with these addresses configured in BIRD's BFD protocol
-    /// itself, the BGP sessions not tied to them (so disabling BFD sends AdminDown and
-    /// leaves BGP alone).
-    pub bfd_neighbors: Vec<String>,
     /// TCP-MD5 password on every session (BIRD and FRR).
     pub password: Option<String>,
     /// Graceful restart (RFC 4724) on every session, with BGP events logged (BIRD only).
@@ -156,18 +152,10 @@ impl Router {
                         } else {
                             ""
                         },
-                        bfd_on = if c.bfd.is_some() && c.bfd_neighbors.is_empty() {
-                            " bfd on;"
-                        } else {
-                            ""
-                        },
+                        bfd_on = if c.bfd.is_some() { " bfd on;" } else { "" },
                         bfd = c.bfd.map_or(String::new(), |(rx, tx, mult)| format!(
                             "protocol bfd {{ interface \"*\" {{ min rx interval {rx} ms; \
-                             min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }}; {}}}\n",
-                            c.bfd_neighbors
-                                .iter()
-                                .map(|n| format!("neighbor {n}; "))
-                                .collect::<String>()
+                             min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }}; }}\n"
                         )),
                         active = c
                             .active
@@ -453,6 +441,18 @@ impl Router {
             .into_iter()
             .map(|p| p.next_hop)
             .collect())
+    }
+
+    /// Waits until the router holds `prefix` with exactly the next hops `want`.
+    pub fn wait_next_hops(
+        &self,
+        prefix: &str,
+        want: &std::collections::BTreeSet<String>,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait(&format!("{prefix} via {want:?}"), within, |r| {
+            Ok((r.next_hops(prefix)? == *want).then_some(()))
+        })
     }
 
     /// BFD sessions (BIRD only): neighbour address -> state (`Up`, `Down`, `Init`,

@@ -148,10 +148,8 @@ fn frr_bfdd_admin_down_leaves_the_bgp_session_up_and_its_silence_does_not() -> a
     let bfdd = lab.frr_bfd(100, 3)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
-    let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
-    router.wait("three paths", WITHIN, |r| {
-        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
-    })?;
+    let all = lab.node_ips();
+    router.wait_next_hops(&format!("{VIP4}/32"), &all, WITHIN)?;
     lab.wait("bfdd's three sessions up", WITHIN, |_| {
         let peers = bfdd.peers()?;
         Ok(all

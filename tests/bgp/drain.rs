@@ -42,10 +42,8 @@ fn lab_with_paths() -> anyhow::Result<(Lab, Router, BTreeSet<String>)> {
     let router = lab.router_with_fib(RouterKind::Bird, 64512, 64513)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
-    let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
-    router.wait("three paths", WITHIN, |r| {
-        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
-    })?;
+    let all = lab.node_ips();
+    router.wait_next_hops(&format!("{VIP4}/32"), &all, WITHIN)?;
     lab.wait_client_ecmp(VIP4, WITHIN)?;
     Ok((lab, router, all))
 }

@@ -6,7 +6,6 @@
 //!
 //! Needs root and bird2 (installed by .ci/run).
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use raftlb_chaos::lab::{probe_hits, Lab, VIP4};
@@ -29,10 +28,8 @@ fn a_node_restarted_with_graceful_restart_loses_no_probe() -> anyhow::Result<()>
     let router = lab.router_with_graceful_restart(RouterKind::Bird, 64512, 64513)?;
     lab.start_cluster()?;
     lab.apply(CONFIG)?;
-    let all: BTreeSet<String> = lab.nodes.iter().map(|n| n.ip.clone()).collect();
-    router.wait("three paths", WITHIN, |r| {
-        Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(()))
-    })?;
+    let all = lab.node_ips();
+    router.wait_next_hops(&format!("{VIP4}/32"), &all, WITHIN)?;
     lab.wait_client_ecmp(VIP4, WITHIN)?;
     let n1 = lab.nodes[0].ip.clone();
     let since = router.sessions_since()?;
