@@ -724,7 +724,7 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        self.start_router(kind, asn, node_asn, false, Vec::new())
+        self.start_router_with(kind, asn, node_asn, |_| {})
     }
 
     /// Like [`Lab::router`], with BFD on every session (BIRD): `interval_ms` both ways,
@@ -788,7 +788,7 @@ impl Lab {
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
         let nodes = self.nodes.iter().map(|n| n.ip.clone()).collect();
-        self.start_router(kind, asn, node_asn, false, nodes)
+        self.start_router_with(kind, asn, node_asn, |c| c.active = nodes)
     }
 
     /// Like [`Lab::router`], and the router installs what it learns into the client
@@ -800,21 +800,7 @@ impl Lab {
         asn: u32,
         node_asn: u32,
     ) -> anyhow::Result<crate::routers::Router> {
-        self.start_router(kind, asn, node_asn, true, Vec::new())
-    }
-
-    fn start_router(
-        &self,
-        kind: crate::routers::RouterKind,
-        asn: u32,
-        node_asn: u32,
-        fib: bool,
-        active: Vec<String>,
-    ) -> anyhow::Result<crate::routers::Router> {
-        self.start_router_with(kind, asn, node_asn, |c| {
-            c.fib = fib;
-            c.active = active;
-        })
+        self.start_router_with(kind, asn, node_asn, |c| c.fib = true)
     }
 
     /// A router in the client namespace at 10.77.0.100 for the lab's nodes, configured by `f`

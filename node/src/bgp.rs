@@ -221,12 +221,31 @@ impl Bridge {
     /// The merged attributes of one (peer, prefix), None once nothing is behind it: the
     /// table's own rule for overlapping advertisements (`BgpAttrs::merge`).
     fn desired(&self, key: &(String, IpNet)) -> Option<Arc<PathAttrs>> {
+        self.merged(key).map(|m| Arc::new(path_attrs(&m)))
+    }
+
+    fn merged(&self, key: &(String, IpNet)) -> Option<BgpAttrs> {
         let mut contributors = self.prefixes.get(key)?.values();
         let mut merged = contributors.next()?.clone();
         for a in contributors {
             merged.merge(a);
         }
-        Some(Arc::new(path_attrs(&merged)))
+        Some(merged)
+    }
+
+    /// Everything session `peer` should hold, optionally marked for graceful shutdown.
+    fn whole_table(&self, peer: &str, graceful_shutdown: bool) -> BTreeMap<IpNet, Arc<PathAttrs>> {
+        self.prefixes
+            .range((peer.to_string(), IpNet::V4(Default::default()))..)
+            .take_while(|((p, _), _)| p == peer)
+            .filter_map(|(key, _)| {
+                let mut attrs = self.merged(key)?;
+                if graceful_shutdown {
+                    attrs.mark_graceful_shutdown();
+                }
+                Some((key.1, Arc::new(path_attrs(&attrs))))
+            })
+            .collect()
     }
 
     /// Brings the sessions in step with the table for node `me`.
@@ -325,13 +344,7 @@ impl Bridge {
         if full {
             // Every session gets its whole table (a new session starts empty).
             for (name, (_, addr)) in &self.sessions {
-                let all: BTreeMap<IpNet, Arc<PathAttrs>> = self
-                    .prefixes
-                    .range((name.clone(), IpNet::V4(Default::default()))..)
-                    .take_while(|((p, _), _)| p == name)
-                    .filter_map(|(key, _)| Some((key.1, self.desired(key)?)))
-                    .collect();
-                addr.do_send(ReplaceRoutes(all));
+                addr.do_send(ReplaceRoutes(self.whole_table(name, false)));
             }
             return;
         }
@@ -402,13 +415,7 @@ impl Bridge {
                     if *current != peer {
                         if let Ok(l) = listener {
                             l.unregister(current.address.ip(), addr, current.password.is_some());
-                            if let Err(e) = l.register(
-                                peer.address.ip(),
-                                addr.clone(),
-                                peer.password.as_deref(),
-                            ) {
-                                warn!(peer = %name, error = %e, "BGP: inbound connections from this peer are refused");
-                            }
+                            accept_from(l, &name, &peer, addr);
                         }
                         addr.do_send(raftlb_actors::bgp::session::Reconfigure(peer.clone()));
                         *current = peer;
@@ -419,11 +426,7 @@ impl Bridge {
                     let p = peer.clone();
                     let addr = BgpSession::start_in_arbiter(arbiter, move |_| BgpSession::new(p));
                     if let Ok(l) = listener {
-                        if let Err(e) =
-                            l.register(peer.address.ip(), addr.clone(), peer.password.as_deref())
-                        {
-                            warn!(peer = %name, error = %e, "BGP: inbound connections from this peer are refused");
-                        }
+                        accept_from(l, &name, &peer, &addr);
                     }
                     self.sessions.insert(name, (peer, addr));
                 }
@@ -527,27 +530,8 @@ impl Bridge {
     /// (RFC 8326), so routers move traffic away before the sessions end (SIGTERM). Returns
     /// whether there was any session to tell.
     pub fn mark_graceful_shutdown(&self) -> bool {
-        let mark = BgpAttrs {
-            local_pref: None,
-            communities: vec![raftlb_raft_store::table::bgp::GRACEFUL_SHUTDOWN],
-            large_communities: Vec::new(),
-        };
         for (name, (_, addr)) in &self.sessions {
-            let all: BTreeMap<IpNet, Arc<PathAttrs>> = self
-                .prefixes
-                .range((name.clone(), IpNet::V4(Default::default()))..)
-                .take_while(|((p, _), _)| p == name)
-                .filter_map(|(key, contributors)| {
-                    let mut merged = contributors.values().next()?.clone();
-                    for a in contributors.values() {
-                        merged.merge(a);
-                    }
-                    merged.merge(&mark);
-                    merged.local_pref = Some(0);
-                    Some((key.1, Arc::new(path_attrs(&merged))))
-                })
-                .collect();
-            addr.do_send(ReplaceRoutes(all));
+            addr.do_send(ReplaceRoutes(self.whole_table(name, true)));
         }
         !self.sessions.is_empty()
     }
@@ -596,6 +580,14 @@ impl Bridge {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+/// Hands `peer`'s inbound connections to `session`, with its TCP-MD5 key.
+fn accept_from(listener: &Listener, name: &str, peer: &Peer, session: &Addr<BgpSession>) {
+    if let Err(e) = listener.register(peer.address.ip(), session.clone(), peer.password.as_deref())
+    {
+        warn!(peer = %name, error = %e, "BGP: inbound connections from this peer are refused");
     }
 }
 

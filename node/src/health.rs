@@ -426,12 +426,7 @@ fn bfd_metrics(
             |s| s.downs,
         ),
     ];
-    for (name, kind, help, pick) in rows {
-        out.family(name, kind, help);
-        for s in sessions.values() {
-            out.sample(name, &[("peer", &s.peer), ("node", node)], pick(s));
-        }
-    }
+    per_peer(out, node, &rows, sessions.values(), |s| &s.peer);
 }
 
 /// MetalLB's BGP metrics (`metallb_bgp_*`) under raftlb's prefix, per peer and node, from
@@ -470,10 +465,61 @@ fn bgp_metrics(out: &mut Exposition, node: &str, sessions: &[SessionStatus]) {
             |s| s.downs,
         ),
     ];
+    per_peer(out, node, &rows, sessions, |s| &s.address);
+}
+
+/// A metric family: name, type, help, and how to read its value off one session.
+type MetricRow<'a, T> = (&'a str, &'a str, &'a str, fn(&T) -> u64);
+
+/// One metric family per row, one sample per session labelled with its peer and the node.
+fn per_peer<'a, T: 'a>(
+    out: &mut Exposition,
+    node: &str,
+    rows: &[MetricRow<'_, T>],
+    sessions: impl IntoIterator<Item = &'a T> + Clone,
+    peer: fn(&T) -> &str,
+) {
     for (name, kind, help, pick) in rows {
         out.family(name, kind, help);
-        for s in sessions {
-            out.sample(name, &[("peer", &s.address), ("node", node)], pick(s));
+        for s in sessions.clone() {
+            out.sample(name, &[("peer", peer(s)), ("node", node)], pick(s));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bgp_and_bfd_sessions_give_one_sample_per_peer_in_each_family() {
+        let mut out = Exposition(String::new());
+        let up = SessionStatus {
+            address: "10.77.0.100:179".into(),
+            state: "Established",
+            updates_sent: 7,
+            ..SessionStatus::default()
+        };
+        bgp_metrics(&mut out, "n1", &[up]);
+        let bfd = std::collections::BTreeMap::from([(
+            "10.77.0.100".parse().unwrap(),
+            raftlb_actors::bfd::BfdStatus {
+                peer: "10.77.0.100".into(),
+                state: "Up",
+                packets_in: 12,
+                ..Default::default()
+            },
+        )]);
+        bfd_metrics(&mut out, "n1", &bfd);
+        let text = out.0;
+        for line in [
+            "raftlb_bgp_session_up{peer=\"10.77.0.100:179\",node=\"n1\"} 1",
+            "raftlb_bgp_updates_total{peer=\"10.77.0.100:179\",node=\"n1\"} 7",
+            "raftlb_bfd_session_up{peer=\"10.77.0.100\",node=\"n1\"} 1",
+            "raftlb_bfd_control_packet_input{peer=\"10.77.0.100\",node=\"n1\"} 12",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE ").count(), 10, "{text}");
     }
 }

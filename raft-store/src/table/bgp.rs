@@ -39,6 +39,17 @@ impl BgpAttrs {
         self.large_communities.sort_unstable();
         self.large_communities.dedup();
     }
+
+    /// The marks of a route being taken out of service (RFC 8326): the GRACEFUL_SHUTDOWN
+    /// community and LOCAL_PREF 0.
+    pub fn mark_graceful_shutdown(&mut self) {
+        self.merge(&BgpAttrs {
+            local_pref: None,
+            communities: vec![GRACEFUL_SHUTDOWN],
+            large_communities: Vec::new(),
+        });
+        self.local_pref = Some(0);
+    }
 }
 
 /// One announcement: `prefix` to the BGPPeer named `peer`.
@@ -251,12 +262,7 @@ impl<'a> BgpView<'a> {
         }
         let mut out = self.routes_of(ip);
         for r in &mut out {
-            r.attrs.merge(&BgpAttrs {
-                local_pref: None,
-                communities: vec![GRACEFUL_SHUTDOWN],
-                large_communities: Vec::new(),
-            });
-            r.attrs.local_pref = Some(0);
+            r.attrs.mark_graceful_shutdown();
         }
         out
     }
