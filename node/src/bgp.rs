@@ -194,9 +194,9 @@ enum Drain {
 #[derive(Default)]
 pub struct Bridge {
     sessions: BTreeMap<String, (Peer, Addr<BgpSession>)>,
-    /// The passive side, opened with the first session; Err once binding failed (logged
-    /// once, the sessions still dial).
-    listener: Option<Result<Listener, ()>>,
+    /// The passive side and its port, opened with the first session; Err once binding
+    /// failed (logged once, the sessions still dial). Reopened when the port changes.
+    listener: Option<(u16, Result<Listener, ()>)>,
     /// One BFD session per peer address whose BGPPeer names a BFDProfile: its settings, its
     /// local discriminator and the actor.
     bfd: BTreeMap<IpAddr, (bfd::Config, u32, Addr<BfdSession>)>,
@@ -397,7 +397,7 @@ impl Bridge {
             .collect();
         for name in gone {
             if let Some((peer, addr)) = self.sessions.remove(&name) {
-                if let Some(Ok(l)) = &self.listener {
+                if let Some((_, Ok(l))) = &self.listener {
                     l.unregister(peer.address.ip(), &addr, peer.password.is_some());
                 }
                 info!(peer = %name, "BGP peer no longer selects this node: ending the session");
@@ -406,10 +406,26 @@ impl Bridge {
                 });
             }
         }
+        // OpenELB's BgpConf may name the port (-1: none); else the node's --bgp-port.
+        let port = view
+            .listen_port()
+            .map_or(node.listen_port, |p| u16::try_from(p).unwrap_or(0));
+        if let Some((old, _)) = self.listener.as_ref().filter(|(p, _)| *p != port) {
+            info!(
+                from = old,
+                to = port,
+                "BGP: the listen port changed; reopening"
+            );
+            self.listener = None; // closes the old socket first
+            let (_, listener) = self.listener.insert((port, listen(port)));
+            if let Ok(l) = listener {
+                for (name, (peer, addr)) in &self.sessions {
+                    accept_from(l, name, peer, addr);
+                }
+            }
+        }
         for (name, peer) in wanted {
-            let listener = self
-                .listener
-                .get_or_insert_with(|| listen(node.listen_port));
+            let (_, listener) = self.listener.get_or_insert_with(|| (port, listen(port)));
             match self.sessions.get_mut(&name) {
                 Some((current, addr)) => {
                     if *current != peer {

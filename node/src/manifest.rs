@@ -22,14 +22,13 @@ pub type Manifest = (String, Vec<(u32, Object)>);
 /// API groups whose kinds raftlb reads: an unknown kind in one of them is a mistake.
 pub const READ_GROUPS: [&str; 3] = ["raftlb.io", "metallb.io", "network.kubesphere.io"];
 
-/// Kinds of OpenELB's group that raftlb does not read yet, with what to use instead.
-const OPENELB_LATER: [&str; 2] = ["BgpConf", "BgpPeer"];
-
-/// Everything a file held: the objects raftlb uses, and one line per object it skipped.
+/// Everything a file held: the objects raftlb uses, one line per object it skipped and one
+/// per field it accepts without acting on.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub objects: Vec<(u32, Object)>,
-    /// `skipped apps/v1 Deployment/nginx: not used by raftlb`
+    /// `skipped apps/v1 Deployment/nginx: not used by raftlb`, or
+    /// `note BgpPeer/tor: spec.afiSafis[0].addPaths: accepted, ...`
     pub skipped: Vec<String>,
 }
 
@@ -222,7 +221,7 @@ const CONFIG_API_VERSIONS: [&str; 3] = [
     "metallb.io/v1beta2",
 ];
 
-const EIP_API_VERSION: &str = "network.kubesphere.io/v1alpha2";
+const OPENELB_API_VERSION: &str = "network.kubesphere.io/v1alpha2";
 
 /// Parses every document of `text`. `source_name` is used in errors (a file name or "-").
 pub fn parse(text: &str, source_name: &str) -> Result<Vec<(u32, Object)>, ManifestError> {
@@ -273,7 +272,7 @@ fn api_versions(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Service | Kind::Namespace => &["v1"],
         Kind::EndpointSlice => &["discovery.k8s.io/v1"],
-        Kind::Eip => &[EIP_API_VERSION],
+        Kind::Eip | Kind::BgpConf | Kind::BgpPeer => &[OPENELB_API_VERSION],
         Kind::BGPPeer => &CONFIG_API_VERSIONS,
         _ => &CONFIG_API_VERSIONS[..2],
     }
@@ -340,16 +339,10 @@ fn parse_value(
         if !READ_GROUPS.contains(&group) {
             return skip(out);
         }
-        let reason = if group == "network.kubesphere.io"
-            && OPENELB_LATER.contains(&kind_text.as_str())
-        {
-            format!("OpenELB's {kind_text} is not supported yet (raftlb reads Eip from {group}; BGP comes with BGPPeer)")
-        } else {
-            format!(
-                "unknown kind {kind_text:?} in {group} (valid: {})",
-                Kind::ALL.map(Kind::as_str).join(", ")
-            )
-        };
+        let reason = format!(
+            "unknown kind {kind_text:?} in {group} (valid: {})",
+            Kind::ALL.map(Kind::as_str).join(", ")
+        );
         return Err(fail(&object, "kind", reason));
     };
     // A name raftlb reads, in another group (Knative's serving.knative.dev/v1 Service): not
@@ -533,6 +526,20 @@ fn parse_value(
                     ObjectSpec::Eip,
                     "an Eip needs spec.address",
                 )?,
+                Kind::BgpConf => required(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::BgpConf,
+                    "a BgpConf needs spec.as",
+                )?,
+                Kind::BgpPeer => required(
+                    value,
+                    &object,
+                    fail,
+                    ObjectSpec::OpenElbBgpPeer,
+                    "a BgpPeer needs spec.conf.peerAs and spec.conf.neighborAddress",
+                )?,
                 Kind::Namespace | Kind::Service | Kind::EndpointSlice => {
                     unreachable!("handled above")
                 }
@@ -548,6 +555,12 @@ fn parse_value(
     // Same checks the state machine runs, so a bad file fails before it reaches the leader.
     raftlb_raft_store::table::validate::object(&obj)
         .map_err(|(field, reason)| fail(&obj.reference().to_string(), &field, reason))?;
+    if let ObjectSpec::OpenElbBgpPeer(p) = &obj.spec {
+        for note in p.notes() {
+            out.skipped
+                .push(format!("note {}: {note}", obj.reference()));
+        }
+    }
     out.objects.push((document, obj));
     Ok(())
 }
@@ -735,8 +748,6 @@ spec: {type: LoadBalancer, ports: [{port: 80}]}
             assert_eq!((e.document, e.field.as_str()), (2, "kind"), "{e}");
             assert!(e.reason.contains(&format!("unknown kind {kind:?}")), "{e}");
         }
-        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: BgpConf\nmetadata: {name: default}\nspec: {as: 50000}\n");
-        assert!(e.reason.contains("not supported yet"), "{e}");
         // A raftlb kind under the core group is a mistake, not another group's object.
         let e = error_of("apiVersion: v1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [10.0.0.0/24]}\n");
         assert_eq!(e.field, "apiVersion");
@@ -776,6 +787,58 @@ spec:
     }
 
     #[test]
+    fn openelb_bgp_objects_parse_and_refuse_by_field() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/openelb/bgp.yaml"
+        ))
+        .unwrap();
+        let p = parse_file(&text, "bgp.yaml").unwrap();
+        let ObjectSpec::OpenElbBgpPeer(peer) = &p.objects[1].1.spec else {
+            panic!("{:?}", p.objects[1].1)
+        };
+        assert_eq!(peer.conf.as_ref().unwrap().peer_as, 50000);
+        assert!(
+            p.skipped[0]
+                .starts_with("note BgpPeer/bgppeer-sample: spec.afiSafis[0].addPaths: accepted"),
+            "{:?}",
+            p.skipped
+        );
+        let head =
+            "apiVersion: network.kubesphere.io/v1alpha2\nkind: BgpPeer\nmetadata: {name: tor}\n";
+        for (spec, field, reason) in [
+            (
+                "spec: {conf: {peerAs: 1, neighborAddress: 10.0.0.1, vrf: red}}",
+                "spec.conf.vrf",
+                "default VRF",
+            ),
+            (
+                "spec: {conf: {peerAs: 1, neighborAddress: 10.0.0.1}, timers: {config: {holdTime: 90}}}",
+                "spec.timers.config.holdTime",
+                "invalid type",
+            ),
+            (
+                "spec: {conf: {peerAS: 1, neighborAddress: 10.0.0.1}}",
+                "spec.conf.peerAS",
+                "unknown field `peerAS`",
+            ),
+            (
+                "spec: {conf: {peerAs: 1, neighborAddress: 10.0.0.1}, transport: {passiveMode: true}}",
+                "spec.transport.passiveMode",
+                "not supported yet",
+            ),
+        ] {
+            let e = error_of(&format!("{head}{spec}\n"));
+            assert_eq!((e.object.as_str(), e.field.as_str()), ("BgpPeer/tor", field), "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+        }
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: BgpConf\nmetadata: {name: global}\nspec: {as: 50000}\n");
+        assert_eq!(e.field, "metadata.name", "{e}");
+        let e = error_of("apiVersion: network.kubesphere.io/v1alpha2\nkind: BgpConf\nmetadata: {name: default}\nspec: {as: 50000, asPerRack: {r1: 65001}}\n");
+        assert_eq!(e.field, "spec.asPerRack", "{e}");
+    }
+
+    #[test]
     fn published_walkthroughs_in_examples_parse() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
         for (file, objects, skipped) in [
@@ -784,6 +847,7 @@ spec:
             ("metallb/advanced.yaml", 11, 0),
             ("openelb/layer2.yaml", 2, 1),
             ("openelb/samples.yaml", 5, 1),
+            ("openelb/bgp.yaml", 5, 2),
         ] {
             let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             let p = parse_file(&text, file).unwrap_or_else(|e| panic!("{e}"));

@@ -106,8 +106,11 @@ pub enum Community {
 pub struct BgpView<'a> {
     table: &'a AllocationTable,
     node: &'a str,
-    /// The BGPPeers whose nodeSelectors select this node.
-    peers: Vec<(&'a str, &'a BgpPeerSpec)>,
+    /// The BGPPeers (and OpenELB's BgpPeers, read as BGPPeers) whose nodeSelectors select
+    /// this node.
+    peers: Vec<(&'a str, Cow<'a, BgpPeerSpec>)>,
+    /// OpenELB's `BgpConf.spec.listenPort`, if set.
+    listen_port: Option<i32>,
     /// BGPAdvertisements (and the one each bgp Eip implies) whose nodeSelectors select this
     /// node, with their attributes resolved.
     ads: Vec<(Cow<'a, BgpAdvertisementSpec>, BgpAttrs)>,
@@ -133,13 +136,30 @@ impl AllocationTable {
         let selects = |list: &[super::objects::LabelSelector]| {
             list.is_empty() || list.iter().any(|s| selector::matches(s, labels))
         };
-        let peers = self
+        let conf = self.objects_of(Kind::BgpConf).find_map(|o| match &o.spec {
+            ObjectSpec::BgpConf(c) if o.name == super::openelb::BGP_CONF_NAME => Some(c),
+            _ => None,
+        });
+        let metallb = self
             .objects_of(Kind::BGPPeer)
             .filter_map(|o| match &o.spec {
-                ObjectSpec::BgpPeer(p) if selects(&p.node_selectors) => Some((o.name.as_str(), p)),
+                ObjectSpec::BgpPeer(p) => Some((o.name.as_str(), Cow::Borrowed(p))),
                 _ => None,
-            })
+            });
+        let openelb = self
+            .objects_of(Kind::BgpPeer)
+            .filter_map(|o| match &o.spec {
+                ObjectSpec::OpenElbBgpPeer(p) => {
+                    Some((o.name.as_str(), Cow::Owned(p.bgp_peer(conf)?)))
+                }
+                _ => None,
+            });
+        let mut peers: Vec<(&str, Cow<BgpPeerSpec>)> = metallb
+            .chain(openelb)
+            .filter(|(_, p)| selects(&p.node_selectors))
             .collect();
+        peers.sort_by(|a, b| a.0.cmp(b.0));
+        let listen_port = conf.map(|c| c.listen_port).filter(|p| *p != 0);
         let aliases: BTreeMap<&str, &str> = self
             .objects_of(Kind::Community)
             .filter_map(|o| match &o.spec {
@@ -200,6 +220,7 @@ impl AllocationTable {
             table: self,
             node,
             peers,
+            listen_port,
             ads,
             pool_labels,
             bfd,
@@ -232,8 +253,14 @@ fn resolve(ad: &BgpAdvertisementSpec, aliases: &BTreeMap<&str, &str>) -> BgpAttr
 
 impl<'a> BgpView<'a> {
     /// The BGPPeers this node runs sessions with, by name.
-    pub fn peers(&self) -> &[(&'a str, &'a BgpPeerSpec)] {
+    pub fn peers(&self) -> &[(&'a str, Cow<'a, BgpPeerSpec>)] {
         &self.peers
+    }
+
+    /// Where the node accepts peers' connections, if the configuration says (OpenELB's
+    /// `BgpConf.spec.listenPort`): a port, or -1 for nowhere.
+    pub fn listen_port(&self) -> Option<i32> {
+        self.listen_port
     }
 
     /// The BFDProfile named `name`, if there is one.

@@ -112,13 +112,44 @@ impl AllocationTable {
                 ranges.push((range, r, spec.addresses[i].clone()));
             }
         }
-        // A pool named by an advertisement may be either kind of pool.
+        // BGPPeers and OpenELB's BgpPeers: one name space (an advertisement's `peers` and a
+        // route's peer name either).
+        for (r, (doc, _)) in config.range(config_ref(Kind::BgpPeer, "")..) {
+            if r.kind != Kind::BgpPeer {
+                break;
+            }
+            if config.contains_key(&config_ref(Kind::BGPPeer, &r.name)) {
+                return Err(error(
+                    *doc,
+                    r,
+                    (
+                        "metadata.name".into(),
+                        format!("BGPPeer {} exists: BGPPeers and BgpPeers are both peers and share one name space", r.name),
+                    ),
+                ));
+            }
+        }
+        // A pool named by an advertisement may be either kind of pool, a peer either kind of
+        // peer.
         let exists = |kind: Kind, name: &str| {
             if kind.is_pool() {
                 pool_names.contains_key(name)
+            } else if kind == Kind::BGPPeer {
+                config.contains_key(&config_ref(kind, name))
+                    || config.contains_key(&config_ref(Kind::BgpPeer, name))
             } else {
                 config.contains_key(&config_ref(kind, name))
             }
+        };
+        let bgp_conf = match config.get(&config_ref(Kind::BgpConf, super::openelb::BGP_CONF_NAME)) {
+            Some((
+                _,
+                Object {
+                    spec: ObjectSpec::BgpConf(c),
+                    ..
+                },
+            )) => Some(c),
+            _ => None,
         };
         let aliases: BTreeSet<&str> = config
             .values()
@@ -167,6 +198,22 @@ impl AllocationTable {
                             ));
                         }
                     }
+                }
+                ObjectSpec::OpenElbBgpPeer(s) => {
+                    let Some(mapped) = s.bgp_peer(bgp_conf) else {
+                        return Err(error(
+                            *doc,
+                            r,
+                            (
+                                "spec.conf.localAs".into(),
+                                format!(
+                                    "missing, and there is no BgpConf {:?} to take the local AS (spec.as) from",
+                                    super::openelb::BGP_CONF_NAME
+                                ),
+                            ),
+                        ));
+                    };
+                    validate::openelb_bgp_peer(&mapped).map_err(|e| error(*doc, r, e))?;
                 }
                 ObjectSpec::BgpPeer(s) => {
                     if let Some(p) = s

@@ -11,7 +11,7 @@
 //!
 //! One noun per module: [`command`] (the log's contract), [`config`] (checks before a batch is
 //! applied), [`allocation`] (Services to addresses), [`ownership`] (nodes and who owns each
-//! VIP), [`eligibility`] (who may announce a VIP), [`bgp`] (what a node announces over BGP), [`planner`] (the leader's choice of owners),
+//! VIP), [`eligibility`] (who may announce a VIP), [`bgp`] (what a node announces over BGP), [`openelb`] (OpenELB's BGP objects read as BGPPeers), [`planner`] (the leader's choice of owners),
 //! [`events`], [`index`] (what is derived, for work proportional to what changed) and
 //! [`queries`] (the read API; fields are private).
 
@@ -24,6 +24,7 @@ pub mod events;
 pub mod index;
 pub mod intent;
 pub mod objects;
+pub mod openelb;
 pub mod ownership;
 pub mod planner;
 pub mod pool;

@@ -27,16 +27,22 @@ pub enum Kind {
     /// OpenELB's `network.kubesphere.io/v1alpha2` Eip: a pool and its announcement in one.
     /// Appended last: postcard encodes a variant by its position, and old logs must decode.
     Eip,
+    /// OpenELB's BgpConf: the node-wide BGP settings its BgpPeers use.
+    BgpConf,
+    /// OpenELB's BgpPeer: read as a BGPPeer.
+    BgpPeer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::IPAddressPool,
         Kind::Eip,
         Kind::Community,
         Kind::BFDProfile,
+        Kind::BgpConf,
         Kind::BGPPeer,
+        Kind::BgpPeer,
         Kind::BGPAdvertisement,
         Kind::L2Advertisement,
         Kind::Service,
@@ -55,6 +61,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Eip => "Eip",
+            Kind::BgpConf => "BgpConf",
+            Kind::BgpPeer => "BgpPeer",
         }
     }
 
@@ -489,6 +497,8 @@ pub enum ObjectSpec {
     EndpointSlice(EndpointSliceSpec),
     /// Appended last, like [`Kind::Eip`].
     Eip(EipSpec),
+    BgpConf(super::openelb::BgpConfSpec),
+    OpenElbBgpPeer(super::openelb::BgpPeerConfSpec),
 }
 
 impl ObjectSpec {
@@ -504,6 +514,8 @@ impl ObjectSpec {
             ObjectSpec::Service(_) => Kind::Service,
             ObjectSpec::EndpointSlice(_) => Kind::EndpointSlice,
             ObjectSpec::Eip(_) => Kind::Eip,
+            ObjectSpec::BgpConf(_) => Kind::BgpConf,
+            ObjectSpec::OpenElbBgpPeer(_) => Kind::BgpPeer,
         }
     }
 

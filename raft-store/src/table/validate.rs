@@ -269,6 +269,20 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
         }
         ObjectSpec::Service(spec) => service(spec),
         ObjectSpec::Eip(spec) => eip(spec),
+        ObjectSpec::BgpConf(spec) => super::openelb::validate_conf(&obj.name, spec),
+        ObjectSpec::OpenElbBgpPeer(spec) => {
+            spec.validate()?;
+            // The BGPPeer rules, as far as they can run without the BgpConf (the table runs
+            // them again with it): a reserved AS (RFC 7300) stands in for its `as`.
+            let unknown = super::openelb::BgpConfSpec {
+                asn: u32::MAX,
+                ..Default::default()
+            };
+            match spec.bgp_peer(Some(&unknown)) {
+                Some(mapped) => openelb_bgp_peer(&mapped),
+                None => Ok(()),
+            }
+        }
         ObjectSpec::EndpointSlice(spec) => {
             if spec.service.is_empty() {
                 return fail(
@@ -279,6 +293,11 @@ pub fn object(obj: &Object) -> Result<(), FieldError> {
             Ok(())
         }
     }
+}
+
+/// The BGPPeer rules on what an OpenELB BgpPeer reads as, errors naming OpenELB's fields.
+pub fn openelb_bgp_peer(mapped: &BgpPeerSpec) -> Result<(), FieldError> {
+    bgp_peer(mapped).map_err(|(f, r)| (super::openelb::field_name(&f).to_string(), r))
 }
 
 fn bgp_peer(spec: &BgpPeerSpec) -> Result<(), FieldError> {
