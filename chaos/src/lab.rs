@@ -821,6 +821,7 @@ impl Lab {
             v6: Some(("fd00:77::64".into(), "fd00:77::/64".into())),
             fib: false,
             active: Vec::new(),
+            active_port: None,
             bfd: None,
             password: None,
             graceful_restart: false,

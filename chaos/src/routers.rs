@@ -53,6 +53,8 @@ pub struct RouterConfig {
     /// Node addresses the router also dials itself, as configured neighbours (BIRD only), so
     /// raftlb's listener and connection collisions are exercised.
     pub active: Vec<String>,
+    /// The port the router dials `active` nodes on (179 if None).
+    pub active_port: Option<u16>,
     /// BFD on every session (BIRD only): (min rx ms, min tx ms, multiplier).
     pub bfd: Option<(u32, u32, u32)>,
     /// TCP-MD5 password on every session (BIRD and FRR).
@@ -162,8 +164,9 @@ impl Router {
                             .iter()
                             .enumerate()
                             .map(|(i, a)| format!(
-                                "protocol bgp dynact{i} from lbnode {{ neighbor {a} as {}; passive off; \
+                                "protocol bgp dynact{i} from lbnode {{ neighbor {a} port {} as {}; passive off; \
                                  connect delay time 1; connect retry time 2; }}\n",
+                                c.active_port.unwrap_or(179),
                                 c.neighbor_asn
                             ))
                             .collect::<String>(),

@@ -43,7 +43,7 @@ impl Defined {
                 ObjectSpec::IpAddressPool(_) | ObjectSpec::Eip(_) => {
                     d.pools.insert(name);
                 }
-                ObjectSpec::BgpPeer(_) => {
+                ObjectSpec::BgpPeer(_) | ObjectSpec::OpenElbBgpPeer(_) => {
                     d.peers.insert(name);
                 }
                 ObjectSpec::BfdProfile(_) => {

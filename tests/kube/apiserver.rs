@@ -84,6 +84,8 @@ const RESOURCES: &[(&str, &str, &str, bool, bool)] = &[
     ),
     // Served only once a test installs OpenELB's CRD (`ApiServer::install_openelb`).
     (OPENELB, "eips", "Eip", false, true),
+    (OPENELB, "bgpconfs", "BgpConf", false, true),
+    (OPENELB, "bgppeers", "BgpPeer", false, true),
 ];
 
 /// OpenELB's group/version.
@@ -428,7 +430,7 @@ impl ApiServer {
         self.drop_watches();
     }
 
-    /// Installs OpenELB's Eip CRD: from now on `network.kubesphere.io/v1alpha2` is served.
+    /// Installs OpenELB's CRDs (Eip, BgpConf, BgpPeer): from now on `network.kubesphere.io/v1alpha2` is served.
     pub fn install_openelb(&self) {
         self.lock().openelb = true;
     }

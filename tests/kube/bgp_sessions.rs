@@ -237,3 +237,70 @@ async fn a_password_secret_signs_the_session() -> anyhow::Result<()> {
     .await;
     with_logs(&cluster, result)
 }
+
+/// OpenELB's BgpConf and BgpPeer, served once OpenELB's CRDs are installed: the BgpPeer drives
+/// the same session (its BGPSessionState names it), and one raftlb refuses gets an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openelb_bgp_objects_drive_a_session() -> anyhow::Result<()> {
+    use crate::apiserver::OPENELB;
+    let dir = tempfile::tempdir()?;
+    let port = peer_port()?;
+    let _router = GoBgp::start(dir.path(), port)?;
+    let api = ApiServer::start().await;
+    seed(&api);
+    let cluster = start_cluster(&api, 1).await?;
+    let result = async {
+        api.install_openelb();
+        // OpenELB's sample BgpConf (its listenPort too) and BgpPeer, on this lab's addresses.
+        api.put(json!({"apiVersion": OPENELB, "kind": "BgpConf",
+            "metadata": {"name": "default"},
+            "spec": {"as": 64513, "listenPort": 17900, "routerId": "172.22.0.10"}}));
+        api.put(json!({"apiVersion": OPENELB, "kind": "BgpPeer",
+            "metadata": {"name": "bgppeer-sample"},
+            "spec": {"conf": {"peerAs": 64512, "neighborAddress": ROUTER},
+                     "transport": {"remotePort": port},
+                     "timers": {"config": {"holdTime": "9", "keepaliveInterval": "3"}},
+                     "afiSafis": [{"config": {"family": {"afi": "AFI_IP", "safi": "SAFI_UNICAST"},
+                                              "enabled": true},
+                                   "addPaths": {"config": {"sendMax": 10}}}]}}));
+        api.put(json!({"apiVersion": OPENELB, "kind": "BgpPeer",
+            "metadata": {"name": "in-a-vrf"},
+            "spec": {"conf": {"peerAs": 64512, "neighborAddress": "127.0.0.3", "vrf": "red"}}}));
+        let up = wait_state(&api, "node-1-bgppeer-sample", "Established").await?;
+        let s = &up["status"];
+        assert_eq!(
+            (&s["peer"], &s["peerASN"], &s["holdTime"]),
+            (&json!("bgppeer-sample"), &json!(64512), &json!(9)),
+            "{up}"
+        );
+        eventually(
+            "the refused BgpPeer's event",
+            Duration::from_secs(30),
+            || {
+                let n = count_events(&api, "BgpPeer", "in-a-vrf", "InvalidConfiguration");
+                async move { Ok((n == 1).then_some(())) }
+            },
+        )
+        .await?;
+        let (_, message) = events(&api, "BgpPeer", "in-a-vrf")
+            .into_iter()
+            .find(|(reason, _)| reason == "InvalidConfiguration")
+            .unwrap();
+        assert!(message.contains("spec.conf.vrf"), "{message}");
+        assert_eq!(
+            session_states(&api).len(),
+            1,
+            "no session for the refused peer"
+        );
+        // The BgpPeer goes: so does its session's object.
+        api.delete(&Key::new(OPENELB, "bgppeers", "", "bgppeer-sample"));
+        eventually("the object deleted", Duration::from_secs(30), || {
+            let n = session_states(&api).len();
+            async move { Ok((n == 0).then_some(())) }
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    with_logs(&cluster, result)
+}

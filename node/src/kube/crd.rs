@@ -379,6 +379,33 @@ pub struct OpenElbEipSpec {
     pub fields: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// OpenELB's `BgpConf` (cluster-scoped; raftlb reads the one named `default`), kept as sent
+/// and parsed like a file, as for [`Eip`].
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "network.kubesphere.io",
+    version = "v1alpha2",
+    kind = "BgpConf"
+)]
+pub struct OpenElbBgpConfSpec {
+    #[serde(flatten)]
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// OpenELB's `BgpPeer` (cluster-scoped), read as a BGPPeer; kept as sent, as for [`Eip`].
+/// Its Rust name keeps it apart from MetalLB's [`BGPPeer`].
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "network.kubesphere.io",
+    version = "v1alpha2",
+    kind = "BgpPeer",
+    root = "OpenElbBgpPeer"
+)]
+pub struct OpenElbBgpPeerSpec {
+    #[serde(flatten)]
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
 /// `Eip.status` with OpenELB's field names and meanings: the first and last address, the
 /// size, how many addresses are held and by whom (`IP -> namespace/name`, `;`-joined when
 /// shared), whether the pool is full, its family, and `ready` (in force in raftlb's table).

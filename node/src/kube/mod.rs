@@ -8,7 +8,8 @@
 //!   ├─ reflector(Namespace)          │ makes the watcher relist and the store is replaced),
 //!   ├─ reflector(6 config CRDs)      │ each wakes the controller loop
 //!   ├─ reflector(ServiceL2Status)    │
-//!   ├─ reflector(OpenELB Eip)        ┘ only while the cluster serves it (asked every 10 s)
+//!   ├─ reflector(OpenELB Eip,        ┘ only while the cluster serves them (asked every
+//!   │   BgpConf, BgpPeer)               10 s)
 //!   ├─ node_facts: own Node (labels, NetworkUnavailable, exclude label) → RegisterNode
 //!   ├─ sessions: this node's BGP sessions → its BGPSessionState objects, up/down Events
 //!   └─ controller loop, acting only while this peer leads with a quorum:
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::raft::leader::MembershipChange;
 use anyhow::Context;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
@@ -78,8 +80,36 @@ struct Stores {
     communities: Store<Community>,
     bfd: Store<BFDProfile>,
     l2_status: Store<ServiceL2Status>,
-    /// OpenELB's Eips, while the cluster serves them.
+    /// OpenELB's kinds, once the cluster serves them.
+    openelb: Option<OpenElbStores>,
+}
+
+/// OpenELB's kinds raftlb reads, each while the cluster serves it (OpenELB's CRDs installed;
+/// raftlb never installs them).
+#[derive(Clone)]
+struct OpenElbStores {
     eips: Option<Store<Eip>>,
+    bgp_confs: Option<Store<BgpConf>>,
+    bgp_peers: Option<Store<OpenElbBgpPeer>>,
+}
+
+impl OpenElbStores {
+    async fn wait_until_ready(&self) {
+        async fn ready<K>(s: &Option<Store<K>>)
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            if let Some(s) = s {
+                let _ = s.wait_until_ready().await;
+            }
+        }
+        tokio::join!(
+            ready(&self.eips),
+            ready(&self.bgp_confs),
+            ready(&self.bgp_peers)
+        );
+    }
 }
 
 impl Stores {
@@ -97,8 +127,8 @@ impl Stores {
             self.bfd.wait_until_ready(),
             self.l2_status.wait_until_ready(),
             async {
-                if let Some(eips) = &self.eips {
-                    let _ = eips.wait_until_ready().await;
+                if let Some(openelb) = &self.openelb {
+                    openelb.wait_until_ready().await;
                 }
             },
         );
@@ -147,19 +177,32 @@ where
     (reader, tokio::spawn(run))
 }
 
-/// Whether the API server serves OpenELB's Eips. Asked until the server answers: deciding
-/// "not served" on a transient error would delete every Eip from the table.
-async fn serves_eips(client: &Client) -> bool {
+/// Which of OpenELB's resources (plural names) the API server serves; empty: none. Asked
+/// until the server answers: deciding "not served" on a transient error would delete every
+/// Eip from the table.
+async fn openelb_served(client: &Client) -> Vec<String> {
     let mut delay = Duration::from_millis(200);
     loop {
         match client
             .list_api_group_resources(&Eip::api_version(&()))
             .await
         {
-            Ok(list) => return list.resources.iter().any(|r| r.name == Eip::plural(&())),
-            Err(kube::Error::Api(s)) if s.code == 404 => return false,
+            Ok(list) => {
+                let ours = [
+                    Eip::plural(&()),
+                    BgpConf::plural(&()),
+                    OpenElbBgpPeer::plural(&()),
+                ];
+                return list
+                    .resources
+                    .into_iter()
+                    .map(|r| r.name)
+                    .filter(|n| ours.iter().any(|o| o == n))
+                    .collect();
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => return Vec::new(),
             Err(e) => {
-                warn!(error = %e, "cannot ask whether OpenELB's Eips are served; retrying");
+                warn!(error = %e, "cannot ask whether OpenELB's resources are served; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -167,31 +210,60 @@ async fn serves_eips(client: &Client) -> bool {
     }
 }
 
-/// How often a cluster without OpenELB's Eip resource is asked again.
-const EIP_DISCOVERY_EVERY: Duration = Duration::from_secs(10);
+/// How often a cluster without OpenELB's resources is asked again.
+const OPENELB_DISCOVERY_EVERY: Duration = Duration::from_secs(10);
 
-/// Waits until the cluster serves Eips (OpenELB's CRD installed after raftlb started), hands the
-/// listed store to the controller, then runs its watch.
-async fn eips_once_served(client: Client, wake: Arc<Notify>, found: mpsc::Sender<Store<Eip>>) {
-    loop {
-        tokio::time::sleep(EIP_DISCOVERY_EVERY).await;
-        if serves_eips(&client).await {
-            break;
-        }
+/// A reflector per served OpenELB kind, and the futures that run them.
+fn openelb_reflectors(
+    client: &Client,
+    served: &[String],
+    wake: &Arc<Notify>,
+) -> (OpenElbStores, Vec<BoxFuture<'static, ()>>) {
+    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    macro_rules! store {
+        ($ty:ty) => {
+            served.iter().any(|p| *p == <$ty>::plural(&())).then(|| {
+                let (s, run) = reflector(
+                    Api::<$ty>::all(client.clone()),
+                    watcher::Config::default(),
+                    wake.clone(),
+                );
+                runs.push(Box::pin(run));
+                s
+            })
+        };
     }
-    info!("OpenELB's Eip resource is now served: watching Eips");
-    let (store, run) = reflector(
-        Api::<Eip>::all(client),
-        watcher::Config::default(),
-        wake.clone(),
-    );
-    // Driven here, not spawned, so aborting this task ends the watch too.
-    let mut run = std::pin::pin!(run);
+    let stores = OpenElbStores {
+        eips: store!(Eip),
+        bgp_confs: store!(BgpConf),
+        bgp_peers: store!(OpenElbBgpPeer),
+    };
+    (stores, runs)
+}
+
+/// Waits until the cluster serves OpenELB's resources (its CRDs installed after raftlb
+/// started), hands the listed stores to the controller, then runs their watches.
+async fn openelb_once_served(
+    client: Client,
+    wake: Arc<Notify>,
+    found: mpsc::Sender<OpenElbStores>,
+) {
+    let served = loop {
+        tokio::time::sleep(OPENELB_DISCOVERY_EVERY).await;
+        let served = openelb_served(&client).await;
+        if !served.is_empty() {
+            break served;
+        }
+    };
+    info!(?served, "OpenELB's resources are now served: watching them");
+    let (stores, runs) = openelb_reflectors(&client, &served, &wake);
+    // Driven here, not spawned, so aborting this task ends the watches too.
+    let mut run = futures::future::join_all(runs);
     tokio::select! {
         _ = &mut run => return,
-        _ = store.wait_until_ready() => {}
+        _ = stores.wait_until_ready() => {}
     }
-    if found.send(store).await.is_ok() {
+    if found.send(stores).await.is_ok() {
         wake.notify_one();
         run.await;
     }
@@ -240,18 +312,22 @@ pub async fn run(
         communities: store!(Api::<Community>::namespaced(client.clone(), ns)),
         bfd: store!(Api::<BFDProfile>::namespaced(client.clone(), ns)),
         l2_status: store!(Api::<ServiceL2Status>::namespaced(client.clone(), ns)),
-        eips: None,
+        openelb: None,
     };
-    let (eips_found, eips_later) = mpsc::channel(1);
-    if serves_eips(&client).await {
-        stores.eips = Some(store!(Api::<Eip>::all(client.clone())));
-    } else {
-        info!("the cluster does not serve OpenELB's Eips (network.kubesphere.io/v1alpha2); asking again every 10 s");
-        tasks.push(tokio::spawn(eips_once_served(
+    let (openelb_found, openelb_later) = mpsc::channel(1);
+    let served = openelb_served(&client).await;
+    if served.is_empty() {
+        info!("the cluster does not serve OpenELB's resources (network.kubesphere.io/v1alpha2); asking again every 10 s");
+        tasks.push(tokio::spawn(openelb_once_served(
             client.clone(),
             wake.clone(),
-            eips_found,
+            openelb_found,
         )));
+    } else {
+        info!(?served, "watching OpenELB's resources");
+        let (openelb, runs) = openelb_reflectors(&client, &served, &wake);
+        tasks.extend(runs.into_iter().map(tokio::spawn));
+        stores.openelb = Some(openelb);
     }
     let node_wake = Arc::new(Notify::new());
     let (node, node_task) = reflect(
@@ -306,7 +382,7 @@ pub async fn run(
     };
     controller.stores.wait_until_ready().await;
     info!("Kubernetes stores listed");
-    controller.run(wake, eips_later).await;
+    controller.run(wake, openelb_later).await;
     for t in tasks {
         t.abort();
     }
@@ -447,15 +523,16 @@ impl Controller {
         info!(?reply, "membership");
     }
 
-    /// `eips_later` brings the Eip store if the cluster starts serving Eips after startup.
-    async fn run(&mut self, wake: Arc<Notify>, mut eips_later: mpsc::Receiver<Store<Eip>>) {
+    /// `openelb_later` brings OpenELB's stores if the cluster starts serving them after
+    /// startup.
+    async fn run(&mut self, wake: Arc<Notify>, mut openelb_later: mpsc::Receiver<OpenElbStores>) {
         let mut metrics = self.app.raft.metrics();
         let mut applied = None;
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
-                Some(store) = eips_later.recv(), if self.stores.eips.is_none() => {
-                    self.stores.eips = Some(store);
+                Some(stores) = openelb_later.recv(), if self.stores.openelb.is_none() => {
+                    self.stores.openelb = Some(stores);
                 }
                 _ = metrics.changed() => {
                     let now = metrics.borrow().last_applied;

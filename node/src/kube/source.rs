@@ -186,8 +186,16 @@ pub(super) fn desired(stores: &Stores, cache: &mut ParseCache) -> Desired {
         &mut out,
     );
     config(stores.bfd.state(), |c| json!(c.spec.spec), cache, &mut out);
-    if let Some(eips) = &stores.eips {
-        config(eips.state(), |c| json!(c.spec.fields), cache, &mut out);
+    if let Some(openelb) = &stores.openelb {
+        if let Some(eips) = &openelb.eips {
+            config(eips.state(), |c| json!(c.spec.fields), cache, &mut out);
+        }
+        if let Some(confs) = &openelb.bgp_confs {
+            config(confs.state(), |c| json!(c.spec.fields), cache, &mut out);
+        }
+        if let Some(peers) = &openelb.bgp_peers {
+            config(peers.state(), |c| json!(c.spec.fields), cache, &mut out);
+        }
     }
 
     for ns in stores.namespaces.state() {

@@ -177,13 +177,17 @@ fn pool_status(
     }
 }
 
-/// Events about cluster-scoped Eips go here, as kubectl shows them for cluster-scoped objects.
-const EIP_EVENT_NAMESPACE: &str = "default";
+/// Events about OpenELB's cluster-scoped objects go here, as kubectl shows them for
+/// cluster-scoped objects.
+const OPENELB_EVENT_NAMESPACE: &str = "default";
 
-fn eip_reference(name: &str, uid: Option<String>) -> ObjectReference {
+/// OpenELB's kinds raftlb reads (all cluster-scoped, all in one group).
+const OPENELB_KINDS: [&str; 3] = ["Eip", "BgpConf", "BgpPeer"];
+
+fn openelb_reference(kind: &str, name: &str, uid: Option<String>) -> ObjectReference {
     ObjectReference {
         api_version: Some(Eip::api_version(&()).into_owned()),
-        kind: Some("Eip".into()),
+        kind: Some(kind.into()),
         name: Some(name.into()),
         uid,
         ..Default::default()
@@ -245,24 +249,11 @@ fn eip_writes(
     source: &Source,
     allocations: &BTreeMap<&str, Vec<PoolAllocation>>,
     out: &mut Vec<StatusWrite>,
-    refused: &mut Vec<RefusedEip>,
+    refused: &mut Vec<RefusedOpenElb>,
 ) {
     for eip in items {
         let name = eip.name_any();
-        let r = ObjectRef {
-            kind: Kind::Eip,
-            namespace: String::new(),
-            name: name.clone(),
-        };
-        let current = table.objects().get(&r);
-        if let Some(why) = source.invalid(&r, current) {
-            refused.push(RefusedEip {
-                name: name.clone(),
-                uid: eip.uid(),
-                generation: eip.meta().generation.unwrap_or(0),
-                message: format!("{}: {}", why.field, why.reason),
-            });
-        }
+        let current = refusal(&*eip, Kind::Eip, table, source, refused);
         let held = allocations
             .get(name.as_str())
             .map_or(&[][..], Vec::as_slice);
@@ -281,8 +272,37 @@ fn eip_writes(
     }
 }
 
-/// An Eip the table refused: OpenELB's status has no conditions, so an Event says why.
-struct RefusedEip {
+/// Looks `object` of `kind` up in the table and notes its refusal if the table refused it;
+/// returns the table's copy.
+fn refusal<'t, K: Resource>(
+    object: &K,
+    kind: Kind,
+    table: &'t AllocationTable,
+    source: &Source,
+    refused: &mut Vec<RefusedOpenElb>,
+) -> Option<&'t raftlb_raft_store::table::objects::Object> {
+    let r = ObjectRef {
+        kind,
+        namespace: String::new(),
+        name: object.name_any(),
+    };
+    let current = table.objects().get(&r);
+    if let Some(why) = source.invalid(&r, current) {
+        refused.push(RefusedOpenElb {
+            kind,
+            name: r.name.clone(),
+            uid: object.uid(),
+            generation: object.meta().generation.unwrap_or(0),
+            message: format!("{}: {}", why.field, why.reason),
+        });
+    }
+    current
+}
+
+/// An OpenELB object the table refused: OpenELB's statuses have no conditions, so an Event
+/// says why.
+struct RefusedOpenElb {
+    kind: Kind,
     name: String,
     uid: Option<String>,
     generation: i64,
@@ -435,7 +455,10 @@ fn involved(
                 ..Default::default()
             },
         )),
-        "Eip" => Some((EIP_EVENT_NAMESPACE.into(), eip_reference(rest, None))),
+        k if OPENELB_KINDS.contains(&k) => Some((
+            OPENELB_EVENT_NAMESPACE.into(),
+            openelb_reference(k, rest, None),
+        )),
         k if Kind::parse(k).is_some_and(|k| !k.keeps_namespace() && k != Kind::Namespace) => {
             Some((
                 own_namespace.to_string(),
@@ -527,7 +550,7 @@ impl Writer {
     pub(super) async fn write(&mut self, app: &App, stores: &Stores, source: &Source) {
         let table = &app.state;
         // Everything is decided under the lock and sent after it.
-        let (services, crs, refused_eips, l2, events, published) = {
+        let (services, crs, refused_openelb, l2, events, published) = {
             let t = table.read().unwrap_or_else(|p| p.into_inner());
             let t = &t.table;
             let mut services = Vec::new();
@@ -590,16 +613,24 @@ impl Writer {
             plain!(stores.bgp_peers, BGPPeer);
             plain!(stores.communities, Community);
             plain!(stores.bfd, BFDProfile);
-            let mut refused_eips = Vec::new();
-            if let Some(eips) = &stores.eips {
-                eip_writes(
-                    eips.state(),
-                    t,
-                    source,
-                    &allocations,
-                    &mut crs,
-                    &mut refused_eips,
-                );
+            let mut refused_openelb = Vec::new();
+            if let Some(openelb) = &stores.openelb {
+                if let Some(eips) = &openelb.eips {
+                    eip_writes(
+                        eips.state(),
+                        t,
+                        source,
+                        &allocations,
+                        &mut crs,
+                        &mut refused_openelb,
+                    );
+                }
+                for c in openelb.bgp_confs.iter().flat_map(|s| s.state()) {
+                    refusal(&*c, Kind::BgpConf, t, source, &mut refused_openelb);
+                }
+                for p in openelb.bgp_peers.iter().flat_map(|s| s.state()) {
+                    refusal(&*p, Kind::BgpPeer, t, source, &mut refused_openelb);
+                }
             }
             let l2 = l2_statuses(t);
             self.events_cursor = self.events_cursor.max(t.events_published());
@@ -613,7 +644,7 @@ impl Writer {
             (
                 services,
                 crs,
-                refused_eips,
+                refused_openelb,
                 l2,
                 events,
                 t.events_published(),
@@ -626,8 +657,8 @@ impl Writer {
         for w in crs {
             self.write_cr_status(w).await;
         }
-        for r in refused_eips {
-            self.publish_eip_refusal(r).await;
+        for r in refused_openelb {
+            self.publish_openelb_refusal(r).await;
         }
         self.write_l2_statuses(stores, l2).await;
 
@@ -756,18 +787,18 @@ impl Writer {
 
     /// One Warning Event per refused generation of an Eip (its name carries the generation, so
     /// a new leader posting it again is answered 409).
-    async fn publish_eip_refusal(&mut self, r: RefusedEip) {
+    async fn publish_openelb_refusal(&mut self, r: RefusedOpenElb) {
         let key = format!("Event/{}.invalid.{}", r.name, r.generation);
         if self.in_flight(&key, &r.message, &None) {
             return;
         }
-        let about = eip_reference(&r.name, r.uid);
+        let about = openelb_reference(r.kind.as_str(), &r.name, r.uid);
         match self
-            .publish_invalid(EIP_EVENT_NAMESPACE, about, r.generation, &r.message)
+            .publish_invalid(OPENELB_EVENT_NAMESPACE, about, r.generation, &r.message)
             .await
         {
             Ok(()) => self.sent(key, r.message, None),
-            Err(e) => warn!(eip = r.name, error = %e, "cannot publish the event"),
+            Err(e) => warn!(kind = %r.kind, name = r.name, error = %e, "cannot publish the event"),
         }
     }
 
