@@ -426,6 +426,15 @@ impl Lab {
         self.ctl_except(None, args)
     }
 
+    /// Every node's BGP sessions, as `ctl get bgp -o json` lists them.
+    pub fn bgp_sessions(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .ctl(&["get", "bgp"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Like [`Lab::ctl`], never asking node `skip` (a cut-off node answers from a stale table).
     pub fn ctl_except(&self, skip: Option<&str>, args: &[&str]) -> anyhow::Result<Value> {
         let mut last = anyhow!("no raftlb node is running");

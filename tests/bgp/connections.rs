@@ -27,14 +27,6 @@ fn config(peer_port: u16) -> String {
     )
 }
 
-fn sessions(lab: &Lab) -> anyhow::Result<Vec<Value>> {
-    Ok(lab
-        .ctl(&["get", "bgp"])?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 /// (event type, state, downs) of each line `ctl get bgp -w -o json` printed for `node`.
 fn watched(node: &str, seen: &[Value]) -> Vec<(String, String, u64)> {
     seen.iter()
@@ -69,7 +61,7 @@ fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_nod
         WITHIN,
         |r| Ok((r.next_hops(&format!("{VIP4}/32"))? == all).then_some(())),
     )?;
-    for s in sessions(&lab)? {
+    for s in lab.bgp_sessions()? {
         assert_eq!(
             (s["state"].as_str(), s["connection"].as_str()),
             (Some("Established"), Some("inbound")),
@@ -94,7 +86,7 @@ fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_nod
     lab.apply(&config(179))?;
     let settled = router.wait("one established session per node", WITHIN, |r| {
         let est = r.established()?;
-        let views = sessions(&lab)?;
+        let views = lab.bgp_sessions()?;
         let up = views
             .iter()
             .filter(|s| s["state"] == "Established" && s["downs"] == 1)
@@ -140,7 +132,7 @@ fn the_routers_connections_are_accepted_and_collisions_leave_one_session_per_nod
         "a session flapped after the collision"
     );
     assert_eq!(router.established()?.len(), 3);
-    for s in sessions(&lab)? {
+    for s in lab.bgp_sessions()? {
         assert_eq!(
             (s["state"].as_str(), s["downs"].as_u64()),
             (Some("Established"), Some(1)),

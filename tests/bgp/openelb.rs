@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use raftlb_chaos::lab::{Lab, VIP4};
 use raftlb_chaos::routers::RouterKind;
-use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -39,14 +38,6 @@ fn example(extra: &str) -> anyhow::Result<String> {
     Ok(moved)
 }
 
-fn sessions(lab: &Lab) -> anyhow::Result<Vec<Value>> {
-    Ok(lab
-        .ctl(&["get", "bgp"])?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 #[test]
 fn openelbs_bgpconf_and_bgppeer_samples_apply_and_peer() -> anyhow::Result<()> {
     let mut lab = Lab::raftlb(3)?;
@@ -70,7 +61,7 @@ fn openelbs_bgpconf_and_bgppeer_samples_apply_and_peer() -> anyhow::Result<()> {
             Ok((r.next_hops(&prefix)? == all).then_some(()))
         })?;
     }
-    for s in sessions(&lab)? {
+    for s in lab.bgp_sessions()? {
         assert_eq!(
             (
                 s["peer"].as_str(),
@@ -89,7 +80,8 @@ fn openelbs_bgpconf_and_bgppeer_samples_apply_and_peer() -> anyhow::Result<()> {
         "every node back over BIRD's connections to port 17900",
         WITHIN,
         |r| {
-            let inbound = sessions(&lab)?
+            let inbound = lab
+                .bgp_sessions()?
                 .iter()
                 .filter(|s| s["state"] == "Established" && s["connection"] == "inbound")
                 .count();

@@ -3,20 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::super::tests::{batch, pool, pool_with, svc, svc_with};
+use super::super::tests::{batch, object, pool, pool_with, svc, svc_with};
 use super::*;
 use crate::table::objects::*;
 use crate::table::ownership::NodeFacts;
 use crate::table::{Command, Response};
-
-fn object(name: &str, spec: ObjectSpec) -> Object {
-    Object {
-        namespace: String::new(),
-        name: name.into(),
-        labels: BTreeMap::new(),
-        spec,
-    }
-}
 
 fn peer(name: &str, f: impl FnOnce(&mut BgpPeerSpec)) -> Object {
     let mut spec = BgpPeerSpec {

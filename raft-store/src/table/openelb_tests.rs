@@ -1,11 +1,10 @@
 //! OpenELB's BgpConf and BgpPeer: the mapping onto BGPPeer, the fields refused by name, and
 //! the table's rules across objects.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::table::objects::{Kind, Object, ObjectRef, ObjectSpec};
 use crate::table::ownership::NodeFacts;
+use crate::table::tests::object;
 use crate::table::{AllocationTable, ApplyBatch, Command, Response};
 
 /// OpenELB's sample BgpConf (`config/samples/network_v1alpha2_bgpconf.yaml`).
@@ -27,15 +26,6 @@ fn sample_peer() -> BgpPeerConfSpec {
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-fn object(name: &str, spec: ObjectSpec) -> Object {
-    Object {
-        namespace: String::new(),
-        name: name.into(),
-        labels: BTreeMap::new(),
-        spec,
     }
 }
 

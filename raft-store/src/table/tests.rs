@@ -7,6 +7,16 @@ use super::intent::Intent;
 use super::pool::Family;
 use super::*;
 
+/// A configuration object (no namespace, no labels).
+pub(super) fn object(name: &str, spec: ObjectSpec) -> Object {
+    Object {
+        namespace: String::new(),
+        name: name.into(),
+        labels: BTreeMap::new(),
+        spec,
+    }
+}
+
 pub(super) fn pool(name: &str, addrs: &[&str]) -> Object {
     pool_with(name, addrs, |_| {})
 }
@@ -23,12 +33,7 @@ pub(super) fn pool_with(
         service_allocation: None,
     };
     f(&mut spec);
-    Object {
-        namespace: String::new(),
-        name: name.into(),
-        labels: BTreeMap::new(),
-        spec: ObjectSpec::IpAddressPool(spec),
-    }
+    object(name, ObjectSpec::IpAddressPool(spec))
 }
 
 pub(super) fn svc(ns: &str, name: &str) -> Object {
