@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
@@ -19,10 +19,11 @@ pub const VIP4: &str = "10.77.0.240";
 pub const VIP6: &str = "fd00:77::f0";
 pub const PORT: u16 = 8080;
 
+/// The lab's one clock, in microseconds: CLOCK_MONOTONIC, which every process on the machine
+/// (the harness, `raftlb-labd` in each namespace) reads alike and which never jumps.
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0)
 }
 
@@ -251,7 +252,11 @@ impl Lab {
     pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
         let i = self.index(name);
         let node = self.nodes[i].clone();
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        // Appended to: a restarted node's log keeps what its earlier runs wrote.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))?;
         let child = match self.announcer.clone() {
             Announcer::Raftlb { profile } => {
                 let peers: Vec<String> = self
@@ -416,6 +421,91 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops `percent` % of the frames to and from node `name` at the bridge, at random.
+    pub fn loss(&self, name: &str, percent: u32) -> anyhow::Result<()> {
+        let me = &self.nodes[self.index(name)].port;
+        let rules = format!(
+            "table bridge loss {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" numgen random mod 100 < {percent} drop\n    oifname \"{me}\" numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+        );
+        self.nft("loss", &rules)
+    }
+
+    /// Undoes [`Lab::loss`].
+    pub fn clear_loss(&self) -> anyhow::Result<()> {
+        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "loss"]))?;
+        Ok(())
+    }
+
+    /// Squeezes node `name`'s link to `kbit` kbit/s both ways (tc tbf on each end).
+    pub fn squeeze(&self, name: &str, kbit: u32) -> anyhow::Result<()> {
+        let node = &self.nodes[self.index(name)];
+        let rate = format!("{kbit}kbit");
+        for (ns, dev) in [(&self.bridge_ns, node.port.as_str()), (&node.ns, "eth0")] {
+            run(in_ns(ns, "tc").args([
+                "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "16kbit",
+                "latency", "200ms",
+            ]))?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Lab::squeeze`].
+    pub fn unsqueeze(&self, name: &str) -> anyhow::Result<()> {
+        let node = &self.nodes[self.index(name)];
+        for (ns, dev) in [(&self.bridge_ns, node.port.as_str()), (&node.ns, "eth0")] {
+            run(in_ns(ns, "tc").args(["qdisc", "del", "dev", dev, "root"]))?;
+        }
+        Ok(())
+    }
+
+    /// Whether node `name`'s announcer runs (started and not reaped).
+    pub fn running(&mut self, name: &str) -> bool {
+        let i = self.index(name);
+        match self.procs.get_mut(&i) {
+            Some(c) => match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    self.procs.remove(&i);
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// SIGTERM to node `name`, then waits up to `within` for it to exit (SIGKILL after).
+    pub fn stop(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        self.terminate(name)?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !self.running(name) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill(name);
+        bail!("{name} did not stop within {within:?} after SIGTERM; killed")
+    }
+
+    /// `raftlb ctl ARGS -o json` against node `name` only.
+    pub fn ctl_at(&self, name: &str, args: &[&str]) -> anyhow::Result<Value> {
+        let n = &self.nodes[self.index(name)];
+        let endpoint = format!("http://{}:7471", n.ip);
+        let out = in_ns(&n.ns, "timeout")
+            .arg("10")
+            .arg(&self.raftlb)
+            .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "ctl {args:?} at {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
     pub fn heal(&self) -> anyhow::Result<()> {
         run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "part"]))?;
         Ok(())
@@ -443,7 +533,10 @@ impl Lab {
                 continue;
             }
             let endpoint = format!("http://{}:7471", n.ip);
-            let out = in_ns(&n.ns, self.raftlb.to_str().unwrap_or("raftlb"))
+            // A stopped (SIGSTOP) or stuck peer accepts the connection and never answers.
+            let out = in_ns(&n.ns, "timeout")
+                .arg("10")
+                .arg(&self.raftlb)
                 .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
                 .args(args)
                 .output()?;
@@ -1032,6 +1125,20 @@ impl Background {
     /// Waits for it to finish and returns its lines.
     pub fn finish(mut self) -> anyhow::Result<Vec<String>> {
         if let Some(mut c) = self.child.take() {
+            c.wait()?;
+        }
+        Ok(std::fs::read_to_string(&self.out)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+impl Background {
+    /// Stops it now and returns the lines it wrote (each is flushed as it is written).
+    pub fn stop(mut self) -> anyhow::Result<Vec<String>> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
             c.wait()?;
         }
         Ok(std::fs::read_to_string(&self.out)?

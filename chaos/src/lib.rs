@@ -5,6 +5,7 @@
 //! It only ever starts processes it owns and signals them by their PID; every process is
 //! killed when the [`Cluster`] is dropped, also when a test fails.
 
+pub mod campaign;
 pub mod cluster;
 pub mod lab;
 pub mod routers;

@@ -137,10 +137,12 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        self.read_barrier(req.into_inner().linearizable).await?;
+        let req = req.into_inner();
+        self.read_barrier(req.linearizable).await?;
         let leases = self.leases().await;
         let m = self.app.raft.metrics().borrow().clone();
         let t = self.read_table();
+        let digest = req.digest.then(|| t.digest());
         let mut vips_of: std::collections::BTreeMap<&str, u64> = Default::default();
         for (owner, _) in t.table.owners().values() {
             *vips_of.entry(owner).or_default() += 1;
@@ -195,6 +197,8 @@ impl Admin for AdminService {
                 .unwrap_or_default()
                 .to_string(),
             nodes,
+            digest_index: digest.map(|d| d.0),
+            digest: digest.map(|d| d.1),
         }))
     }
 

@@ -30,6 +30,10 @@ pub enum CtlCommand {
         /// leader's read index); without it the peer answers from its table at once.
         #[arg(long)]
         linearizable: bool,
+        /// Also show a digest of the table (CRC-32 of its encoding) and the index it was
+        /// applied up to: equal on every replica at one index.
+        #[arg(long)]
+        digest: bool,
     },
     /// Apply a multi-document manifest (file or - for stdin), atomically.
     Apply {
@@ -315,9 +319,15 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
     }
     let mut client = connect(endpoints).await?;
     match command {
-        CtlCommand::Status { linearizable } => {
+        CtlCommand::Status {
+            linearizable,
+            digest,
+        } => {
             let s = client
-                .status(StatusRequest { linearizable })
+                .status(StatusRequest {
+                    linearizable,
+                    digest,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -330,6 +340,8 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
                 "millisSinceQuorumAck": s.millis_since_quorum_ack,
                 "loadBalancerClass": s.load_balancer_class,
                 "members": members_value(&s.members),
+                "digestIndex": s.digest_index,
+                "digest": s.digest.map(|d| format!("{d:08x}")),
                 "nodes": s.nodes.iter().map(|n| json!({
                     "name": n.name, "raftId": n.raft_id, "live": n.live, "draining": n.draining,
                     "interfaces": n.interfaces, "labels": n.labels, "vips": n.vips,

@@ -69,7 +69,12 @@ async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() -> an
     // Reads append nothing: the leader's last log index does not move over a burst of them.
     let before = cluster.status(leader).await?.last_log_index;
     for _ in 0..20 {
-        reader.status(StatusRequest { linearizable: true }).await?;
+        reader
+            .status(StatusRequest {
+                linearizable: true,
+                digest: false,
+            })
+            .await?;
         reader
             .list_vips(VipsRequest {
                 history: false,

@@ -3,7 +3,7 @@
 //! * `serve --name N --port P`: a TCP server that writes its node name to every connection.
 //! * `probe --target IP:PORT --every-ms 10 --for-ms T`: starts a connection attempt every
 //!   interval; prints `START_US ok NAME` or `START_US fail` per attempt (start times in
-//!   wall-clock microseconds, comparable with the test's own clock).
+//!   the lab's monotonic clock, `raftlb_chaos::lab::now_us`, comparable with the test's own).
 //! * `observe --iface eth0 --vip IP --every-ms 10 --for-ms T`: asks "who has VIP" (ARP or
 //!   NDP) from its own MAC and addresses, and records every answer and every announcement
 //!   for the VIP seen on the wire; prints `TIME_US req|garp SEQ MAC` lines.
@@ -26,16 +26,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pnet_datalink::{Channel, MacAddr};
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+use raftlb_chaos::lab::now_us;
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()

@@ -28,6 +28,18 @@ pub struct Applied {
     pub table: AllocationTable,
 }
 
+impl Applied {
+    /// A digest of the table (CRC-32 of its log encoding) with the index it was applied up
+    /// to: replicas at one index hold byte-identical tables, so their digests are equal.
+    pub fn digest(&self) -> (u64, u32) {
+        let bytes = crate::codec::encode(&self.table).unwrap_or_default();
+        (
+            self.last_applied.map_or(0, |l| l.index),
+            crc32fast::hash(&bytes),
+        )
+    }
+}
+
 /// Read access to the applied state for the admin API (never held across an await).
 pub type SharedTable = Arc<RwLock<Applied>>;
 

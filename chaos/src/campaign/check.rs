@@ -1,0 +1,590 @@
+//! The checkers: pure functions of a history, each tested on hand-made histories below.
+//!
+//! * single answerer: no ARP/NDP request answered by two MACs, and no answer from one MAC
+//!   right after another announced the VIP ([`crate::lab::dual_answers`]);
+//! * failover: per fault and watched VIP, the time until the first probe reaches another
+//!   node and the longest time the VIP was dark; a fault that touches the VIP's owner may
+//!   darken it up to the failover bound, any other fault up to the darkness bound;
+//! * durability: after the final heal every node reports the same applied index and table
+//!   digest;
+//! * liveness: the cluster was live within the bound after the final heal;
+//! * logs: no node panicked.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::history::Event;
+use super::plan::FaultKind;
+use crate::lab::{dual_answers, Answer};
+
+/// The invariants, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invariant {
+    SingleAnswerer,
+    Failover,
+    Durability,
+    Liveness,
+    Logs,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 5] = [
+        Invariant::SingleAnswerer,
+        Invariant::Failover,
+        Invariant::Durability,
+        Invariant::Liveness,
+        Invariant::Logs,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invariant::SingleAnswerer => "single-answerer",
+            Invariant::Failover => "failover",
+            Invariant::Durability => "durability",
+            Invariant::Liveness => "liveness",
+            Invariant::Logs => "logs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub invariant: Invariant,
+    /// When it happened, if it has a time.
+    pub t: Option<u64>,
+    pub detail: String,
+}
+
+/// The bounds failover is held to, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// How long a fault that touches a VIP's owner may darken it.
+    pub failover_ms: u64,
+    /// How long any other fault may darken it.
+    pub dark_ms: u64,
+}
+
+/// One fault as seen from one watched VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub cycle: usize,
+    pub kind: FaultKind,
+    pub vip: String,
+    /// The VIP's owner when the fault started.
+    pub owner: String,
+    /// Whether the fault touched that owner (its target, or every node).
+    pub touches_owner: bool,
+    /// Fault start until the first probe answered by another node, if one was.
+    pub moved_ms: Option<u64>,
+    /// The longest stretch without a successful probe, from the fault's start until the next
+    /// fault (or the end of the history).
+    pub dark_ms: u64,
+}
+
+/// What the checkers found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Findings {
+    pub violations: Vec<Violation>,
+    pub samples: Vec<Sample>,
+}
+
+impl Findings {
+    pub fn of(&self, invariant: Invariant) -> impl Iterator<Item = &Violation> {
+        self.violations
+            .iter()
+            .filter(move |v| v.invariant == invariant)
+    }
+}
+
+/// Runs every checker.
+pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
+    let mut violations = single_answerer(events);
+    let (samples, late) = failover(events, bounds);
+    violations.extend(late);
+    violations.extend(durability(events, nodes));
+    violations.extend(liveness(events));
+    violations.extend(logs(events));
+    violations.sort_by_key(|v| v.t.unwrap_or(u64::MAX));
+    Findings {
+        violations,
+        samples,
+    }
+}
+
+pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
+    let mut by_vip: BTreeMap<&str, Vec<Answer>> = BTreeMap::new();
+    for e in events {
+        if let Event::Answer {
+            t,
+            vip,
+            request,
+            mac,
+            ..
+        } = e
+        {
+            by_vip.entry(vip).or_default().push(Answer {
+                time_us: *t,
+                request: *request,
+                mac: mac.clone(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (vip, answers) in by_vip {
+        for (t, detail) in dual_answers_at(&answers) {
+            out.push(Violation {
+                invariant: Invariant::SingleAnswerer,
+                t: Some(t),
+                detail: format!("{vip}: {detail}"),
+            });
+        }
+    }
+    out
+}
+
+/// [`dual_answers`] with the time of each finding: the first answer of the request answered
+/// twice, or the late answer.
+fn dual_answers_at(answers: &[Answer]) -> Vec<(u64, String)> {
+    dual_answers(answers)
+        .into_iter()
+        .map(|d| {
+            let t = answers
+                .iter()
+                .filter(|a| d.contains(&a.mac))
+                .find(|a| match a.request {
+                    Some(r) => d.contains(&format!("request {r} ")),
+                    None => false,
+                })
+                .or_else(|| answers.iter().find(|a| d.contains(&a.mac)))
+                .map_or(0, |a| a.time_us);
+            (t, d)
+        })
+        .collect()
+}
+
+pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation>) {
+    // A fault's window ends at the next fault or at the end of its chunk.
+    let mut boundaries: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FaultStart { t, .. } | Event::ChunkEnd { t, .. } => Some(*t),
+            _ => None,
+        })
+        .collect();
+    boundaries.sort_unstable();
+    let end_of_history = events.iter().filter_map(Event::time).max().unwrap_or(0);
+    let mut samples = Vec::new();
+    let mut violations = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| matches!(e, Event::FaultStart { .. }))
+    {
+        let Event::FaultStart {
+            t: t0,
+            cycle,
+            kind,
+            node,
+            owners,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        let until = boundaries
+            .iter()
+            .copied()
+            .find(|b| b > t0)
+            .unwrap_or(end_of_history);
+        for (vip, owner) in owners {
+            let hits: Vec<(u64, &str)> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Probe {
+                        t,
+                        vip: v,
+                        node: Some(answered),
+                    } if v == vip && *t >= *t0 && *t <= until => Some((*t, answered.as_str())),
+                    _ => None,
+                })
+                .collect();
+            let touches_owner = node.as_deref() == Some(owner.as_str())
+                || matches!(kind, FaultKind::RollingRestart);
+            let moved_ms = hits
+                .iter()
+                .find(|(_, n)| *n != owner)
+                .map(|(t, _)| (t - t0) / 1000);
+            let mut dark_us = 0;
+            let mut last = *t0;
+            for (t, _) in &hits {
+                dark_us = dark_us.max(t - last);
+                last = *t;
+            }
+            dark_us = dark_us.max(until.saturating_sub(last));
+            let dark_ms = dark_us / 1000;
+            let bound = if touches_owner {
+                bounds.failover_ms
+            } else {
+                bounds.dark_ms
+            };
+            if dark_ms > bound {
+                violations.push(Violation {
+                    invariant: Invariant::Failover,
+                    t: Some(*t0),
+                    detail: format!(
+                        "cycle {cycle} ({kind}{}): {vip} dark for {dark_ms} ms (bound {bound} ms, owner {owner}{})",
+                        node.as_deref().map_or(String::new(), |n| format!(" on {n}")),
+                        if touches_owner { ", touched" } else { ", not touched" }
+                    ),
+                });
+            }
+            samples.push(Sample {
+                cycle: *cycle,
+                kind: *kind,
+                vip: vip.clone(),
+                owner: owner.clone(),
+                touches_owner,
+                moved_ms,
+                dark_ms,
+            });
+        }
+    }
+    (samples, violations)
+}
+
+/// Per chunk (each runs its own cluster): every node reported, all at one index with one
+/// table digest.
+pub fn durability(events: &[Event], nodes: usize) -> Vec<Violation> {
+    /// (node, applied index, digest, time) of one node's final table.
+    type Reported<'a> = (&'a str, Option<u64>, Option<&'a str>, u64);
+    let mut by_chunk: BTreeMap<usize, Vec<Reported>> = BTreeMap::new();
+    for e in events {
+        if let Event::Final {
+            t,
+            chunk,
+            node,
+            digest_index,
+            digest,
+            ..
+        } = e
+        {
+            by_chunk.entry(*chunk).or_default().push((
+                node.as_str(),
+                *digest_index,
+                digest.as_deref(),
+                *t,
+            ));
+        }
+    }
+    let fail = |t: Option<u64>, detail: String| Violation {
+        invariant: Invariant::Durability,
+        t,
+        detail,
+    };
+    let chunks_ended = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChunkEnd { .. }))
+        .count();
+    let mut out = Vec::new();
+    if by_chunk.len() < chunks_ended.max(1) {
+        out.push(fail(
+            None,
+            format!(
+                "{} of {} chunks have their nodes' final tables recorded",
+                by_chunk.len(),
+                chunks_ended.max(1)
+            ),
+        ));
+    }
+    for (chunk, finals) in by_chunk {
+        if finals.len() < nodes {
+            out.push(fail(
+                None,
+                format!(
+                    "chunk {chunk}: {} of {nodes} nodes reported their table after the final heal",
+                    finals.len()
+                ),
+            ));
+        }
+        for f in finals.iter().filter(|f| f.1.is_none() || f.2.is_none()) {
+            out.push(fail(
+                Some(f.3),
+                format!("chunk {chunk}: {} did not report its table", f.0),
+            ));
+        }
+        let reported: Vec<_> = finals
+            .iter()
+            .filter(|f| f.1.is_some() && f.2.is_some())
+            .collect();
+        if let Some(first) = reported.first() {
+            for f in &reported[1..] {
+                if (f.1, f.2) != (first.1, first.2) {
+                    out.push(fail(
+                        Some(f.3),
+                        format!(
+                            "chunk {chunk}: {} has table {} at index {}, {} has {} at index {}",
+                            f.0,
+                            f.2.unwrap_or("-"),
+                            f.1.unwrap_or(0),
+                            first.0,
+                            first.2.unwrap_or("-"),
+                            first.1.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn liveness(events: &[Event]) -> Vec<Violation> {
+    let verdicts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Liveness { t, ok, detail, .. } => Some((*t, *ok, detail)),
+            _ => None,
+        })
+        .collect();
+    if verdicts.is_empty() {
+        return vec![Violation {
+            invariant: Invariant::Liveness,
+            t: None,
+            detail: "no liveness check after the final heal was recorded".into(),
+        }];
+    }
+    verdicts
+        .into_iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(t, _, detail)| Violation {
+            invariant: Invariant::Liveness,
+            t: Some(t),
+            detail: detail.clone(),
+        })
+        .collect()
+}
+
+pub fn logs(events: &[Event]) -> Vec<Violation> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BadLog { node, line } => Some(Violation {
+                invariant: Invariant::Logs,
+                t: None,
+                detail: format!("{node}: {line}"),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value at quantile `q` (0..=1) of `values` (nearest rank), None if empty.
+pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return None;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::plan::Role;
+
+    const MS: u64 = 1000;
+    const BOUNDS: Bounds = Bounds {
+        failover_ms: 2000,
+        dark_ms: 100,
+    };
+
+    fn start(t: u64, cycle: usize, kind: FaultKind, node: &str, owner: &str) -> Event {
+        Event::FaultStart {
+            t,
+            cycle,
+            kind,
+            role: Role::Owner,
+            node: Some(node.into()),
+            leader: Some("n1".into()),
+            owners: [("vip".to_string(), owner.to_string())].into(),
+        }
+    }
+
+    fn probe(t: u64, node: Option<&str>) -> Event {
+        Event::Probe {
+            t,
+            vip: "vip".into(),
+            node: node.map(str::to_string),
+        }
+    }
+
+    /// Probes every 10 ms from `from` to `to` (exclusive), answered by `node`.
+    fn probes(from: u64, to: u64, node: Option<&str>) -> Vec<Event> {
+        (from..to)
+            .step_by(10 * MS as usize)
+            .map(|t| probe(t, node))
+            .collect()
+    }
+
+    fn answer(t: u64, request: Option<u64>, mac: &str) -> Event {
+        Event::Answer {
+            t,
+            vip: "vip".into(),
+            request,
+            mac: mac.into(),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn a_failover_within_the_bound_is_measured_and_passes() {
+        let mut h = vec![start(1000 * MS, 0, FaultKind::Crash, "n2", "n2")];
+        h.extend(probes(990 * MS, 1000 * MS, Some("n2")));
+        h.extend(probes(1000 * MS, 1800 * MS, None));
+        h.extend(probes(1800 * MS, 3000 * MS, Some("n3")));
+        h.sort_by_key(|e| e.time());
+        let (samples, violations) = failover(&h, BOUNDS);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(samples.len(), 1);
+        let s = &samples[0];
+        assert!(s.touches_owner);
+        assert_eq!(s.moved_ms, Some(800));
+        assert_eq!(s.dark_ms, 800);
+    }
+
+    #[test]
+    fn a_failover_over_the_bound_and_a_darkened_bystander_are_violations() {
+        // The owner crashes and nobody answers for 2.5 s.
+        let mut h = vec![start(0, 0, FaultKind::Crash, "n2", "n2")];
+        h.extend(probes(0, 2500 * MS, None));
+        h.extend(probes(2500 * MS, 3000 * MS, Some("n3")));
+        let (_, violations) = failover(&h, BOUNDS);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0].detail.contains("dark for 2500 ms"),
+            "{violations:?}"
+        );
+
+        // A follower (not the owner) is paused: the VIP may not go dark for 150 ms.
+        let mut h = vec![start(0, 3, FaultKind::Pause, "n1", "n2")];
+        h.extend(probes(0, 500 * MS, Some("n2")));
+        h.retain(|e| !matches!(e, Event::Probe { t, .. } if (200 * MS..350 * MS).contains(t)));
+        let (samples, violations) = failover(&h, BOUNDS);
+        assert!(!samples[0].touches_owner);
+        assert_eq!(samples[0].moved_ms, None);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0].detail.contains("not touched"),
+            "{violations:?}"
+        );
+        // The same gap of 90 ms is within the bound.
+        let mut h = vec![start(0, 3, FaultKind::Pause, "n1", "n2")];
+        h.extend(probes(0, 500 * MS, Some("n2")));
+        h.retain(|e| !matches!(e, Event::Probe { t, .. } if (200 * MS..290 * MS).contains(t)));
+        assert!(failover(&h, BOUNDS).1.is_empty());
+    }
+
+    #[test]
+    fn the_dark_window_ends_at_the_next_fault() {
+        let mut h = vec![start(0, 0, FaultKind::Kill, "n2", "n2")];
+        h.extend(probes(0, 100 * MS, Some("n2")));
+        h.push(start(1000 * MS, 1, FaultKind::Kill, "n3", "n2"));
+        h.extend(probes(1000 * MS, 1100 * MS, Some("n2")));
+        h.push(Event::ChunkEnd {
+            t: 1100 * MS,
+            chunk: 0,
+        });
+        // The next chunk's probes are outside the window.
+        h.extend(probes(9000 * MS, 9100 * MS, Some("n1")));
+        let (samples, _) = failover(&h, BOUNDS);
+        // Dark from the last probe (90 ms) to the next fault (1000 ms).
+        assert_eq!(samples[0].dark_ms, 910);
+        // Probes every 10 ms up to the chunk's end.
+        assert_eq!(samples[1].dark_ms, 10);
+    }
+
+    #[test]
+    fn two_answerers_are_found_with_their_time() {
+        let h = vec![
+            answer(0, Some(1), "aa"),
+            answer(10 * MS, Some(2), "aa"),
+            answer(11 * MS, Some(2), "bb"),
+        ];
+        let v = single_answerer(&h);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].t, Some(10 * MS));
+        assert!(
+            v[0].detail.contains("request 2 answered by aa and bb"),
+            "{v:?}"
+        );
+        // A handover (the new owner's announcement, then only its answers) is not.
+        let h = vec![
+            answer(0, Some(1), "aa"),
+            answer(5 * MS, None, "bb"),
+            answer(10 * MS, Some(2), "bb"),
+        ];
+        assert!(single_answerer(&h).is_empty());
+    }
+
+    fn fin(node: &str, index: Option<u64>, digest: Option<&str>) -> Event {
+        Event::Final {
+            t: 1,
+            chunk: 0,
+            node: node.into(),
+            digest_index: index,
+            digest: digest.map(str::to_string),
+            leader: Some(1),
+        }
+    }
+
+    #[test]
+    fn every_node_must_end_with_the_same_table() {
+        let same = [
+            fin("n1", Some(9), Some("ab")),
+            fin("n2", Some(9), Some("ab")),
+        ];
+        assert!(durability(&same, 2).is_empty());
+        let differ = [
+            fin("n1", Some(9), Some("ab")),
+            fin("n2", Some(9), Some("cd")),
+        ];
+        assert_eq!(durability(&differ, 2).len(), 1);
+        let behind = [
+            fin("n1", Some(9), Some("ab")),
+            fin("n2", Some(8), Some("ab")),
+        ];
+        assert_eq!(durability(&behind, 2).len(), 1);
+        let silent = [fin("n1", Some(9), Some("ab")), fin("n2", None, None)];
+        assert_eq!(durability(&silent, 2).len(), 1);
+        assert_eq!(durability(&same, 3).len(), 1, "a node missing");
+    }
+
+    #[test]
+    fn liveness_and_logs() {
+        assert_eq!(liveness(&[]).len(), 1, "no verdict is a violation");
+        let ok = Event::Liveness {
+            t: 1,
+            chunk: 0,
+            ok: true,
+            detail: String::new(),
+        };
+        assert!(liveness(&[ok]).is_empty());
+        let bad = Event::BadLog {
+            node: "n1".into(),
+            line: "thread 'x' panicked at".into(),
+        };
+        assert_eq!(logs(&[bad]).len(), 1);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50));
+        assert_eq!(quantile(&v, 0.99), Some(99));
+        assert_eq!(quantile(&v, 1.0), Some(100));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! The history of a campaign: JSON lines, every time on the lab's one clock
+//! ([`crate::lab::now_us`], CLOCK_MONOTONIC in microseconds). The checkers read nothing else,
+//! so `raftlb-chaos check DIR` can judge a recorded run again.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{FaultKind, Role};
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// A fault begins: its cycle, kind and target (`node`: None for cluster-wide faults), and
+    /// who led and who owned each watched VIP just before.
+    FaultStart {
+        t: u64,
+        cycle: usize,
+        kind: FaultKind,
+        role: Role,
+        node: Option<String>,
+        leader: Option<String>,
+        owners: BTreeMap<String, String>,
+    },
+    /// The fault is healed (restarted, resumed, partition removed, ...).
+    FaultEnd { t: u64, cycle: usize },
+    /// A cycle that could not run as planned, and why (a mechanism missing on this machine,
+    /// no node in the role asked for).
+    Skipped {
+        t: u64,
+        cycle: usize,
+        kind: FaultKind,
+        reason: String,
+    },
+    /// One TCP probe attempt to a VIP from the client: the node that answered, or None.
+    Probe {
+        t: u64,
+        vip: String,
+        node: Option<String>,
+    },
+    /// An ARP/NDP answer for a VIP seen at the client: to the observer's request `request`,
+    /// or unsolicited (None); `node` is the lab node owning `mac`, if any.
+    Answer {
+        t: u64,
+        vip: String,
+        request: Option<u64>,
+        mac: String,
+        node: Option<String>,
+    },
+    /// A node's state after a chunk's final heal: applied index and table digest (None: it
+    /// did not answer). Each chunk runs its own cluster.
+    Final {
+        t: u64,
+        chunk: usize,
+        node: String,
+        digest_index: Option<u64>,
+        digest: Option<String>,
+        leader: Option<u64>,
+    },
+    /// Whether the cluster was live within the bound after a chunk's final heal: one leader,
+    /// every watched VIP answered by its owner.
+    Liveness {
+        t: u64,
+        chunk: usize,
+        ok: bool,
+        detail: String,
+    },
+    /// A chunk's cluster is done with (its last fault's window ends here).
+    ChunkEnd { t: u64, chunk: usize },
+    /// A line from a node's log that must never appear (a panic).
+    BadLog { node: String, line: String },
+}
+
+impl Event {
+    /// The time of the event, if it has one.
+    pub fn time(&self) -> Option<u64> {
+        match self {
+            Event::FaultStart { t, .. }
+            | Event::FaultEnd { t, .. }
+            | Event::Skipped { t, .. }
+            | Event::Probe { t, .. }
+            | Event::Answer { t, .. }
+            | Event::Final { t, .. }
+            | Event::Liveness { t, .. }
+            | Event::ChunkEnd { t, .. } => Some(*t),
+            Event::BadLog { .. } => None,
+        }
+    }
+}
+
+/// Appends events to `history.jsonl`.
+pub struct Writer {
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl Writer {
+    pub fn append(path: &Path) -> anyhow::Result<Writer> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Writer {
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    pub fn write(&mut self, event: &Event) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.file, event)?;
+        self.file.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn write_all<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> anyhow::Result<()> {
+        for e in events {
+            self.write(e)?;
+        }
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads a history back, sorted by time (events without a time last, in file order).
+pub fn read(path: &Path) -> anyhow::Result<Vec<Event>> {
+    let file = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: Event = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        out.push(e);
+    }
+    out.sort_by_key(|e| e.time().unwrap_or(u64::MAX));
+    Ok(out)
+}

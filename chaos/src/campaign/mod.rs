@@ -1,0 +1,255 @@
+//! Seeded fault campaigns over real raftlb processes in the namespace lab.
+//!
+//! ```text
+//!  plan      seed -> every cycle (quiet, fault kind, target role, hold) -> plan.json
+//!  nemesis   one cycle: inject, hold, heal, in a lab cluster
+//!  history   JSON lines on the lab's monotonic clock: faults, probes, ARP/NDP answers,
+//!            each chunk's final tables and liveness, bad log lines
+//!  check     pure checkers over a history -> violations and failover samples
+//!  report    summary.md, summary.json, the console verdict and REPRODUCE line
+//! ```
+//!
+//! A campaign runs its plan in chunks, each on a fresh lab cluster (so a long campaign does
+//! not carry one cluster's state through a thousand faults, and `--from K` starts anywhere).
+
+pub mod check;
+pub mod history;
+pub mod nemesis;
+pub mod plan;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::lab::{answers, now_us, Announcer, Lab};
+use history::Event;
+use nemesis::WATCHED;
+use plan::{FaultKind, Plan, Profile};
+
+/// What `raftlb-chaos campaign` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub faults: usize,
+    pub profile: Profile,
+    /// The first cycle to run (the ones before are in the plan but not run).
+    pub from: usize,
+    pub out: PathBuf,
+    pub nodes: usize,
+    /// Cycles per lab cluster.
+    pub chunk: usize,
+    pub kinds: Vec<FaultKind>,
+}
+
+/// How long after the final heal the cluster must be live again.
+pub const LIVENESS_WITHIN: Duration = Duration::from_secs(5);
+
+/// Runs the campaign, writing `plan.json` and `history.jsonl` into `out`, then checks and
+/// reports. `stop` ends it early (after the current cycle), still checked and reported.
+pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome> {
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let plan = Plan::generate(opts.seed, opts.faults, opts.profile, &opts.kinds);
+    std::fs::write(
+        opts.out.join("plan.json"),
+        serde_json::to_string_pretty(&plan)?,
+    )?;
+    let history_path = opts.out.join("history.jsonl");
+    let _ = std::fs::remove_file(&history_path);
+    let mut history = history::Writer::append(&history_path)?;
+    let started = Instant::now();
+    let todo = &plan.cycles[opts.from.min(plan.cycles.len())..];
+    for (chunk, cycles) in todo.chunks(opts.chunk.max(1)).enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        println!(
+            "chunk {chunk}: cycles {}..{} on a fresh {}-node cluster",
+            cycles[0].index,
+            cycles[cycles.len() - 1].index,
+            opts.nodes
+        );
+        let events = run_chunk(opts, chunk, cycles, stop)?;
+        history.write_all(&events)?;
+    }
+    drop(history);
+    let wall = started.elapsed();
+    report::check_and_write(&opts.out, Some(wall))
+}
+
+/// One lab cluster through `cycles`, then healed and judged for liveness and agreement.
+fn run_chunk(
+    opts: &Options,
+    chunk: usize,
+    cycles: &[plan::Cycle],
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<Event>> {
+    let mut lab = Lab::build(
+        opts.nodes,
+        Announcer::Raftlb {
+            profile: opts.profile.as_str().into(),
+        },
+    )?;
+    lab.start_raftlb()?;
+    // Probes and observers run until the chunk ends (stopped below, well before this).
+    let budget: u64 = cycles.iter().map(|c| c.quiet_ms + c.hold_ms + 30_000).sum();
+    let mut watchers = Vec::new();
+    for vip in WATCHED {
+        watchers.push((vip, "probe", lab.probe(vip, 10, budget)?));
+        watchers.push((vip, "observe", lab.observe(vip, budget)?));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut events = Vec::new();
+    for cycle in cycles {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let got = nemesis::run_cycle(&mut lab, cycle);
+        print_cycle(cycle, &got);
+        events.extend(got);
+        // The next quiet time starts from a cluster with a leader (bounded: a cluster that
+        // does not recover is the final liveness check's business).
+        let _ = lab.wait("a leader after the heal", Duration::from_secs(10), |l| {
+            l.leader()
+        });
+    }
+    nemesis::heal_all(&mut lab);
+    events.extend(final_checks(&mut lab, chunk));
+    events.push(Event::ChunkEnd { t: now_us(), chunk });
+    for (vip, what, bg) in watchers {
+        let lines = bg.stop()?;
+        match what {
+            "probe" => events.extend(lines.iter().filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some(Event::Probe {
+                    t: f.first()?.parse().ok()?,
+                    vip: vip.to_string(),
+                    node: (f.get(1) == Some(&"ok"))
+                        .then(|| f.get(2).map(|s| s.to_string()))
+                        .flatten(),
+                })
+            })),
+            _ => events.extend(answers(&lines).into_iter().map(|a| Event::Answer {
+                t: a.time_us,
+                vip: vip.to_string(),
+                request: a.request,
+                node: lab.node_of_mac(&a.mac).map(str::to_string),
+                mac: a.mac,
+            })),
+        }
+    }
+    for n in &lab.nodes {
+        for line in lab.log(&n.name).lines() {
+            if line.contains("panicked at") {
+                events.push(Event::BadLog {
+                    node: n.name.clone(),
+                    line: line.to_string(),
+                });
+            }
+        }
+    }
+    events.sort_by_key(|e| e.time().unwrap_or(u64::MAX));
+    Ok(events)
+}
+
+fn print_cycle(cycle: &plan::Cycle, events: &[Event]) {
+    let what = events
+        .iter()
+        .find_map(|e| match e {
+            Event::FaultStart { node, .. } => {
+                Some(format!("on {}", node.as_deref().unwrap_or("the cluster")))
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let skipped = events.iter().find_map(|e| match e {
+        Event::Skipped { reason, .. } => Some(format!(" (skipped: {reason})")),
+        _ => None,
+    });
+    println!(
+        "  cycle {:>4}: {:<17} {:<8} {what} held {} ms{}",
+        cycle.index,
+        cycle.kind.as_str(),
+        cycle.role.as_str(),
+        cycle.hold_ms,
+        skipped.unwrap_or_default()
+    );
+}
+
+/// After the chunk's final heal: within [`LIVENESS_WITHIN`], one leader and every watched VIP
+/// answered by its owner; then every node's applied index and table digest once they agree
+/// (or what they were when the bound ran out).
+fn final_checks(lab: &mut Lab, chunk: usize) -> Vec<Event> {
+    let healed = Instant::now();
+    let mut last = String::new();
+    let live = loop {
+        match live_now(lab) {
+            Ok(()) => break true,
+            Err(e) => last = format!("{e:#}"),
+        }
+        if healed.elapsed() > LIVENESS_WITHIN {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut events = vec![Event::Liveness {
+        t: now_us(),
+        chunk,
+        ok: live,
+        detail: if live {
+            format!(
+                "live {} ms after the final heal",
+                healed.elapsed().as_millis()
+            )
+        } else {
+            format!("not live {LIVENESS_WITHIN:?} after the final heal: {last}")
+        },
+    }];
+    // Agreement: asked until every node shows one index and digest, for up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let finals: Vec<Event> = lab
+            .nodes
+            .iter()
+            .map(|n| {
+                let s = lab.ctl_at(&n.name, &["status", "--digest"]).ok();
+                Event::Final {
+                    t: now_us(),
+                    chunk,
+                    node: n.name.clone(),
+                    digest_index: s.as_ref().and_then(|s| s["digestIndex"].as_u64()),
+                    digest: s
+                        .as_ref()
+                        .and_then(|s| s["digest"].as_str().map(str::to_string)),
+                    leader: s.as_ref().and_then(|s| s["leader"].as_u64()),
+                }
+            })
+            .collect();
+        let agreed = check::durability(&finals, lab.nodes.len()).is_empty();
+        if agreed || Instant::now() > deadline {
+            events.extend(finals);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    events
+}
+
+/// One leader, and each watched VIP's owner answers the client.
+fn live_now(lab: &Lab) -> anyhow::Result<()> {
+    lab.leader()?.context("no leader")?;
+    for vip in WATCHED {
+        let owner = lab
+            .owner(vip)?
+            .with_context(|| format!("{vip} has no owner"))?;
+        let answered = lab.reach(vip)?;
+        anyhow::ensure!(
+            answered.as_deref() == Some(owner.as_str()),
+            "{vip}: owner {owner}, answered by {answered:?}"
+        );
+    }
+    Ok(())
+}
