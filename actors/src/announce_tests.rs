@@ -271,3 +271,38 @@ async fn a_partial_sync_changes_what_it_lists_and_leaves_the_rest() {
     assert_eq!(report.withdrawn, vec![b]);
     assert!(service("ns/b").await.unwrap().is_none());
 }
+
+/// The race the chaos harness found: the receive thread decides to answer, is descheduled
+/// before the reply goes out, the VIP is withdrawn and reported, the leader hands it over, and
+/// the old reply leaves after the new owner announced. A withdrawal must wait for a reply
+/// already decided.
+#[test]
+fn a_withdrawal_waits_for_a_reply_already_decided() {
+    let clock = Arc::new(HandClock(AtomicU64::new(1)));
+    let lease = Arc::new(Lease::new());
+    lease.set(u64::MAX);
+    let answerer = Arc::new(Answerer::new("eth0", MAC, lease, clock));
+    let vip = Ipv4Addr::new(10, 77, 0, 240);
+    answerer.register(&IpAddr::V4(vip));
+    let (decided_tx, decided_rx) = std::sync::mpsc::channel();
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let (answerer, sent) = (answerer.clone(), sent.clone());
+        std::thread::spawn(move || {
+            answerer.answer_with(&who_has(vip), |_| {
+                decided_tx.send(()).unwrap();
+                // Descheduled between the decision and the send.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                sent.store(true, Ordering::SeqCst);
+            })
+        })
+    };
+    decided_rx.recv().unwrap();
+    answerer.withdraw(&IpAddr::V4(vip));
+    assert!(
+        sent.load(Ordering::SeqCst),
+        "the withdrawal returned while a reply decided before it was still to be sent"
+    );
+    assert!(receiver.join().unwrap(), "that reply was sent");
+    assert!(answerer.answer(&who_has(vip)).is_none(), "nothing after");
+}

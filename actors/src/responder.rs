@@ -38,6 +38,11 @@ fn send(sink: &SharedSink, frame: &[u8]) {
     }
 }
 
+/// Set in the environment (any value), the answerers answer without checking the lease: a
+/// deliberately broken build for the chaos harness's negative control, which must see two
+/// answerers. Never set it anywhere else; it is logged at start.
+pub const UNSAFE_ANSWER_WITHOUT_LEASE: &str = "RAFTLB_UNSAFE_ANSWER_WITHOUT_LEASE";
+
 /// Counters an operator can read.
 #[derive(Debug, Default)]
 pub struct AnswerStats {
@@ -55,6 +60,8 @@ pub struct Answerer {
     lease: Arc<Lease>,
     clock: Arc<dyn Clock>,
     pub stats: AnswerStats,
+    /// [`UNSAFE_ANSWER_WITHOUT_LEASE`].
+    unsafe_no_lease: bool,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -67,7 +74,15 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl Answerer {
     pub fn new(interface: &str, mac: MacAddr, lease: Arc<Lease>, clock: Arc<dyn Clock>) -> Self {
+        let unsafe_no_lease = std::env::var_os(UNSAFE_ANSWER_WITHOUT_LEASE).is_some();
+        if unsafe_no_lease {
+            warn!(
+                interface,
+                "{UNSAFE_ANSWER_WITHOUT_LEASE} is set: answering WITHOUT checking the lease (a negative control; never in production)"
+            );
+        }
         Answerer {
+            unsafe_no_lease,
             interface: interface.to_string(),
             mac,
             v4: RwLock::default(),
@@ -80,25 +95,44 @@ impl Answerer {
 
     /// The reply to `frame`, if it asks for a VIP registered here and the lease holds now.
     pub fn answer(&self, frame: &[u8]) -> Option<Vec<u8>> {
-        let reply = if let Some(q) = wire::arp_question(frame) {
-            if !read(&self.v4).contains(&q.target) {
-                return None;
+        let mut out = None;
+        self.answer_with(frame, |reply| out = Some(reply.to_vec()));
+        out
+    }
+
+    /// Hands the reply to `frame` to `send` (see [`Answerer::answer`]), still holding the
+    /// VIP's registration: [`Answerer::withdraw`] waits for it, so once a withdrawal returns
+    /// no reply decided while the VIP was registered is left to go out. The node reports a
+    /// withdrawal to the leader, which may hand the VIP to another node at once; a reply
+    /// sent after that (its thread descheduled between the check and the send) would be a
+    /// second answerer. The chaos harness caught exactly that under load.
+    pub fn answer_with(&self, frame: &[u8], send: impl FnOnce(&[u8])) -> bool {
+        if let Some(q) = wire::arp_question(frame) {
+            let registered = read(&self.v4);
+            if !registered.contains(&q.target) || !self.lease_ok() {
+                return false;
             }
-            wire::arp_reply(self.mac, q.target, &q)
+            send(&wire::arp_reply(self.mac, q.target, &q));
         } else if let Some(q) = wire::ndp_question(frame) {
-            if !read(&self.v6).contains(&q.target) {
-                return None;
+            let registered = read(&self.v6);
+            if !registered.contains(&q.target) || !self.lease_ok() {
+                return false;
             }
-            wire::ndp_reply(self.mac, q.target, &q)
+            send(&wire::ndp_reply(self.mac, q.target, &q));
         } else {
-            return None;
-        };
-        if !self.lease.valid_at(self.clock.now_ns()) {
-            self.stats.refused_no_lease.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return false;
         }
         self.stats.answered.fetch_add(1, Ordering::Relaxed);
-        Some(reply)
+        true
+    }
+
+    /// Whether the lease holds now (counted when it does not).
+    fn lease_ok(&self) -> bool {
+        if self.unsafe_no_lease || self.lease.valid_at(self.clock.now_ns()) {
+            return true;
+        }
+        self.stats.refused_no_lease.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     pub fn is_registered(&self, vip: &IpAddr) -> bool {
@@ -108,7 +142,8 @@ impl Answerer {
         }
     }
 
-    /// Stops answering for `vip` at once (the caller may then confirm it to the leader).
+    /// Stops answering for `vip` at once (the caller may then confirm it to the leader): when
+    /// it returns, every reply for `vip` is sent or will never be.
     pub fn withdraw(&self, vip: &IpAddr) {
         match vip {
             IpAddr::V4(a) => write(&self.v4).remove(a),
@@ -116,7 +151,7 @@ impl Answerer {
         };
     }
 
-    fn register(&self, vip: &IpAddr) {
+    pub(crate) fn register(&self, vip: &IpAddr) {
         match vip {
             IpAddr::V4(a) => write(&self.v4).insert(*a),
             IpAddr::V6(a) => write(&self.v6).insert(*a),
@@ -294,9 +329,7 @@ pub fn open_interface(
                 while !stop.load(Ordering::Relaxed) {
                     match rx.next() {
                         Ok(frame) => {
-                            if let Some(reply) = answerer.answer(frame) {
-                                send(&sink, &reply);
-                            }
+                            answerer.answer_with(frame, |reply| send(&sink, reply));
                         }
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
                         Err(e) => {

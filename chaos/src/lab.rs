@@ -98,6 +98,9 @@ pub struct Lab {
     procs: BTreeMap<usize, Child>,
     helpers: Vec<Child>,
     namespaces: Vec<String>,
+    /// Extra environment for every raftlb node started from now on (a negative control's
+    /// switch).
+    pub node_env: Vec<(String, String)>,
 }
 
 /// One answer for a VIP seen from the client namespace.
@@ -132,6 +135,7 @@ impl Lab {
             procs: BTreeMap::new(),
             helpers: Vec::new(),
             namespaces: Vec::new(),
+            node_env: Vec::new(),
         };
         lab.topology(nodes)?;
         Ok(lab)
@@ -276,6 +280,7 @@ impl Lab {
                     .args(["--node-name", name])
                     .args(["--node-labels", &format!("kubernetes.io/hostname={name}")])
                     .env("RUST_LOG", "info")
+                    .envs(self.node_env.iter().map(|(k, v)| (k, v)))
                     .stdout(log.try_clone()?)
                     .stderr(log)
                     .spawn()?

@@ -1,7 +1,10 @@
 //! The leader's control loop (DESIGN.md §3): it declares a node with no renewal for
 //! `down_after` down and reassigns its VIPs in the same command; a new leader records itself,
-//! takes the previous leader's VIPs at once and counts every other node as renewed at its
-//! election. Planning itself is the table's pure `planner::plan_changes`; this loop decides when to
+//! counts every node as renewed at its election, and takes the previous leader's VIPs once
+//! that leader's lease has surely ended (`leader_expiry_bound_ms` after the election) if it
+//! has not renewed by then. Not at once: the previous leader may have voted for the new one
+//! itself with its lease still running, and would answer beside the new owner (the chaos
+//! harness found this under leader transfers and packet loss). Planning itself is the table's pure `planner::plan_changes`; this loop decides when to
 //! run it and commits what it returns.
 
 use std::net::IpAddr;
@@ -38,11 +41,17 @@ pub async fn run(app: App) {
             led_term = Some(term);
             record_leader = true;
             plans = Plans::default();
-            let names: Vec<String> = app
+            let (names, before): (Vec<String>, Option<String>) = app
                 .state
                 .read()
-                .map(|t| t.table.nodes().keys().cloned().collect())
+                .map(|t| {
+                    (
+                        t.table.nodes().keys().cloned().collect(),
+                        t.table.leader().map(|(_, l)| l.clone()),
+                    )
+                })
                 .unwrap_or_default();
+            plans.previous = before.filter(|l| *l != k.name).map(|l| (l, now));
             k.take_over(names.into_iter());
             info!(term, "leading: taking over liveness and ownership");
         }
@@ -95,6 +104,8 @@ struct Plans {
     /// The applied index of the last plan committed (or found empty): the next plan looks
     /// only at what changed after it.
     committed: Option<u64>,
+    /// The leader before us and when we took over, until it is found alive or down.
+    previous: Option<(String, u64)>,
 }
 
 /// The batch the leader should commit now, if any. The planner runs only when its answer
@@ -128,16 +139,32 @@ fn decide(
                 renewed: false,
             });
             let quiet = now.saturating_sub(r.received_ns);
-            let previous_leader = record_leader && table.leader().is_some_and(|(_, l)| l == name);
-            if node.live && (quiet > ms_to_ns(t.down_after_ms) || previous_leader) {
-                // The previous leader's lease ended before anyone could elect us.
+            // The previous leader may still answer on its leader lease after our election:
+            // it may have voted for us itself (openraft's leader grants a vote whatever its
+            // lease). Once that lease has surely ended, a previous leader that has not
+            // renewed with us is down; one that has is alive and keeps its VIPs.
+            let mut previous_down = false;
+            if let Some((p, since)) = plans.previous.as_ref().filter(|(p, _)| p == name) {
+                if r.renewed {
+                    plans.previous = None;
+                } else if now.saturating_sub(*since) > ms_to_ns(t.leader_expiry_bound_ms()) {
+                    previous_down = true;
+                    tracing::info!(node = %p, "the previous leader's lease has ended and it has not renewed: down");
+                    plans.previous = None;
+                }
+            }
+            if node.live && (quiet > ms_to_ns(t.down_after_ms) || previous_down) {
                 liveness.push((name.clone(), false));
             } else if !node.live && r.renewed && quiet < ms_to_ns(2 * t.renew_every_ms) {
                 liveness.push((name.clone(), true));
             }
         }
     }
-    if liveness.is_empty() && !record_leader && plans.settled == Some(applied) {
+    if liveness.is_empty()
+        && !record_leader
+        && plans.previous.is_none()
+        && plans.settled == Some(applied)
+    {
         return None;
     }
     let waiting = std::cell::Cell::new(false);

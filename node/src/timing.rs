@@ -102,6 +102,13 @@ impl Timing {
         }
     }
 
+    /// A leader's lease, from a quorum round sent at t_s, has surely ended by t_s + this. A
+    /// new leader waits this long after its election before it takes the previous leader's
+    /// VIPs: the previous leader may have voted for it while its own lease still ran.
+    pub fn leader_expiry_bound_ms(&self) -> u64 {
+        self.leader_lease_ms + self.leader_lease_ms * DRIFT_PERCENT / 100 + MARGIN_MS
+    }
+
     /// After a grant received at t (leader's clock), the node's lease has surely ended by
     /// t + this.
     pub fn expiry_bound_ms(&self) -> u64 {

@@ -4,16 +4,19 @@
 //! ```text
 //! raftlb-chaos campaign --seed S --faults N [--profile default|fast] [--from K] --out DIR
 //!                       [--nodes 3] [--chunk 25] [--kinds kill,crash,...]
+//!                       [--negative-control answer-without-lease]
 //! raftlb-chaos check DIR
 //! ```
 //!
-//! Exit status 0: no violation; 1: violations (the first is printed with a REPRODUCE line);
-//! 2: the campaign could not run.
+//! Exit status 0: no violation (a negative control: flagged); 1: violations (the first is
+//! printed with a REPRODUCE line; a negative control: not flagged); 2: the campaign could not
+//! run.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use raftlb_chaos::campaign::{self, plan::FaultKind, plan::Profile};
+use raftlb_chaos::campaign::plan::{FaultKind, NegativeControl, Profile};
+use raftlb_chaos::campaign::{self};
 use raftlb_chaos::lab::interrupted;
 
 fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -86,6 +89,9 @@ fn campaign_cmd(args: &[String]) -> anyhow::Result<campaign::report::Outcome> {
         nodes: parsed(args, "--nodes", Some(3))?,
         chunk: parsed(args, "--chunk", Some(25))?,
         kinds: kinds(value(args, "--kinds"))?,
+        negative_control: value(args, "--negative-control")
+            .map(NegativeControl::parse)
+            .transpose()?,
     };
     if opts.nodes < 3 {
         bail!("--nodes {}: a campaign needs at least 3 nodes", opts.nodes);

@@ -113,8 +113,27 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     }
 }
 
+/// The chunk an event at `t` belongs to: chunks follow each other in time, each ended by a
+/// `ChunkEnd` (each has its own cluster, MACs and observer request numbers).
+fn chunk_at(t: u64, ends: &[u64]) -> usize {
+    ends.partition_point(|end| *end < t)
+}
+
+fn chunk_ends(events: &[Event]) -> Vec<u64> {
+    let mut ends: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChunkEnd { t, .. } => Some(*t),
+            _ => None,
+        })
+        .collect();
+    ends.sort_unstable();
+    ends
+}
+
 pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
-    let mut by_vip: BTreeMap<&str, Vec<Answer>> = BTreeMap::new();
+    let ends = chunk_ends(events);
+    let mut by_vip: BTreeMap<(usize, &str), Vec<Answer>> = BTreeMap::new();
     for e in events {
         if let Event::Answer {
             t,
@@ -124,15 +143,18 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
             ..
         } = e
         {
-            by_vip.entry(vip).or_default().push(Answer {
-                time_us: *t,
-                request: *request,
-                mac: mac.clone(),
-            });
+            by_vip
+                .entry((chunk_at(*t, &ends), vip))
+                .or_default()
+                .push(Answer {
+                    time_us: *t,
+                    request: *request,
+                    mac: mac.clone(),
+                });
         }
     }
     let mut out = Vec::new();
-    for (vip, answers) in by_vip {
+    for ((_, vip), answers) in by_vip {
         for (t, detail) in dual_answers_at(&answers) {
             out.push(Violation {
                 invariant: Invariant::SingleAnswerer,
@@ -525,6 +547,13 @@ mod tests {
             answer(0, Some(1), "aa"),
             answer(5 * MS, None, "bb"),
             answer(10 * MS, Some(2), "bb"),
+        ];
+        assert!(single_answerer(&h).is_empty());
+        // Each chunk's observer numbers its requests from 1 again, on another cluster.
+        let h = vec![
+            answer(0, Some(1), "aa"),
+            Event::ChunkEnd { t: MS, chunk: 0 },
+            answer(2 * MS, Some(1), "cc"),
         ];
         assert!(single_answerer(&h).is_empty());
     }

@@ -27,7 +27,7 @@ use anyhow::Context;
 use crate::lab::{answers, now_us, Announcer, Lab};
 use history::Event;
 use nemesis::WATCHED;
-use plan::{FaultKind, Plan, Profile};
+use plan::{FaultKind, NegativeControl, Plan, Profile};
 
 /// What `raftlb-chaos campaign` was asked for.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ pub struct Options {
     /// Cycles per lab cluster.
     pub chunk: usize,
     pub kinds: Vec<FaultKind>,
+    pub negative_control: Option<NegativeControl>,
 }
 
 /// How long after the final heal the cluster must be live again.
@@ -52,7 +53,8 @@ pub const LIVENESS_WITHIN: Duration = Duration::from_secs(5);
 pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let plan = Plan::generate(opts.seed, opts.faults, opts.profile, &opts.kinds);
+    let mut plan = Plan::generate(opts.seed, opts.faults, opts.profile, &opts.kinds);
+    plan.negative_control = opts.negative_control;
     std::fs::write(
         opts.out.join("plan.json"),
         serde_json::to_string_pretty(&plan)?,
@@ -93,6 +95,9 @@ fn run_chunk(
             profile: opts.profile.as_str().into(),
         },
     )?;
+    if let Some(control) = opts.negative_control {
+        lab.node_env = control.node_env();
+    }
     lab.start_raftlb()?;
     // Probes and observers run until the chunk ends (stopped below, well before this).
     let budget: u64 = cycles.iter().map(|c| c.quiet_ms + c.hold_ms + 30_000).sum();
@@ -101,7 +106,13 @@ fn run_chunk(
         watchers.push((vip, "probe", lab.probe(vip, 10, budget)?));
         watchers.push((vip, "observe", lab.observe(vip, budget)?));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The first fault finds every watched VIP answered by its owner (IPv6 takes a moment:
+    // duplicate address detection on the client).
+    lab.wait(
+        "every watched VIP answered by its owner",
+        Duration::from_secs(30),
+        |l| Ok(live_now(l).ok()),
+    )?;
     let mut events = Vec::new();
     for cycle in cycles {
         if stop.load(Ordering::SeqCst) {
@@ -118,9 +129,21 @@ fn run_chunk(
     }
     nemesis::heal_all(&mut lab);
     events.extend(final_checks(&mut lab, chunk));
-    events.push(Event::ChunkEnd { t: now_us(), chunk });
+    let end = now_us();
+    events.push(Event::ChunkEnd { t: end, chunk });
     for (vip, what, bg) in watchers {
-        let lines = bg.stop()?;
+        // What the watchers saw after the chunk's end is not judged (the next chunk's
+        // history starts on another cluster).
+        let lines: Vec<String> = bg
+            .stop()?
+            .into_iter()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| t <= end)
+            })
+            .collect();
         match what {
             "probe" => events.extend(lines.iter().filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -141,8 +164,13 @@ fn run_chunk(
             })),
         }
     }
+    // Every node's log is kept beside the history, one directory per chunk.
+    let logs = opts.out.join(format!("chunk-{chunk}"));
+    std::fs::create_dir_all(&logs)?;
     for n in &lab.nodes {
-        for line in lab.log(&n.name).lines() {
+        let log = lab.log(&n.name);
+        std::fs::write(logs.join(format!("{}.log", n.name)), &log)?;
+        for line in log.lines() {
             if line.contains("panicked at") {
                 events.push(Event::BadLog {
                     node: n.name.clone(),

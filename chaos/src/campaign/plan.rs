@@ -171,12 +171,50 @@ pub struct Cycle {
     pub strength: u32,
 }
 
+/// A switch that breaks the product on purpose, so a campaign must find violations: a
+/// checker that never fires proves nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativeControl {
+    /// The answerers ignore the lease (`RAFTLB_UNSAFE_ANSWER_WITHOUT_LEASE`): a node cut off
+    /// from the others keeps answering after its VIPs moved.
+    AnswerWithoutLease,
+}
+
+impl NegativeControl {
+    pub fn parse(text: &str) -> anyhow::Result<NegativeControl> {
+        match text {
+            "answer-without-lease" => Ok(NegativeControl::AnswerWithoutLease),
+            other => anyhow::bail!("--negative-control {other:?}: want answer-without-lease"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NegativeControl::AnswerWithoutLease => "answer-without-lease",
+        }
+    }
+
+    /// The environment that switches it on in every node.
+    pub fn node_env(self) -> Vec<(String, String)> {
+        match self {
+            NegativeControl::AnswerWithoutLease => vec![(
+                raftlb_actors::responder::UNSAFE_ANSWER_WITHOUT_LEASE.into(),
+                "1".into(),
+            )],
+        }
+    }
+}
+
 /// The whole schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub seed: u64,
     pub profile: Profile,
     pub cycles: Vec<Cycle>,
+    /// Set when the run is a negative control: then violations are the expected outcome.
+    #[serde(default)]
+    pub negative_control: Option<NegativeControl>,
 }
 
 impl Plan {
@@ -225,6 +263,7 @@ impl Plan {
             seed,
             profile,
             cycles,
+            negative_control: None,
         }
     }
 }

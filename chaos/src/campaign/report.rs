@@ -88,6 +88,8 @@ pub struct Summary {
     pub failover: BTreeMap<String, Figures>,
     pub first_violation: Option<Violation>,
     pub wall_s: Option<u64>,
+    /// A negative control: the product broken on purpose; it must be flagged.
+    pub negative_control: Option<String>,
 }
 
 /// What a campaign (or `check DIR`) concluded.
@@ -98,8 +100,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// No violation; for a negative control, the opposite: it was flagged.
     pub fn passed(&self) -> bool {
-        self.summary.violations == 0
+        match self.summary.negative_control {
+            Some(_) => self.summary.violations > 0,
+            None => self.summary.violations == 0,
+        }
     }
 }
 
@@ -213,6 +219,7 @@ fn summarize(
         failover,
         first_violation: findings.violations.first().cloned(),
         wall_s: wall.map(|w| w.as_secs()),
+        negative_control: plan.negative_control.map(|c| c.as_str().to_string()),
     }
 }
 
@@ -232,6 +239,17 @@ fn markdown(s: &Summary) -> String {
         s.planned,
         s.wall_s.map_or(String::new(), |w| format!(" · wall {w} s"))
     );
+    if let Some(c) = &s.negative_control {
+        let _ = writeln!(
+            out,
+            "**Negative control `{c}`**: the product was broken on purpose; {}\n",
+            if s.violations > 0 {
+                "the checkers flagged it"
+            } else {
+                "NOT FLAGGED: the checkers missed a known bug"
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "**violations: {}** (bounds: a fault touching a VIP's owner may darken it {} ms, any other fault {} ms)\n",
@@ -293,12 +311,26 @@ fn markdown(s: &Summary) -> String {
     out
 }
 
+/// At most this many history lines around the first violation on the console.
+const HISTORY_LINES: usize = 60;
+
 /// The console verdict; on failure the first violation, the history ±2 s around it and how
 /// to run its cycle again.
 fn console(s: &Summary, f: &Findings, events: &[Event], plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "faults: {} of {} planned", s.faults_total, s.planned);
     let _ = writeln!(out, "violations: {}", s.violations);
+    if let Some(c) = &s.negative_control {
+        let _ = writeln!(
+            out,
+            "negative control {c}: {}",
+            if s.violations > 0 {
+                "flagged"
+            } else {
+                "NOT FLAGGED"
+            }
+        );
+    }
     for (k, v) in &s.verdicts {
         let _ = writeln!(out, "{k}: {v}");
     }
@@ -312,12 +344,37 @@ fn console(s: &Summary, f: &Findings, events: &[Event], plan: &Plan) -> String {
         first.detail
     );
     if let Some(t) = first.t {
-        let _ = writeln!(out, "history from 2 s before to 2 s after it:");
-        for e in events.iter().filter(|e| {
-            e.time()
-                .is_some_and(|x| x + 2_000_000 >= t && x <= t + 2_000_000)
-                && !matches!(e, Event::Probe { node: Some(_), .. })
-        }) {
+        // Faults, failed probes and announcements; answered probes and ARP replies only
+        // counted (they are most of the history).
+        let near: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                e.time()
+                    .is_some_and(|x| x + 2_000_000 >= t && x <= t + 2_000_000)
+            })
+            .collect();
+        let routine = |e: &&&Event| {
+            matches!(
+                e,
+                Event::Probe { node: Some(_), .. }
+                    | Event::Answer {
+                        request: Some(_),
+                        ..
+                    }
+            )
+        };
+        let shown: Vec<&&Event> = near.iter().filter(|e| !routine(e)).collect();
+        let _ = writeln!(
+            out,
+            "history from 2 s before to 2 s after it ({} answered probes and ARP/NDP replies not shown{}):",
+            near.iter().filter(routine).count(),
+            if shown.len() > HISTORY_LINES {
+                format!(", first {HISTORY_LINES} of {} other events", shown.len())
+            } else {
+                String::new()
+            }
+        );
+        for e in shown.iter().take(HISTORY_LINES) {
             let _ = writeln!(out, "  {}", serde_json::to_string(e).unwrap_or_default());
         }
     }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Chaos campaign (root): a seeded plan of faults over real raftlb processes in the namespace
+# lab, checked for a single answerer per VIP, failover and darkness bounds, agreement of every
+# table after the heal, liveness and panics. Release builds; writes DIR/summary.md.
+# Usage: bash chaos/campaign.sh --seed S --faults N [--profile default|fast] [--from K]
+#        --out DIR [--chunk 25] [--kinds ...] [--negative-control answer-without-lease]
+#        bash chaos/campaign.sh check DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v tc >/dev/null || need+=(iproute2)
+if ((${#need[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+cargo build --release -q -p raftlb-node --bin raftlb
+cargo build --release -q -p raftlb-chaos --bin raftlb-labd --bin raftlb-chaos
+if [[ "${1:-}" == check ]]; then
+  exec target/release/raftlb-chaos "$@"
+fi
+exec target/release/raftlb-chaos campaign "$@"

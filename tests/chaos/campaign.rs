@@ -1,0 +1,99 @@
+//! The chaos harness in CI: a smoke campaign of 50 faults over every kind (fast profile) must
+//! find no violation, and the negative control (answerers that ignore the lease, with the
+//! owner partitioned away) must be flagged: a checker that never fires proves nothing.
+//!
+//! Needs root, nftables and tc (installed by .ci/run). Longer campaigns: `bash chaos/campaign.sh`.
+
+use std::process::Command;
+
+fn campaign(args: &[&str]) -> anyhow::Result<(i32, String, serde_json::Value)> {
+    let chaos = raftlb_chaos::build_binary("raftlb-chaos", "raftlb-chaos")?;
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(chaos)
+        .arg("campaign")
+        .args(args)
+        .arg("--out")
+        .arg(dir.path())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.json"))
+        .map_err(|e| anyhow::anyhow!("no summary.json ({e}):\n{text}"))?;
+    for file in ["plan.json", "history.jsonl", "summary.md", "chunk-0/n1.log"] {
+        anyhow::ensure!(dir.path().join(file).exists(), "no {file}:\n{text}");
+    }
+    Ok((
+        out.status.code().unwrap_or(-1),
+        text,
+        serde_json::from_str(&summary)?,
+    ))
+}
+
+#[test]
+fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyhow::Result<()> {
+    let (code, text, summary) = campaign(&[
+        "--seed",
+        "1",
+        "--faults",
+        "50",
+        "--profile",
+        "fast",
+        "--chunk",
+        "25",
+    ])?;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0\n"), "{text}");
+    for invariant in [
+        "single-answerer",
+        "failover",
+        "durability",
+        "liveness",
+        "logs",
+    ] {
+        assert!(text.contains(&format!("{invariant}: ok")), "{text}");
+    }
+    assert_eq!(summary["faults_total"], 50, "{summary}");
+    for (kind, roles) in summary["faults"].as_object().into_iter().flatten() {
+        let n: u64 = roles
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_u64())
+            .sum();
+        assert_eq!(n, 5, "{kind}: {summary}");
+    }
+    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 10);
+
+    // The same checkers on a product broken on purpose.
+    let (code, text, summary) = campaign(&[
+        "--seed",
+        "3",
+        "--faults",
+        "9",
+        "--profile",
+        "fast",
+        "--kinds",
+        "partition",
+        "--negative-control",
+        "answer-without-lease",
+    ])?;
+    assert_eq!(code, 0, "the negative control was not flagged:\n{text}");
+    assert!(
+        text.contains("negative control answer-without-lease: flagged"),
+        "{text}"
+    );
+    assert!(
+        summary["verdicts"]["single-answerer"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("violations")),
+        "{summary}"
+    );
+    assert!(
+        text.contains("REPRODUCE: raftlb-chaos campaign --seed 3"),
+        "{text}"
+    );
+    Ok(())
+}
