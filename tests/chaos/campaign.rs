@@ -55,7 +55,14 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
     ] {
         assert!(text.contains(&format!("{invariant}: ok")), "{text}");
     }
-    assert_eq!(summary["faults_total"], 50, "{summary}");
+    // Every cycle ran, or says why not (no node in the role asked for).
+    let skipped = summary["skipped"].as_array().map_or(0, Vec::len) as u64;
+    assert_eq!(
+        summary["faults_total"].as_u64().unwrap_or(0) + skipped,
+        50,
+        "{summary}"
+    );
+    assert!(skipped <= 2, "{summary}");
     for (kind, roles) in summary["faults"].as_object().into_iter().flatten() {
         let n: u64 = roles
             .as_object()
@@ -63,7 +70,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
             .flatten()
             .filter_map(|(_, v)| v.as_u64())
             .sum();
-        assert_eq!(n, 5, "{kind}: {summary}");
+        assert!((3..=5).contains(&n), "{kind}: {summary}");
     }
     assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 10);
 

@@ -13,12 +13,26 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
-/// Who leads and who owns each watched VIP, as the cluster says now.
+/// Who leads and who owns each watched VIP, as the cluster says now: linearizable reads, so
+/// a node that just restarted and has not caught up cannot answer with a stale table.
 fn roles(lab: &Lab) -> (Option<String>, std::collections::BTreeMap<String, String>) {
-    let leader = lab.leader().ok().flatten();
+    let leader = lab
+        .ctl(&["status", "--linearizable"])
+        .ok()
+        .and_then(|s| s["leader"].as_u64())
+        .and_then(|id| lab.nodes.get(id as usize - 1))
+        .map(|n| n.name.clone());
+    let vips = lab
+        .ctl(&["get", "vips", "--linearizable"])
+        .unwrap_or_default();
     let owners = WATCHED
         .iter()
-        .filter_map(|vip| Some((vip.to_string(), lab.owner(vip).ok().flatten()?)))
+        .filter_map(|vip| {
+            let owner = vips["vips"].as_array()?.iter().find(|x| x["ip"] == *vip)?["owner"]
+                .as_str()
+                .filter(|o| !o.is_empty())?;
+            Some((vip.to_string(), owner.to_string()))
+        })
         .collect();
     (leader, owners)
 }
@@ -46,8 +60,19 @@ fn target(
 /// that cannot run is one `Skipped` event saying why.
 pub fn run_cycle(lab: &mut Lab, cycle: &Cycle) -> Vec<Event> {
     sleep_ms(cycle.quiet_ms);
-    let (leader, owners) = roles(lab);
-    let node = target(lab, cycle.role, &leader, owners.get(VIP4));
+    // Roles can be in flux right after a heal (an election): asked again for up to 3 s.
+    let asked = std::time::Instant::now();
+    let (leader, owners, node) = loop {
+        let (leader, owners) = roles(lab);
+        let node = target(lab, cycle.role, &leader, owners.get(VIP4));
+        let resolved = leader.is_some()
+            && owners.len() == WATCHED.len()
+            && (node.is_some() || !cycle.kind.targeted());
+        if resolved || asked.elapsed() > Duration::from_secs(3) {
+            break (leader, owners, node);
+        }
+        sleep_ms(100);
+    };
     let skipped = |reason: String| {
         vec![Event::Skipped {
             t: now_us(),
