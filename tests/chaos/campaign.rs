@@ -2,11 +2,17 @@
 //! find no violation, and the negative control (answerers that ignore the lease, with the
 //! owner partitioned away) must be flagged: a checker that never fires proves nothing.
 //!
-//! Needs root, nftables and tc (installed by .ci/run). Longer campaigns: `bash chaos/campaign.sh`.
+//! Each run's `timeline.html` is opened in headless Chromium: every lane drawn, and the
+//! negative control's violation marked.
+//!
+//! Needs root, nftables, tc and chromium (installed by .ci/run). Longer campaigns: `bash chaos/campaign.sh`.
 
 use std::process::Command;
 
-fn campaign(args: &[&str]) -> anyhow::Result<(i32, String, serde_json::Value)> {
+/// A run's exit code, console text, summary.json and directory.
+type Run = (i32, String, serde_json::Value, tempfile::TempDir);
+
+fn campaign(args: &[&str]) -> anyhow::Result<Run> {
     let chaos = raftlb_chaos::build_binary("raftlb-chaos", "raftlb-chaos")?;
     let dir = tempfile::tempdir()?;
     let out = Command::new(chaos)
@@ -22,19 +28,71 @@ fn campaign(args: &[&str]) -> anyhow::Result<(i32, String, serde_json::Value)> {
     );
     let summary = std::fs::read_to_string(dir.path().join("summary.json"))
         .map_err(|e| anyhow::anyhow!("no summary.json ({e}):\n{text}"))?;
-    for file in ["plan.json", "history.jsonl", "summary.md", "chunk-0/n1.log"] {
+    for file in [
+        "plan.json",
+        "history.jsonl",
+        "summary.md",
+        "timeline.html",
+        "chunk-0/n1.log",
+    ] {
         anyhow::ensure!(dir.path().join(file).exists(), "no {file}:\n{text}");
     }
     Ok((
         out.status.code().unwrap_or(-1),
         text,
         serde_json::from_str(&summary)?,
+        dir,
     ))
+}
+
+/// `timeline.html` as headless Chromium leaves its DOM once the page's script has run.
+fn rendered(dir: &std::path::Path) -> anyhow::Result<String> {
+    let page = dir.join("timeline.html");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every lane is drawn, with at least one span each.
+fn every_lane_drawn(dom: &str) {
+    let lanes = [
+        "node n1",
+        "node n2",
+        "node n3",
+        "vip 10.77.0.240",
+        "vip fd00:77::f0",
+        "arp 10.77.0.240",
+        "arp fd00:77::f0",
+    ];
+    for lane in lanes {
+        let at = dom
+            .find(&format!("data-lane=\"{lane}\""))
+            .unwrap_or_else(|| panic!("no lane {lane:?} drawn"));
+        let rest = &dom[at..];
+        let end = rest.find("</g>").unwrap_or(rest.len());
+        assert!(
+            rest[..end].contains("class=\"span\""),
+            "lane {lane:?} has no span"
+        );
+    }
 }
 
 #[test]
 fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyhow::Result<()> {
-    let (code, text, summary) = campaign(&[
+    let (code, text, summary, dir) = campaign(&[
         "--seed",
         "1",
         "--faults",
@@ -73,9 +131,13 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         assert!((3..=5).contains(&n), "{kind}: {summary}");
     }
     assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 10);
+    let dom = rendered(dir.path())?;
+    every_lane_drawn(&dom);
+    assert!(dom.contains("No violation."), "{dom}");
+    assert!(!dom.contains("id=\"violation-mark\""));
 
     // The same checkers on a product broken on purpose.
-    let (code, text, summary) = campaign(&[
+    let (code, text, summary, dir) = campaign(&[
         "--seed",
         "3",
         "--faults",
@@ -102,5 +164,10 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         text.contains("REPRODUCE: raftlb-chaos campaign --seed 3"),
         "{text}"
     );
+    // The page marks it.
+    let dom = rendered(dir.path())?;
+    every_lane_drawn(&dom);
+    assert!(dom.contains("id=\"violation-mark\""), "no violation marked");
+    assert!(dom.contains("First violation at"), "{dom}");
     Ok(())
 }

@@ -7,6 +7,7 @@
 //!            each chunk's final tables and liveness, bad log lines
 //!  check     pure checkers over a history -> violations and failover samples
 //!  report    summary.md, summary.json, the console verdict and REPRODUCE line
+//!  timeline  timeline.html: lanes per node and VIP, fault bands, the first violation
 //! ```
 //!
 //! A campaign runs its plan in chunks, each on a fresh lab cluster (so a long campaign does
@@ -17,6 +18,7 @@ pub mod history;
 pub mod nemesis;
 pub mod plan;
 pub mod report;
+pub mod timeline;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

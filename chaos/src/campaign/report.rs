@@ -139,6 +139,10 @@ pub fn check_and_write(dir: &Path, wall: Option<Duration>) -> anyhow::Result<Out
         serde_json::to_string_pretty(&summary)?,
     )?;
     std::fs::write(dir.join("summary.md"), markdown(&summary))?;
+    std::fs::write(
+        dir.join("timeline.html"),
+        super::timeline::html(&plan, &events, &findings),
+    )?;
     print!("{}", console(&summary, &findings, &events, &plan));
     Ok(Outcome { summary, findings })
 }
