@@ -413,31 +413,35 @@ impl Lab {
     /// Drops every frame to and from node `name` at the bridge, silently: no FIN, no RST, no
     /// link change; the node's process and link stay up.
     pub fn cut_off(&self, name: &str) -> anyhow::Result<()> {
-        let me = &self.nodes[self.index(name)].port;
-        let rules = format!(
-            "table bridge cut {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" drop\n    oifname \"{me}\" drop\n  }}\n}}\n"
-        );
-        self.nft("cut", &rules)
+        self.drop_at_port("cut", name, "")
     }
 
     /// Undoes [`Lab::cut_off`].
     pub fn reconnect(&self) -> anyhow::Result<()> {
-        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "cut"]))?;
-        Ok(())
+        self.delete_table("cut")
     }
 
     /// Drops `percent` % of the frames to and from node `name` at the bridge, at random.
     pub fn loss(&self, name: &str, percent: u32) -> anyhow::Result<()> {
-        let me = &self.nodes[self.index(name)].port;
-        let rules = format!(
-            "table bridge loss {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" numgen random mod 100 < {percent} drop\n    oifname \"{me}\" numgen random mod 100 < {percent} drop\n  }}\n}}\n"
-        );
-        self.nft("loss", &rules)
+        self.drop_at_port("loss", name, &format!("numgen random mod 100 < {percent} "))
     }
 
     /// Undoes [`Lab::loss`].
     pub fn clear_loss(&self) -> anyhow::Result<()> {
-        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "loss"]))?;
+        self.delete_table("loss")
+    }
+
+    /// Table `table`: frames to and from node `name` that match `condition` are dropped.
+    fn drop_at_port(&self, table: &str, name: &str, condition: &str) -> anyhow::Result<()> {
+        let me = &self.nodes[self.index(name)].port;
+        let rules = format!(
+            "table bridge {table} {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{me}\" {condition}drop\n    oifname \"{me}\" {condition}drop\n  }}\n}}\n"
+        );
+        self.nft(table, &rules)
+    }
+
+    fn delete_table(&self, table: &str) -> anyhow::Result<()> {
+        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", table]))?;
         Ok(())
     }
 
@@ -512,8 +516,7 @@ impl Lab {
     }
 
     pub fn heal(&self) -> anyhow::Result<()> {
-        run(in_ns(&self.bridge_ns, "nft").args(["delete", "table", "bridge", "part"]))?;
-        Ok(())
+        self.delete_table("part")
     }
 
     /// `raftlb ctl ARGS -o json` from inside a running node's namespace.
