@@ -804,6 +804,44 @@ impl Lab {
         )
     }
 
+    /// The chaos workload in the client namespace for `ms` milliseconds: `clients` clients
+    /// against every node's admin endpoint, one operation every `every_ms` each.
+    pub fn workload(
+        &mut self,
+        clients: usize,
+        seed: u64,
+        every_ms: u64,
+        ms: u64,
+    ) -> anyhow::Result<Background> {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("http://{}:7471", n.ip))
+            .collect();
+        let (clients, seed, every, ms) = (
+            clients.to_string(),
+            seed.to_string(),
+            every_ms.to_string(),
+            ms.to_string(),
+        );
+        self.background(
+            "workload",
+            &[
+                "workload",
+                "--endpoints",
+                &endpoints.join(","),
+                "--clients",
+                &clients,
+                "--seed",
+                &seed,
+                "--every-ms",
+                &every,
+                "--for-ms",
+                &ms,
+            ],
+        )
+    }
+
     /// ARP request latency from the client to `target` (p50/p99 line from raftlb-labd).
     pub fn arp_latency(&self, target: &str, rate: u64, count: u64) -> anyhow::Result<String> {
         run(&mut self.labd(

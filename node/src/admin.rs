@@ -255,6 +255,7 @@ impl Admin for AdminService {
                         })
                         .collect(),
                     generation: outcome.generation,
+                    log_index: outcome.log_index,
                     services,
                     skipped,
                 }))

@@ -76,12 +76,13 @@ pub async fn run(app: App) {
             continue;
         };
         let moves = batch.assignments.len();
-        match tokio::time::timeout(
+        let result = tokio::time::timeout(
             Duration::from_secs(2),
             app.raft.client_write(Command::Ownership(batch)),
         )
-        .await
-        {
+        .await;
+        k.end_refusals();
+        match result {
             Ok(Ok(_)) => {
                 record_leader = false;
                 plans.committed = Some(applied);
@@ -137,6 +138,7 @@ fn decide(
                 applied: 0,
                 granted_ns: Some(now),
                 renewed: false,
+                refused: false,
             });
             let quiet = now.saturating_sub(r.received_ns);
             // The previous leader may still answer on its leader lease after our election:
@@ -154,6 +156,9 @@ fn decide(
                 }
             }
             if node.live && (quiet > ms_to_ns(t.down_after_ms) || previous_down) {
+                // Decided under the renewals lock: a renewal either came before (and this
+                // node is not down) or is refused until the commit returns.
+                r.refused = true;
                 liveness.push((name.clone(), false));
             } else if !node.live && r.renewed && quiet < ms_to_ns(2 * t.renew_every_ms) {
                 liveness.push((name.clone(), true));

@@ -472,7 +472,7 @@ async fn apply(
         eprintln!("{line}");
     }
     let value = json!({
-        "generation": reply.generation,
+        "generation": reply.generation, "logIndex": reply.log_index,
         "skipped": reply.skipped,
         "changes": reply.changes.iter().map(|c| json!({"kind": c.kind, "namespace": c.namespace, "name": c.name, "action": c.action})).collect::<Vec<_>>(),
         "services": reply.services.iter().map(|s| json!({"namespace": s.namespace, "name": s.name, "state": s.state, "ips": s.ips, "pool": s.pool, "reason": s.reason})).collect::<Vec<_>>(),

@@ -60,6 +60,10 @@ pub(crate) struct Renewal {
     pub granted_ns: Option<u64>,
     /// A renewal really arrived (not just counted at the election).
     pub renewed: bool,
+    /// The control loop is committing this node's declaration as down: no grant until that
+    /// commit returns (a grant in between would let it answer beside its VIPs' new owners;
+    /// once the commit is applied here, the ownership index refuses it anyway).
+    pub refused: bool,
 }
 
 /// One node's lease as the leader sees it, for `ctl status` and `get vips`.
@@ -130,12 +134,21 @@ impl LeaseKeeper {
                     applied: 0,
                     granted_ns: Some(now),
                     renewed: false,
+                    refused: false,
                 },
             );
         }
         drop(r);
         self.lease
             .set(self.leader_lease_end_ns.load(Ordering::Acquire));
+    }
+
+    /// The declarations as down are committed (or failed): renewals are judged by the table
+    /// again.
+    pub(crate) fn end_refusals(&self) {
+        for r in self.renewals().values_mut() {
+            r.refused = false;
+        }
     }
 
     /// The leader's answer to a renewal.
@@ -160,6 +173,7 @@ impl LeaseKeeper {
             applied: 0,
             granted_ns: None,
             renewed: true,
+            refused: false,
         });
         r.received_ns = now;
         r.renewed = true;
@@ -178,6 +192,9 @@ impl LeaseKeeper {
         }
         if req.applied < index {
             return refuse(format!("apply up to index {index} first"), index);
+        }
+        if r.refused {
+            return refuse(format!("node {} is being declared down", req.node), index);
         }
         r.granted_ns = Some(now);
         RenewReply {

@@ -1,5 +1,5 @@
-//! The chaos harness in CI: a smoke campaign of 50 faults over every kind (fast profile) must
-//! find no violation, and the negative control (answerers that ignore the lease, with the
+//! The chaos harness in CI: a smoke campaign of 50 faults over every kind (fast profile), with
+//! the allocation workload running, must find no violation, and the negative control (answerers that ignore the lease, with the
 //! owner partitioned away) must be flagged: a checker that never fires proves nothing.
 //!
 //! Each run's `timeline.html` is opened in headless Chromium: every lane drawn, and the
@@ -105,6 +105,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("violations: 0\n"), "{text}");
     for invariant in [
+        "allocation",
         "single-answerer",
         "failover",
         "durability",
@@ -131,6 +132,13 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         assert!((3..=5).contains(&n), "{kind}: {summary}");
     }
     assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 10);
+    // The workload ran: writes acknowledged, reads of both kinds.
+    for op in ["apply ok", "read ok", "read linearizable"] {
+        assert!(
+            summary["workload"][op].as_u64().unwrap_or(0) > 10,
+            "{op}: {summary}"
+        );
+    }
     let dom = rendered(dir.path())?;
     every_lane_drawn(&dom);
     assert!(dom.contains("No violation."), "{dom}");

@@ -20,6 +20,10 @@
 //! * `udp --to IP:PORT --ttl T --hex HEX[,HEX...]`: sends each payload as one datagram with
 //!   IP TTL T (hand-made BFD packets, malformed on purpose).
 //!
+//! * `workload --endpoints URL,... --clients C --seed S --every-ms M --for-ms T`: the chaos
+//!   campaign's allocation workload (`raftlb_chaos::campaign::workload`), one history line per
+//!   operation.
+//!
 //! Everything it sends goes out of the namespace's own interface onto the lab's bridge.
 
 use std::collections::BTreeMap;
@@ -78,13 +82,24 @@ fn main() {
             drop(rt);
             speak(&args)
         }
+        Some("workload") => rt.block_on(raftlb_chaos::campaign::workload::run(
+            need::<String>(&args, "--endpoints")
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+            need(&args, "--clients"),
+            need(&args, "--seed"),
+            need(&args, "--every-ms"),
+            need(&args, "--for-ms"),
+            std::io::stdout(),
+        )),
         Some("udp") => udp(
             need(&args, "--to"),
             need(&args, "--ttl"),
             &need::<String>(&args, "--hex"),
         ),
         _ => {
-            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak|udp ...");
+            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak|udp|workload ...");
             std::process::exit(2)
         }
     }

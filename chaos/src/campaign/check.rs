@@ -8,7 +8,11 @@
 //! * durability: after the final heal every node reports the same applied index and table
 //!   digest;
 //! * liveness: the cluster was live within the bound after the final heal;
-//! * logs: no node panicked.
+//! * logs: no node panicked;
+//! * allocation: in every read of the workload, an address is held only by Services that may
+//!   share it (one sharing key, no port in common); acknowledged writes are in the log in
+//!   real-time order; a linearizable read answers at an index that includes every write
+//!   acknowledged before it began.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +26,7 @@ use crate::lab::{dual_answers, Answer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Invariant {
+    Allocation,
     SingleAnswerer,
     Failover,
     Durability,
@@ -30,7 +35,8 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 5] = [
+    pub const ALL: [Invariant; 6] = [
+        Invariant::Allocation,
         Invariant::SingleAnswerer,
         Invariant::Failover,
         Invariant::Durability,
@@ -40,6 +46,7 @@ impl Invariant {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Invariant::Allocation => "allocation",
             Invariant::SingleAnswerer => "single-answerer",
             Invariant::Failover => "failover",
             Invariant::Durability => "durability",
@@ -106,6 +113,7 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     violations.extend(durability(events, nodes));
     violations.extend(liveness(events));
     violations.extend(logs(events));
+    violations.extend(allocation(events));
     violations.sort_by_key(|v| v.t.unwrap_or(u64::MAX));
     Findings {
         violations,
@@ -401,6 +409,123 @@ pub fn logs(events: &[Event]) -> Vec<Violation> {
         .collect()
 }
 
+/// One acknowledged write of the workload: (invoked, completed, log index).
+type Write = (u64, u64, u64);
+
+pub fn allocation(events: &[Event]) -> Vec<Violation> {
+    let ends = chunk_ends(events);
+    let mut writes: BTreeMap<usize, Vec<Write>> = BTreeMap::new();
+    let mut out = Vec::new();
+    let fail = |t: u64, detail: String| Violation {
+        invariant: Invariant::Allocation,
+        t: Some(t),
+        detail,
+    };
+    for e in events {
+        if let Event::Op {
+            t,
+            end,
+            f,
+            outcome,
+            log_index: Some(i),
+            ..
+        } = e
+        {
+            if outcome == "ok" && f != "read" && *i > 0 {
+                writes
+                    .entry(chunk_at(*t, &ends))
+                    .or_default()
+                    .push((*t, *end, *i));
+            }
+        }
+    }
+    // Per chunk: writes by completion, and the highest log index among the first k of them.
+    let mut prefix: BTreeMap<usize, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    for (chunk, w) in &mut writes {
+        w.sort_by_key(|w| w.1);
+        let mut max = 0;
+        let (done, maxes) = prefix.entry(*chunk).or_default();
+        for (_, end, i) in w.iter() {
+            max = max.max(*i);
+            done.push(*end);
+            maxes.push(max);
+        }
+    }
+    // The highest log index of a write acknowledged before `at`, in `chunk`.
+    let before = |chunk: usize, at: u64| -> Option<u64> {
+        let (done, maxes) = prefix.get(&chunk)?;
+        let n = done.partition_point(|e| *e < at);
+        (n > 0).then(|| maxes[n - 1])
+    };
+    for (chunk, w) in &writes {
+        for (t, _, i) in w {
+            if let Some(m) = before(*chunk, *t).filter(|m| m >= i) {
+                out.push(fail(
+                    *t,
+                    format!("a write acknowledged at log index {m} completed before one invoked later was applied at index {i}"),
+                ));
+            }
+        }
+    }
+    for e in events {
+        let Event::Op {
+            t,
+            f,
+            outcome,
+            applied_index: Some(a),
+            linearizable,
+            holders,
+            client,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        if f != "read" || outcome != "ok" {
+            continue;
+        }
+        let chunk = chunk_at(*t, &ends);
+        if *linearizable {
+            if let Some(m) = before(chunk, *t).filter(|m| m > a) {
+                out.push(fail(
+                    *t,
+                    format!("client {client}: a linearizable read answered at index {a}, but a write acknowledged before it began was applied at index {m}"),
+                ));
+            }
+        }
+        let mut by_ip: BTreeMap<&str, Vec<&super::workload::Holder>> = BTreeMap::new();
+        for h in holders {
+            for ip in &h.ips {
+                by_ip.entry(ip).or_default().push(h);
+            }
+        }
+        for (ip, hs) in by_ip {
+            for (i, h1) in hs.iter().enumerate() {
+                for h2 in &hs[i + 1..] {
+                    let same_key = h1.share.is_some() && h1.share == h2.share;
+                    let clash = h1.ports.iter().find(|p| h2.ports.contains(p));
+                    if !same_key || clash.is_some() {
+                        out.push(fail(
+                            *t,
+                            format!(
+                                "{ip} held by {} and {}, which may not share it ({}) in a read at index {a}",
+                                h1.key,
+                                h2.key,
+                                if same_key {
+                                    format!("both use {}", clash.map_or("", |p| p.as_str()))
+                                } else {
+                                    format!("sharing keys {:?} and {:?}", h1.share, h2.share)
+                                },
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The value at quantile `q` (0..=1) of `values` (nearest rank), None if empty.
 pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
     let mut v = values.to_vec();
@@ -416,6 +541,7 @@ pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::campaign::plan::Role;
+    use crate::campaign::workload::Holder;
 
     const MS: u64 = 1000;
     const BOUNDS: Bounds = Bounds {
@@ -606,6 +732,104 @@ mod tests {
             line: "thread 'x' panicked at".into(),
         };
         assert_eq!(logs(&[bad]).len(), 1);
+    }
+
+    fn write(t: u64, end: u64, index: u64) -> Event {
+        Event::Op {
+            t,
+            end,
+            client: 0,
+            f: "apply".into(),
+            key: Some("wl/svc-1".into()),
+            outcome: "ok".into(),
+            log_index: Some(index),
+            applied_index: None,
+            linearizable: false,
+            ips: vec![],
+            holders: vec![],
+            error: None,
+        }
+    }
+
+    fn read(t: u64, index: u64, linearizable: bool, holders: Vec<Holder>) -> Event {
+        Event::Op {
+            t,
+            end: t + 1,
+            client: 1,
+            f: "read".into(),
+            key: None,
+            outcome: "ok".into(),
+            log_index: None,
+            applied_index: Some(index),
+            linearizable,
+            ips: vec![],
+            holders,
+            error: None,
+        }
+    }
+
+    fn holder(key: &str, ip: &str, share: Option<&str>, ports: &[&str]) -> Holder {
+        Holder {
+            key: key.into(),
+            ips: vec![ip.into()],
+            share: share.map(str::to_string),
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn writes_follow_real_time_and_linearizable_reads_see_them() {
+        let ok = [write(0, 10, 5), write(20, 30, 7), read(40, 7, true, vec![])];
+        assert!(allocation(&ok).is_empty());
+        // Overlapping writes may be in either order.
+        let overlap = [write(0, 30, 9), write(10, 40, 8)];
+        assert!(allocation(&overlap).is_empty());
+        // A write invoked after another completed, at a lower index.
+        let reordered = [write(0, 10, 9), write(20, 30, 8)];
+        assert_eq!(allocation(&reordered).len(), 1);
+        // A linearizable read that misses a write acknowledged before it; a stale plain read
+        // is allowed.
+        let stale = [write(0, 10, 9), read(20, 8, true, vec![])];
+        assert_eq!(allocation(&stale).len(), 1);
+        let plain = [write(0, 10, 9), read(20, 8, false, vec![])];
+        assert!(allocation(&plain).is_empty());
+        // Log indexes start again in the next chunk's cluster.
+        let chunks = [
+            write(0, 10, 9),
+            Event::ChunkEnd { t: 15, chunk: 0 },
+            write(20, 30, 3),
+            read(40, 3, true, vec![]),
+        ];
+        assert!(allocation(&chunks).is_empty());
+    }
+
+    #[test]
+    fn an_address_is_shared_only_by_one_key_without_a_common_port() {
+        let shared = vec![
+            holder("wl/a", "10.77.1.1", Some("key-a"), &["TCP/80"]),
+            holder("wl/b", "10.77.1.1", Some("key-a"), &["TCP/443"]),
+            holder("wl/c", "10.77.1.2", None, &["TCP/80"]),
+        ];
+        assert!(allocation(&[read(0, 1, false, shared)]).is_empty());
+        for (b, why) in [
+            (
+                holder("wl/b", "10.77.1.1", Some("key-b"), &["TCP/443"]),
+                "sharing keys",
+            ),
+            (
+                holder("wl/b", "10.77.1.1", None, &["TCP/443"]),
+                "sharing keys",
+            ),
+            (
+                holder("wl/b", "10.77.1.1", Some("key-a"), &["TCP/80"]),
+                "both use TCP/80",
+            ),
+        ] {
+            let a = holder("wl/a", "10.77.1.1", Some("key-a"), &["TCP/80"]);
+            let v = allocation(&[read(0, 1, false, vec![a, b])]);
+            assert_eq!(v.len(), 1, "{why}");
+            assert!(v[0].detail.contains(why), "{v:?}");
+        }
     }
 
     #[test]

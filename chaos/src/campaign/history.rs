@@ -72,6 +72,28 @@ pub enum Event {
     ChunkEnd { t: u64, chunk: usize },
     /// A line from a node's log that must never appear (a panic).
     BadLog { node: String, line: String },
+    /// One workload operation ([`super::workload`]): invoked at `t`, completed at `end`.
+    Op {
+        t: u64,
+        end: u64,
+        client: usize,
+        /// apply, delete or read.
+        f: String,
+        /// The Service written (not for reads).
+        key: Option<String>,
+        /// ok, fail (it did not happen) or unknown (it may have).
+        outcome: String,
+        /// A write's log index.
+        log_index: Option<u64>,
+        /// The applied index a read answered at.
+        applied_index: Option<u64>,
+        linearizable: bool,
+        /// A write's answer: the Service's addresses.
+        ips: Vec<String>,
+        /// A read's answer: every workload Service holding addresses.
+        holders: Vec<super::workload::Holder>,
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -85,7 +107,8 @@ impl Event {
             | Event::Answer { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
-            | Event::ChunkEnd { t, .. } => Some(*t),
+            | Event::ChunkEnd { t, .. }
+            | Event::Op { t, .. } => Some(*t),
             Event::BadLog { .. } => None,
         }
     }

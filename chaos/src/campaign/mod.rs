@@ -19,6 +19,7 @@ pub mod nemesis;
 pub mod plan;
 pub mod report;
 pub mod timeline;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +102,7 @@ fn run_chunk(
         lab.node_env = control.node_env();
     }
     lab.start_raftlb()?;
+    lab.apply(&workload::pool_manifest())?;
     // Probes and observers run until the chunk ends (stopped below, well before this).
     let budget: u64 = cycles.iter().map(|c| c.quiet_ms + c.hold_ms + 30_000).sum();
     let mut watchers = Vec::new();
@@ -115,6 +117,8 @@ fn run_chunk(
         Duration::from_secs(30),
         |l| Ok(live_now(l).ok()),
     )?;
+    // Four clients, one operation every 100 ms each: about 40 a second in all.
+    let churn = lab.workload(4, opts.seed.wrapping_add(chunk as u64), 100, budget)?;
     let mut events = Vec::new();
     for cycle in cycles {
         if stop.load(Ordering::SeqCst) {
@@ -129,10 +133,19 @@ fn run_chunk(
             l.leader()
         });
     }
+    // The workload stops before the final checks: the tables can only agree once writes stop.
+    let ops = churn.stop()?;
     nemesis::heal_all(&mut lab);
     events.extend(final_checks(&mut lab, chunk));
     let end = now_us();
     events.push(Event::ChunkEnd { t: end, chunk });
+    for line in ops {
+        if let Ok(op) = serde_json::from_str::<Event>(&line) {
+            if op.time().is_some_and(|t| t <= end) {
+                events.push(op);
+            }
+        }
+    }
     for (vip, what, bg) in watchers {
         // What the watchers saw after the chunk's end is not judged (the next chunk's
         // history starts on another cluster).

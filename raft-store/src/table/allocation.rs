@@ -117,6 +117,7 @@ impl AllocationTable {
         self.retry_pending(now);
 
         outcome.generation = self.generation;
+        outcome.log_index = self.log_index;
         for (_, obj) in &batch.objects {
             if let ObjectSpec::Service(spec) = &obj.spec {
                 let key = spec.key();

@@ -67,6 +67,8 @@ pub struct ApplyOutcome {
     pub changes: Vec<(ObjectRef, Change)>,
     /// State of each Service the batch touched, after the batch.
     pub services: Vec<(String, ServiceState)>,
+    /// The log index of the entry that applied the batch (a checker orders writes by it).
+    pub log_index: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,310 @@
+//! The allocation workload: clients that churn Services against a small pool over the admin
+//! API while faults are injected, and read back half of the time linearizably. Each operation
+//! becomes one history line ([`Event::Op`]) with its invocation and completion times, its
+//! outcome (ok, fail, unknown: a timeout or a lost peer, the write may or may not be in), the
+//! log index a write was applied at and the applied index a read answered at.
+//!
+//! It runs inside the lab's client namespace (`raftlb-labd workload`), so it reaches the nodes
+//! only over the lab's bridge.
+
+use std::io::Write;
+use std::time::Duration;
+
+use raftlb_proto::admin::admin_client::AdminClient;
+use raftlb_proto::admin::{ApplyRequest, ListRequest};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use super::history::Event;
+use crate::lab::now_us;
+
+/// The namespace and pool the workload's Services live in.
+pub const NAMESPACE: &str = "wl";
+pub const POOL: &str = "wl";
+/// The pool: 16 addresses for 20 Services, so it runs out and addresses are reused.
+pub const POOL_CIDR: &str = "10.77.1.0/28";
+pub const SERVICES: usize = 20;
+const SHARING_KEYS: [&str; 2] = ["key-a", "key-b"];
+const PORTS: [u16; 3] = [80, 443, 8080];
+
+/// The pool the workload needs, as a manifest (applied with the campaign's configuration).
+pub fn pool_manifest() -> String {
+    format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {POOL}}}\n\
+         spec: {{addresses: [{POOL_CIDR}], autoAssign: false}}\n"
+    )
+}
+
+/// One Service as a read returned it: what the allocation checker needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub key: String,
+    pub ips: Vec<String>,
+    /// `metallb.io/allow-shared-ip`, if set.
+    pub share: Option<String>,
+    /// `PROTOCOL/PORT` of each port.
+    pub ports: Vec<String>,
+}
+
+fn service_manifest(name: &str, rng: &mut ChaCha8Rng) -> String {
+    let mut ports: Vec<u16> = PORTS
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    if ports.is_empty() {
+        ports.push(PORTS[rng.random_range(0..PORTS.len())]);
+    }
+    let mut annotations = format!("metallb.io/address-pool: {POOL}");
+    if rng.random_bool(0.5) {
+        let key = SHARING_KEYS[rng.random_range(0..SHARING_KEYS.len())];
+        annotations.push_str(&format!(", metallb.io/allow-shared-ip: {key}"));
+    }
+    if rng.random_bool(0.1) {
+        annotations.push_str(&format!(
+            ", metallb.io/loadBalancerIPs: 10.77.1.{}",
+            rng.random_range(0..16)
+        ));
+    }
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{port: {p}, protocol: TCP}}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NAMESPACE}, annotations: {{{annotations}}}}}\n\
+         spec: {{type: LoadBalancer, ports: [{}]}}\n",
+        ports.join(", ")
+    )
+}
+
+/// The holders in a Service listing (the workload's namespace, with addresses).
+fn holders(services: &[raftlb_proto::admin::Service]) -> Vec<Holder> {
+    services
+        .iter()
+        .filter(|s| s.namespace == NAMESPACE && !s.ips.is_empty())
+        .map(|s| {
+            let obj: serde_json::Value =
+                serde_json::from_str(&s.kubernetes_json).unwrap_or_default();
+            let share = obj["metadata"]["annotations"]["metallb.io/allow-shared-ip"]
+                .as_str()
+                .map(str::to_string);
+            let ports = obj["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p["protocol"].as_str().unwrap_or("TCP"),
+                        p["port"].as_u64().unwrap_or(0)
+                    )
+                })
+                .collect();
+            Holder {
+                key: format!("{}/{}", s.namespace, s.name),
+                ips: s.ips.clone(),
+                share,
+                ports,
+            }
+        })
+        .collect()
+}
+
+/// How long one operation may take before its outcome is unknown.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A client: its endpoints (its own first), a connection, and its generator.
+struct Client {
+    id: usize,
+    endpoints: Vec<String>,
+    next: usize,
+    conn: Option<AdminClient<Channel>>,
+    rng: ChaCha8Rng,
+}
+
+impl Client {
+    async fn connect(&mut self) -> Option<AdminClient<Channel>> {
+        if self.conn.is_none() {
+            let url = self.endpoints[self.next % self.endpoints.len()].clone();
+            self.next += 1;
+            let endpoint = tonic::transport::Endpoint::from_shared(url)
+                .ok()?
+                .connect_timeout(Duration::from_millis(500));
+            self.conn = tokio::time::timeout(OP_TIMEOUT, endpoint.connect())
+                .await
+                .ok()?
+                .ok()
+                .map(AdminClient::new);
+        }
+        self.conn.clone()
+    }
+
+    /// One operation, as a history line.
+    async fn op(&mut self) -> Event {
+        let roll: f64 = self.rng.random();
+        let key_n = self.rng.random_range(0..SERVICES);
+        let name = format!("svc-{key_n}");
+        let key = format!("{NAMESPACE}/{name}");
+        let (f, manifest, delete) = if roll < 0.5 {
+            ("apply", service_manifest(&name, &mut self.rng), false)
+        } else if roll < 0.7 {
+            ("delete", service_manifest(&name, &mut self.rng), true)
+        } else {
+            ("read", String::new(), false)
+        };
+        let linearizable = f == "read" && self.rng.random_bool(0.5);
+        let t = now_us();
+        let mut event = Event::Op {
+            t,
+            end: t,
+            client: self.id,
+            f: f.into(),
+            key: (f != "read").then(|| key.clone()),
+            outcome: "unknown".into(),
+            log_index: None,
+            applied_index: None,
+            linearizable,
+            ips: Vec::new(),
+            holders: Vec::new(),
+            error: None,
+        };
+        let Some(mut conn) = self.connect().await else {
+            if let Event::Op {
+                end,
+                outcome,
+                error,
+                ..
+            } = &mut event
+            {
+                *end = now_us();
+                *outcome = "fail".into();
+                *error = Some("no connection".into());
+            }
+            return event;
+        };
+        let Event::Op {
+            end,
+            outcome,
+            log_index,
+            applied_index,
+            ips,
+            holders: held,
+            error,
+            ..
+        } = &mut event
+        else {
+            unreachable!("built above")
+        };
+        if f == "read" {
+            let r =
+                tokio::time::timeout(OP_TIMEOUT, conn.list_services(ListRequest { linearizable }))
+                    .await;
+            *end = now_us();
+            match r {
+                Ok(Ok(list)) => {
+                    let list = list.into_inner();
+                    *outcome = "ok".into();
+                    *applied_index = Some(list.applied_index);
+                    *held = holders(&list.services);
+                }
+                Ok(Err(e)) => {
+                    // A read changes nothing: a failed one is simply failed.
+                    *outcome = "fail".into();
+                    *error = Some(e.message().to_string());
+                    self.conn = None;
+                }
+                Err(_) => {
+                    *outcome = "fail".into();
+                    *error = Some("timeout".into());
+                    self.conn = None;
+                }
+            }
+        } else {
+            let r = tokio::time::timeout(
+                OP_TIMEOUT,
+                conn.apply(ApplyRequest {
+                    manifest,
+                    delete,
+                    source: format!("client-{}", self.id),
+                }),
+            )
+            .await;
+            *end = now_us();
+            match r {
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    *outcome = "ok".into();
+                    *log_index = Some(reply.log_index);
+                    if let Some(s) = reply
+                        .services
+                        .iter()
+                        .find(|s| format!("{}/{}", s.namespace, s.name) == key)
+                    {
+                        *ips = s.ips.clone();
+                    }
+                }
+                Ok(Err(e)) => {
+                    // Refused by validation (a definite no) or lost on the way (unknown).
+                    let definite = matches!(
+                        e.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                    );
+                    *outcome = if definite { "fail" } else { "unknown" }.into();
+                    *error = Some(e.message().to_string());
+                    if !definite {
+                        self.conn = None;
+                    }
+                }
+                Err(_) => {
+                    *outcome = "unknown".into();
+                    *error = Some("timeout".into());
+                    self.conn = None;
+                }
+            }
+        }
+        event
+    }
+}
+
+/// Runs `clients` clients against `endpoints` for `for_ms`, one operation every `every_ms`
+/// each, writing one history line per operation to `out`.
+pub async fn run(
+    endpoints: Vec<String>,
+    clients: usize,
+    seed: u64,
+    every_ms: u64,
+    for_ms: u64,
+    out: impl Write + Send + 'static,
+) {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(out));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    let mut tasks = Vec::new();
+    for id in 0..clients {
+        let mut order = endpoints.clone();
+        order.rotate_left(id % endpoints.len().max(1));
+        let mut client = Client {
+            id,
+            endpoints: order,
+            next: 0,
+            conn: None,
+            rng: ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64)),
+        };
+        let out = out.clone();
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                let event = client.op().await;
+                if let Ok(line) = serde_json::to_string(&event) {
+                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
+                }
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
