@@ -1221,10 +1221,28 @@ pub fn answers(lines: &[String]) -> Vec<Answer> {
 /// request, so asking every 10 ms catches any overlap longer than that), or a request answered
 /// by one MAC up to 20 ms *after* another MAC announced the VIP (the new owner started while
 /// the old one still answered). An answer shortly *before* an announcement is a handover.
+///
+/// A reply that arrives after a reply to a later request was held up on the way (a squeezed
+/// link queues frames for hundreds of milliseconds): it was decided when its request came in,
+/// not when it arrived, so it is left out. Replies are in send order otherwise.
 pub fn dual_answers(answers: &[Answer]) -> Vec<String> {
     let mut out = Vec::new();
+    let mut in_time: Vec<&Answer> = answers.iter().collect();
+    in_time.sort_by_key(|a| a.time_us);
+    let mut newest = None;
+    let answers: Vec<&Answer> = in_time
+        .into_iter()
+        .filter(|a| match a.request {
+            Some(r) if newest.is_some_and(|n| r < n) => false,
+            Some(r) => {
+                newest = Some(r);
+                true
+            }
+            None => true,
+        })
+        .collect();
     let mut by_request: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
-    for a in answers {
+    for a in &answers {
         if let Some(r) = a.request {
             let macs = by_request.entry(r).or_default();
             if !macs.contains(&a.mac.as_str()) {
@@ -1340,5 +1358,26 @@ mod tests {
             a(12_000, Some(2), "y"),
         ];
         assert!(dual_answers(&handover).is_empty());
+    }
+
+    #[test]
+    fn a_reply_held_up_on_the_way_is_not_a_second_answerer() {
+        // y took over and answered request 9; x's reply to request 5, queued on a squeezed
+        // link, arrives after it.
+        let late = [
+            a(0, Some(4), "x"),
+            a(300_000, None, "y"),
+            a(302_000, Some(9), "y"),
+            a(315_000, Some(5), "x"),
+        ];
+        assert!(dual_answers(&late).is_empty());
+        // x deciding to answer a new request after y announced is still caught.
+        let current = [
+            a(0, Some(4), "x"),
+            a(300_000, None, "y"),
+            a(302_000, Some(9), "y"),
+            a(312_000, Some(10), "x"),
+        ];
+        assert_eq!(dual_answers(&current).len(), 1);
     }
 }

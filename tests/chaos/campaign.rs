@@ -1,4 +1,4 @@
-//! The chaos harness in CI: a smoke campaign of 50 faults over every kind (fast profile), with
+//! The chaos harness in CI: a smoke campaign of 50 faults over every kind (default profile), with
 //! the allocation workload running, must find no violation, and the negative control (answerers that ignore the lease, with the
 //! owner partitioned away) must be flagged: a checker that never fires proves nothing.
 //!
@@ -98,7 +98,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         "--faults",
         "50",
         "--profile",
-        "fast",
+        "default",
         "--chunk",
         "25",
     ])?;

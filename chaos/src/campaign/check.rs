@@ -3,8 +3,9 @@
 //! * single answerer: no ARP/NDP request answered by two MACs, and no answer from one MAC
 //!   right after another announced the VIP ([`crate::lab::dual_answers`]);
 //! * failover: per fault and watched VIP, the time until the first probe reaches another
-//!   node and the longest time the VIP was dark; a fault that touches the VIP's owner may
-//!   darken it up to the failover bound, any other fault up to the darkness bound;
+//!   node and the longest time the VIP was dark; a fault that takes the VIP's owner out may
+//!   darken it up to the failover bound, any fault that does not touch it up to the darkness
+//!   bound (loss or a squeeze on the owner's own link are measured only);
 //! * durability: after the final heal every node reports the same applied index and table
 //!   digest;
 //! * liveness: the cluster was live within the bound after the final heal;
@@ -253,12 +254,15 @@ pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation
             }
             dark_us = dark_us.max(until.saturating_sub(last));
             let dark_ms = dark_us / 1000;
-            let bound = if touches_owner {
-                bounds.failover_ms
+            // Loss and a squeeze on the owner degrade the path itself: measured, not bounded.
+            let bound = if !touches_owner {
+                Some(bounds.dark_ms)
+            } else if matches!(kind, FaultKind::Loss | FaultKind::Squeeze) {
+                None
             } else {
-                bounds.dark_ms
+                Some(bounds.failover_ms)
             };
-            if dark_ms > bound {
+            if let Some(bound) = bound.filter(|b| dark_ms > *b) {
                 violations.push(Violation {
                     invariant: Invariant::Failover,
                     t: Some(*t0),
@@ -628,6 +632,13 @@ mod tests {
             violations[0].detail.contains("not touched"),
             "{violations:?}"
         );
+        // Loss on the owner's own link: measured, not bounded.
+        let mut h = vec![start(0, 4, FaultKind::Loss, "n2", "n2")];
+        h.extend(probes(0, 1000 * MS, None));
+        h.extend(probes(1000 * MS, 3000 * MS, Some("n2")));
+        let (samples, violations) = failover(&h, BOUNDS);
+        assert_eq!(samples[0].dark_ms, 1000);
+        assert!(violations.is_empty(), "{violations:?}");
         // The same gap of 90 ms is within the bound.
         let mut h = vec![start(0, 3, FaultKind::Pause, "n1", "n2")];
         h.extend(probes(0, 500 * MS, Some("n2")));
