@@ -498,8 +498,14 @@ impl Lab {
 
     /// `raftlb ctl ARGS -o json` against node `name` only.
     pub fn ctl_at(&self, name: &str, args: &[&str]) -> anyhow::Result<Value> {
-        let n = &self.nodes[self.index(name)];
+        self.ctl_on(&self.nodes[self.index(name)], args)
+            .map_err(|e| anyhow!("at {name}: {e}"))
+    }
+
+    /// `raftlb ctl ARGS -o json` in node `n`'s namespace against its own admin endpoint.
+    fn ctl_on(&self, n: &LabNode, args: &[&str]) -> anyhow::Result<Value> {
         let endpoint = format!("http://{}:7471", n.ip);
+        // A stopped (SIGSTOP) or stuck peer accepts the connection and never answers.
         let out = in_ns(&n.ns, "timeout")
             .arg("10")
             .arg(&self.raftlb)
@@ -507,10 +513,7 @@ impl Lab {
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!(
-                "ctl {args:?} at {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
     }
@@ -540,18 +543,10 @@ impl Lab {
             if !self.procs.contains_key(&i) || skip == Some(n.name.as_str()) {
                 continue;
             }
-            let endpoint = format!("http://{}:7471", n.ip);
-            // A stopped (SIGSTOP) or stuck peer accepts the connection and never answers.
-            let out = in_ns(&n.ns, "timeout")
-                .arg("10")
-                .arg(&self.raftlb)
-                .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
-                .args(args)
-                .output()?;
-            if out.status.success() {
-                return Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null));
+            match self.ctl_on(n, args) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
             }
-            last = anyhow!("ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Err(last)
     }
