@@ -616,15 +616,7 @@ impl Lab {
         vip: &str,
         skip: Option<&str>,
     ) -> anyhow::Result<Option<String>> {
-        let v = self.ctl_except(skip, &["get", "vips"])?;
-        Ok(v["vips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|x| x["ip"] == vip)
-            .and_then(|x| x["owner"].as_str())
-            .filter(|o| !o.is_empty())
-            .map(str::to_string))
+        Ok(owner_in(&self.ctl_except(skip, &["get", "vips"])?, vip))
     }
 
     /// `ctl move VIP NODE` (unless it is already there), then waits until the table names
@@ -642,9 +634,13 @@ impl Lab {
     }
 
     pub fn leader(&self) -> anyhow::Result<Option<String>> {
-        let s = self.ctl(&["status"])?;
-        let id = s["leader"].as_u64();
-        Ok(id.and_then(|id| self.nodes.get(id as usize - 1).map(|n| n.name.clone())))
+        Ok(self.leader_in(&self.ctl(&["status"])?))
+    }
+
+    /// The leader's node name in a `ctl status` answer.
+    pub fn leader_in(&self, status: &Value) -> Option<String> {
+        let id = status["leader"].as_u64()?;
+        self.nodes.get(id as usize - 1).map(|n| n.name.clone())
     }
 
     /// Waits until `check` holds.
@@ -1220,7 +1216,10 @@ pub fn answers(lines: &[String]) -> Vec<Answer> {
 /// A reply that arrives after a reply to a later request was held up on the way (a squeezed
 /// link queues frames for hundreds of milliseconds): it was decided when its request came in,
 /// not when it arrived, so it is left out. Replies are in send order otherwise.
-pub fn dual_answers(answers: &[Answer]) -> Vec<String> {
+///
+/// Each finding comes with its time: the first answer to the request answered twice, or the
+/// late answer.
+pub fn dual_answers(answers: &[Answer]) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let mut in_time: Vec<&Answer> = answers.iter().collect();
     in_time.sort_by_key(|a| a.time_us);
@@ -1236,18 +1235,22 @@ pub fn dual_answers(answers: &[Answer]) -> Vec<String> {
             None => true,
         })
         .collect();
-    let mut by_request: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    // Per request: when it was first answered, and by which MACs.
+    let mut by_request: BTreeMap<u64, (u64, Vec<&str>)> = BTreeMap::new();
     for a in &answers {
         if let Some(r) = a.request {
-            let macs = by_request.entry(r).or_default();
+            let (_, macs) = by_request.entry(r).or_insert((a.time_us, Vec::new()));
             if !macs.contains(&a.mac.as_str()) {
                 macs.push(&a.mac);
             }
         }
     }
-    for (r, macs) in &by_request {
+    for (r, (t, macs)) in &by_request {
         if macs.len() > 1 {
-            out.push(format!("request {r} answered by {}", macs.join(" and ")));
+            out.push((
+                *t,
+                format!("request {r} answered by {}", macs.join(" and ")),
+            ));
         }
     }
     for g in answers.iter().filter(|a| a.request.is_none()) {
@@ -1257,24 +1260,46 @@ pub fn dual_answers(answers: &[Answer]) -> Vec<String> {
                 && a.time_us >= g.time_us
                 && a.time_us - g.time_us < 20_000
         }) {
-            out.push(format!(
-                "{} announced, then {} still answered {} us later",
-                g.mac,
-                other.mac,
-                other.time_us - g.time_us
+            out.push((
+                other.time_us,
+                format!(
+                    "{} announced, then {} still answered {} us later",
+                    g.mac,
+                    other.mac,
+                    other.time_us - g.time_us
+                ),
             ));
         }
     }
     out
 }
 
+/// The owner of `vip` in a `ctl get vips` answer.
+pub fn owner_in(vips: &Value, vip: &str) -> Option<String> {
+    vips["vips"].as_array()?.iter().find(|x| x["ip"] == vip)?["owner"]
+        .as_str()
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+}
+
 /// (attempt start, node) of every successful probe attempt.
 pub fn probe_hits(lines: &[String]) -> Vec<(u64, String)> {
+    probes(lines)
+        .into_iter()
+        .filter_map(|(t, node)| Some((t, node?)))
+        .collect()
+}
+
+/// (attempt start, node that answered or None) of every probe attempt.
+pub fn probes(lines: &[String]) -> Vec<(u64, Option<String>)> {
     lines
         .iter()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"ok")).then(|| Some((f[0].parse().ok()?, f.get(2)?.to_string())))?
+            let node = (f.get(1) == Some(&"ok"))
+                .then(|| f.get(2).map(|s| s.to_string()))
+                .flatten();
+            Some((f.first()?.parse().ok()?, node))
         })
         .collect()
 }

@@ -4,8 +4,8 @@
 //! that leader's lease has surely ended (`leader_expiry_bound_ms` after the election) if it
 //! has not renewed by then. Not at once: the previous leader may have voted for the new one
 //! itself with its lease still running, and would answer beside the new owner (the chaos
-//! harness found this under leader transfers and packet loss). Planning itself is the table's pure `planner::plan_changes`; this loop decides when to
-//! run it and commits what it returns.
+//! harness found this under leader transfers and packet loss). Planning itself is the table's
+//! pure `planner::plan_changes`; this loop decides when to run it and commits what it returns.
 
 use std::net::IpAddr;
 use std::time::Duration;

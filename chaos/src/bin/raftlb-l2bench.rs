@@ -159,7 +159,9 @@ fn keepalived_partition(version: u8, advert: f64) -> anyhow::Result<()> {
         "keepalived VRRPv{version} advert_int {advert}, master cut off: {} answering MACs seen, {} split-brain findings{}",
         macs.len(),
         dual.len(),
-        dual.first().map(|d| format!(" (first: {d})")).unwrap_or_default()
+        dual.first()
+            .map(|(_, d)| format!(" (first: {d})"))
+            .unwrap_or_default()
     );
     Ok(())
 }

@@ -164,7 +164,7 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
     }
     let mut out = Vec::new();
     for ((_, vip), answers) in by_vip {
-        for (t, detail) in dual_answers_at(&answers) {
+        for (t, detail) in dual_answers(&answers) {
             out.push(Violation {
                 invariant: Invariant::SingleAnswerer,
                 t: Some(t),
@@ -173,26 +173,6 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
         }
     }
     out
-}
-
-/// [`dual_answers`] with the time of each finding: the first answer of the request answered
-/// twice, or the late answer.
-fn dual_answers_at(answers: &[Answer]) -> Vec<(u64, String)> {
-    dual_answers(answers)
-        .into_iter()
-        .map(|d| {
-            let t = answers
-                .iter()
-                .filter(|a| d.contains(&a.mac))
-                .find(|a| match a.request {
-                    Some(r) => d.contains(&format!("request {r} ")),
-                    None => false,
-                })
-                .or_else(|| answers.iter().find(|a| d.contains(&a.mac)))
-                .map_or(0, |a| a.time_us);
-            (t, d)
-        })
-        .collect()
 }
 
 pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation>) {

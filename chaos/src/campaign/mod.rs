@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::lab::{answers, now_us, Announcer, Lab};
+use crate::lab::{answers, now_us, probes, Announcer, Lab};
 use history::Event;
 use nemesis::WATCHED;
 use plan::{FaultKind, NegativeControl, Plan, Profile};
@@ -160,15 +160,10 @@ fn run_chunk(
             })
             .collect();
         match what {
-            "probe" => events.extend(lines.iter().filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some(Event::Probe {
-                    t: f.first()?.parse().ok()?,
-                    vip: vip.to_string(),
-                    node: (f.get(1) == Some(&"ok"))
-                        .then(|| f.get(2).map(|s| s.to_string()))
-                        .flatten(),
-                })
+            "probe" => events.extend(probes(&lines).into_iter().map(|(t, node)| Event::Probe {
+                t,
+                vip: vip.to_string(),
+                node,
             })),
             _ => events.extend(answers(&lines).into_iter().map(|a| Event::Answer {
                 t: a.time_us,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::history::Event;
 use super::plan::{Cycle, FaultKind, Role};
-use crate::lab::{now_us, Lab, VIP4, VIP6};
+use crate::lab::{now_us, owner_in, Lab, VIP4, VIP6};
 
 /// The VIPs every campaign watches (the standard configuration's dual-stack Service).
 pub const WATCHED: [&str; 2] = [VIP4, VIP6];
@@ -19,20 +19,13 @@ fn roles(lab: &Lab) -> (Option<String>, std::collections::BTreeMap<String, Strin
     let leader = lab
         .ctl(&["status", "--linearizable"])
         .ok()
-        .and_then(|s| s["leader"].as_u64())
-        .and_then(|id| lab.nodes.get(id as usize - 1))
-        .map(|n| n.name.clone());
+        .and_then(|s| lab.leader_in(&s));
     let vips = lab
         .ctl(&["get", "vips", "--linearizable"])
         .unwrap_or_default();
     let owners = WATCHED
         .iter()
-        .filter_map(|vip| {
-            let owner = vips["vips"].as_array()?.iter().find(|x| x["ip"] == *vip)?["owner"]
-                .as_str()
-                .filter(|o| !o.is_empty())?;
-            Some((vip.to_string(), owner.to_string()))
-        })
+        .filter_map(|vip| Some((vip.to_string(), owner_in(&vips, vip)?)))
         .collect();
     (leader, owners)
 }

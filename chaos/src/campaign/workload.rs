@@ -144,8 +144,7 @@ impl Client {
     /// One operation, as a history line.
     async fn op(&mut self) -> Event {
         let roll: f64 = self.rng.random();
-        let key_n = self.rng.random_range(0..SERVICES);
-        let name = format!("svc-{key_n}");
+        let name = format!("svc-{}", self.rng.random_range(0..SERVICES));
         let key = format!("{NAMESPACE}/{name}");
         let (f, manifest, delete) = if roll < 0.5 {
             ("apply", service_manifest(&name, &mut self.rng), false)
@@ -156,115 +155,91 @@ impl Client {
         };
         let linearizable = f == "read" && self.rng.random_bool(0.5);
         let t = now_us();
-        let mut event = Event::Op {
-            t,
-            end: t,
-            client: self.id,
-            f: f.into(),
-            key: (f != "read").then(|| key.clone()),
-            outcome: "unknown".into(),
-            log_index: None,
-            applied_index: None,
-            linearizable,
-            ips: Vec::new(),
-            holders: Vec::new(),
-            error: None,
-        };
-        let Some(mut conn) = self.connect().await else {
-            if let Event::Op {
-                end,
-                outcome,
-                error,
-                ..
-            } = &mut event
-            {
-                *end = now_us();
-                *outcome = "fail".into();
-                *error = Some("no connection".into());
+        let mut outcome = "unknown";
+        let (mut log_index, mut applied_index, mut error) = (None, None, None);
+        let (mut ips, mut held) = (Vec::new(), Vec::new());
+        match self.connect().await {
+            None => {
+                outcome = "fail";
+                error = Some("no connection".to_string());
             }
-            return event;
-        };
-        let Event::Op {
-            end,
-            outcome,
-            log_index,
-            applied_index,
-            ips,
-            holders: held,
-            error,
-            ..
-        } = &mut event
-        else {
-            unreachable!("built above")
-        };
-        if f == "read" {
-            let r =
-                tokio::time::timeout(OP_TIMEOUT, conn.list_services(ListRequest { linearizable }))
-                    .await;
-            *end = now_us();
-            match r {
-                Ok(Ok(list)) => {
-                    let list = list.into_inner();
-                    *outcome = "ok".into();
-                    *applied_index = Some(list.applied_index);
-                    *held = holders(&list.services);
-                }
-                Ok(Err(e)) => {
-                    // A read changes nothing: a failed one is simply failed.
-                    *outcome = "fail".into();
-                    *error = Some(e.message().to_string());
-                    self.conn = None;
-                }
-                Err(_) => {
-                    *outcome = "fail".into();
-                    *error = Some("timeout".into());
-                    self.conn = None;
-                }
-            }
-        } else {
-            let r = tokio::time::timeout(
-                OP_TIMEOUT,
-                conn.apply(ApplyRequest {
-                    manifest,
-                    delete,
-                    source: format!("client-{}", self.id),
-                }),
-            )
-            .await;
-            *end = now_us();
-            match r {
-                Ok(Ok(reply)) => {
-                    let reply = reply.into_inner();
-                    *outcome = "ok".into();
-                    *log_index = Some(reply.log_index);
-                    if let Some(s) = reply
-                        .services
-                        .iter()
-                        .find(|s| format!("{}/{}", s.namespace, s.name) == key)
-                    {
-                        *ips = s.ips.clone();
+            Some(mut conn) if f == "read" => {
+                let r = tokio::time::timeout(
+                    OP_TIMEOUT,
+                    conn.list_services(ListRequest { linearizable }),
+                )
+                .await;
+                // A read changes nothing: one that did not answer simply failed.
+                outcome = "fail";
+                match r {
+                    Ok(Ok(list)) => {
+                        let list = list.into_inner();
+                        outcome = "ok";
+                        applied_index = Some(list.applied_index);
+                        held = holders(&list.services);
                     }
+                    Ok(Err(e)) => error = Some(e.message().to_string()),
+                    Err(_) => error = Some("timeout".to_string()),
                 }
-                Ok(Err(e)) => {
+            }
+            Some(mut conn) => {
+                let r = tokio::time::timeout(
+                    OP_TIMEOUT,
+                    conn.apply(ApplyRequest {
+                        manifest,
+                        delete,
+                        source: format!("client-{}", self.id),
+                    }),
+                )
+                .await;
+                match r {
+                    Ok(Ok(reply)) => {
+                        let reply = reply.into_inner();
+                        outcome = "ok";
+                        log_index = Some(reply.log_index);
+                        if let Some(s) = reply
+                            .services
+                            .iter()
+                            .find(|s| format!("{}/{}", s.namespace, s.name) == key)
+                        {
+                            ips = s.ips.clone();
+                        }
+                    }
                     // Refused by validation (a definite no) or lost on the way (unknown).
-                    let definite = matches!(
-                        e.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
-                    );
-                    *outcome = if definite { "fail" } else { "unknown" }.into();
-                    *error = Some(e.message().to_string());
-                    if !definite {
-                        self.conn = None;
+                    Ok(Err(e)) => {
+                        if matches!(
+                            e.code(),
+                            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                        ) {
+                            outcome = "fail";
+                        }
+                        error = Some(e.message().to_string());
                     }
-                }
-                Err(_) => {
-                    *outcome = "unknown".into();
-                    *error = Some("timeout".into());
-                    self.conn = None;
+                    Err(_) => error = Some("timeout".to_string()),
                 }
             }
         }
-        event
+        // A lost or slow peer: the next operation connects again, to the next endpoint.
+        if outcome != "ok" && error.as_deref() != Some("no connection") {
+            let definite_refusal = f != "read" && outcome == "fail";
+            if !definite_refusal {
+                self.conn = None;
+            }
+        }
+        Event::Op {
+            t,
+            end: now_us(),
+            client: self.id,
+            f: f.into(),
+            key: (f != "read").then_some(key),
+            outcome: outcome.into(),
+            log_index,
+            applied_index,
+            linearizable,
+            ips,
+            holders: held,
+            error,
+        }
     }
 }
 
