@@ -81,6 +81,57 @@ pub struct Router {
     dir: PathBuf,
     child: Option<Child>,
     pid_file: PathBuf,
+    /// BIRD's session marks handed out so far, per neighbour (see `sessions_since`).
+    bird_marks: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+/// Whether two BIRD session marks (`hh:mm:ss.mmm port P`) name one session: the same port
+/// and times within 50 ms of each other.
+fn same_bird_session(a: &str, b: &str) -> bool {
+    fn ms_of_day(t: &str) -> Option<i64> {
+        let (hms, ms) = t.split_once('.').unwrap_or((t, "0"));
+        let mut f = hms.split(':').map(|x| x.parse::<i64>().ok());
+        let (h, m, s) = (f.next()??, f.next()??, f.next()??);
+        Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<i64>().ok()?)
+    }
+    const DAY: i64 = 86_400_000;
+    let (Some((ta, pa)), Some((tb, pb))) = (a.split_once(" port "), b.split_once(" port ")) else {
+        return a == b;
+    };
+    match (ms_of_day(ta), ms_of_day(tb)) {
+        (Some(x), Some(y)) if pa == pb => {
+            let d = (x - y).rem_euclid(DAY);
+            d.min(DAY - d) <= 50
+        }
+        _ => a == b,
+    }
+}
+
+/// From `ss -Htn` lines, each BGP connection's neighbour address and the port at its
+/// ephemeral end (the neighbour's when it dialled port 179, ours when we did).
+fn parse_bgp_ports(text: &str) -> BTreeMap<String, u16> {
+    let split = |ep: &str| -> Option<(String, u16)> {
+        let (host, port) = ep.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.split('%').next().unwrap_or(host);
+        Some((host.to_string(), port.parse().ok()?))
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(peer)) = (
+            f.get(2).and_then(|x| split(x)),
+            f.get(3).and_then(|x| split(x)),
+        ) else {
+            continue;
+        };
+        if local.1 == 179 {
+            out.insert(peer.0, peer.1);
+        } else if peer.1 == 179 {
+            out.insert(peer.0, local.1);
+        }
+    }
+    out
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -101,6 +152,7 @@ impl Router {
             dir,
             child: None,
             pid_file,
+            bird_marks: Default::default(),
         };
         router.spawn()?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -314,6 +366,18 @@ impl Router {
         self.cli(args)
     }
 
+    /// Each established BGP connection in the router's namespace: neighbour -> the port at
+    /// the connection's ephemeral end.
+    fn bgp_ports(&self) -> anyhow::Result<BTreeMap<String, u16>> {
+        let text = output(in_ns(&self.config.ns, "ss").args([
+            "-Htn",
+            "state",
+            "established",
+            "( sport = :179 or dport = :179 )",
+        ]))?;
+        Ok(parse_bgp_ports(&text))
+    }
+
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let dir = self.dir.display().to_string();
         match self.kind {
@@ -492,6 +556,23 @@ impl Router {
                         out.insert(addr.trim().to_string(), s.clone());
                     }
                 }
+                // BIRD prints `since` as its monotonic time converted to wall time at each
+                // call, so an unchanged session's mark wanders by a millisecond, and a reset
+                // session can come back within a few. The session is the pair of the TCP
+                // connection's port at its ephemeral end and its `since`: the same port and a
+                // `since` within 50 ms of the mark handed out before is that session.
+                let ports = self.bgp_ports()?;
+                let mut marks = self.bird_marks.lock().unwrap_or_else(|e| e.into_inner());
+                for (addr, mark) in out.iter_mut() {
+                    let port = ports.get(addr).copied().unwrap_or(0);
+                    *mark = format!("{mark} port {port}");
+                    match marks.get(addr) {
+                        Some(old) if same_bird_session(old, mark) => mark.clone_from(old),
+                        _ => {
+                            marks.insert(addr.clone(), mark.clone());
+                        }
+                    }
+                }
             }
             RouterKind::Frr => {
                 let v: Value =
@@ -513,6 +594,25 @@ impl Router {
             }
         }
         Ok(out)
+    }
+
+    /// The marks of `count` Established sessions once they have stayed the same for a
+    /// second, so a test that asserts "no session was reset" starts from settled sessions.
+    pub fn settled_sessions(
+        &self,
+        count: usize,
+        within: Duration,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut last = BTreeMap::new();
+        self.wait(&format!("{count} sessions settled"), within, |r| {
+            let now = r.sessions_since()?;
+            let settled = now.len() == count && now == last;
+            last = now.clone();
+            if !settled {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(settled.then_some(now))
+        })
     }
 
     /// Polls `check` until it returns Some, for up to `within`.
@@ -846,5 +946,43 @@ impl FrrBfd {
 impl Drop for FrrBfd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_bgp_ports, same_bird_session};
+
+    #[test]
+    fn a_bird_mark_that_wandered_a_millisecond_on_one_port_is_the_same_session() {
+        assert!(same_bird_session(
+            "18:35:08.982 port 40001",
+            "18:35:08.983 port 40001"
+        ));
+        assert!(same_bird_session(
+            "23:59:59.990 port 1",
+            "00:00:00.010 port 1"
+        ));
+        // A session reset and back within a few milliseconds is on another connection.
+        assert!(!same_bird_session(
+            "18:35:08.982 port 40001",
+            "18:35:08.985 port 40002"
+        ));
+        assert!(!same_bird_session(
+            "18:35:08.982 port 1",
+            "18:35:10.001 port 1"
+        ));
+        assert!(!same_bird_session("18:35:08.982 port 1", "garbage"));
+    }
+
+    #[test]
+    fn bgp_connections_are_keyed_by_neighbour_with_the_ephemeral_port() {
+        let ss = "0 0 10.77.0.100:179 10.77.0.11:43210\n\
+                  0 0 10.77.0.100:51000 10.77.0.12:179\n\
+                  0 0 [fd77::100]:179 [fd77::11]:39000\n";
+        let ports = parse_bgp_ports(ss);
+        assert_eq!(ports["10.77.0.11"], 43210);
+        assert_eq!(ports["10.77.0.12"], 51000);
+        assert_eq!(ports["fd77::11"], 39000);
     }
 }

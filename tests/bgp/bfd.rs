@@ -158,7 +158,7 @@ fn frr_bfdd_admin_down_leaves_the_bgp_session_up_and_its_silence_does_not() -> a
             .then_some(()))
     })?;
     let n2 = lab.nodes[1].ip.clone();
-    let since = router.sessions_since()?;
+    let since = router.settled_sessions(3, WITHIN)?;
     bfdd.shutdown(&n2, "10.77.0.100", true)?;
     let b = lab.wait(
         "n2's BFD session Down after bfdd's AdminDown",
@@ -171,10 +171,13 @@ fn frr_bfdd_admin_down_leaves_the_bgp_session_up_and_its_silence_does_not() -> a
     assert_eq!(b["diag"], "neighbor signaled session down", "{b}");
     assert_eq!(b["remoteState"], "AdminDown", "{b}");
     std::thread::sleep(Duration::from_secs(2));
+    let now = router.sessions_since()?;
     assert_eq!(
-        router.sessions_since()?,
+        now,
         since,
-        "an AdminDown reset a BGP session"
+        "an AdminDown reset a BGP session; BIRD:\n{}\n{}",
+        router.cli_text(&["show", "protocols"])?,
+        router.log()
     );
     assert_eq!(router.next_hops(&format!("{VIP4}/32"))?, all);
     let sessions = lab.ctl(&["get", "bgp"])?;

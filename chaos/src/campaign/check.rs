@@ -221,7 +221,7 @@ pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation
                 })
                 .collect();
             let touches_owner = node.as_deref() == Some(owner.as_str())
-                || matches!(kind, FaultKind::RollingRestart);
+                || matches!(kind, FaultKind::RollingRestart | FaultKind::KillAll);
             let moved_ms = hits
                 .iter()
                 .find(|(_, n)| *n != owner)
@@ -234,10 +234,14 @@ pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation
             }
             dark_us = dark_us.max(until.saturating_sub(last));
             let dark_ms = dark_us / 1000;
-            // Loss and a squeeze on the owner degrade the path itself: measured, not bounded.
+            // Loss and a squeeze on the owner degrade the path itself, and with every node
+            // killed there is nobody to fail over to: measured, not bounded.
             let bound = if !touches_owner {
                 Some(bounds.dark_ms)
-            } else if matches!(kind, FaultKind::Loss | FaultKind::Squeeze) {
+            } else if matches!(
+                kind,
+                FaultKind::Loss | FaultKind::Squeeze | FaultKind::KillAll
+            ) {
                 None
             } else {
                 Some(bounds.failover_ms)

@@ -166,6 +166,16 @@ fn inject_hold_heal(
                 sleep_ms(hold / transfers);
             }
         }
+        FaultKind::KillAll => {
+            let names: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
+            for name in &names {
+                lab.kill(name);
+            }
+            sleep_ms(hold);
+            for name in &names {
+                lab.start(name)?;
+            }
+        }
         FaultKind::RollingRestart => {
             let names: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
             let each = hold / names.len() as u64;

@@ -30,10 +30,13 @@ pub enum FaultKind {
     TransferStorm,
     /// Every node restarted in turn with SIGTERM.
     RollingRestart,
+    /// Every node SIGKILLed at once (a power cut), all restarted after the hold: what was
+    /// acknowledged must have been on disk.
+    KillAll,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Crash,
         FaultKind::Pause,
@@ -44,6 +47,7 @@ impl FaultKind {
         FaultKind::Squeeze,
         FaultKind::TransferStorm,
         FaultKind::RollingRestart,
+        FaultKind::KillAll,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl FaultKind {
             FaultKind::Squeeze => "squeeze",
             FaultKind::TransferStorm => "transfer-storm",
             FaultKind::RollingRestart => "rolling-restart",
+            FaultKind::KillAll => "kill-all",
         }
     }
 
@@ -75,7 +80,10 @@ impl FaultKind {
 
     /// Whether the fault has a single target node (the others act on the whole cluster).
     pub fn targeted(self) -> bool {
-        !matches!(self, FaultKind::TransferStorm | FaultKind::RollingRestart)
+        !matches!(
+            self,
+            FaultKind::TransferStorm | FaultKind::RollingRestart | FaultKind::KillAll
+        )
     }
 }
 
@@ -179,19 +187,26 @@ pub enum NegativeControl {
     /// The answerers ignore the lease (`RAFTLB_UNSAFE_ANSWER_WITHOUT_LEASE`): a node cut off
     /// from the others keeps answering after its VIPs moved.
     AnswerWithoutLease,
+    /// The log store acknowledges without flushing (`RAFTLB_UNSAFE_NO_FSYNC`): killing every
+    /// node at once loses acknowledged writes.
+    NoFsync,
 }
 
 impl NegativeControl {
     pub fn parse(text: &str) -> anyhow::Result<NegativeControl> {
         match text {
             "answer-without-lease" => Ok(NegativeControl::AnswerWithoutLease),
-            other => anyhow::bail!("--negative-control {other:?}: want answer-without-lease"),
+            "no-fsync" => Ok(NegativeControl::NoFsync),
+            other => {
+                anyhow::bail!("--negative-control {other:?}: want answer-without-lease or no-fsync")
+            }
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             NegativeControl::AnswerWithoutLease => "answer-without-lease",
+            NegativeControl::NoFsync => "no-fsync",
         }
     }
 
@@ -202,6 +217,9 @@ impl NegativeControl {
                 raftlb_actors::responder::UNSAFE_ANSWER_WITHOUT_LEASE.into(),
                 "1".into(),
             )],
+            NegativeControl::NoFsync => {
+                vec![(raftlb_raft_store::store::UNSAFE_NO_FSYNC.into(), "1".into())]
+            }
         }
     }
 }
@@ -281,10 +299,10 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_plan_and_every_kind_its_share() {
-        let a = Plan::generate(7, 100, Profile::Default, &FaultKind::ALL);
-        let b = Plan::generate(7, 100, Profile::Default, &FaultKind::ALL);
+        let a = Plan::generate(7, 110, Profile::Default, &FaultKind::ALL);
+        let b = Plan::generate(7, 110, Profile::Default, &FaultKind::ALL);
         assert_eq!(a, b);
-        assert_ne!(a, Plan::generate(8, 100, Profile::Default, &FaultKind::ALL));
+        assert_ne!(a, Plan::generate(8, 110, Profile::Default, &FaultKind::ALL));
         for kind in FaultKind::ALL {
             let n = a.cycles.iter().filter(|c| c.kind == kind).count();
             assert_eq!(n, 10, "{kind}");

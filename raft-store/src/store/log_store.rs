@@ -19,6 +19,12 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Set in a node's environment, the log store acknowledges appends and votes without flushing
+/// them (sled still writes in the background every half second): a negative control for the
+/// chaos harness, which must see committed writes lost when every node is killed at once.
+/// Never in production.
+pub const UNSAFE_NO_FSYNC: &str = "RAFTLB_UNSAFE_NO_FSYNC";
+
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
@@ -26,12 +32,17 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// False only under [`UNSAFE_NO_FSYNC`].
+    durable: bool,
 }
 
 /// The flusher thread: waits for an acknowledgement to give, flushes once for it and every
 /// other one queued meanwhile, then gives them in the order their appends were made. Ends when
 /// the last handle of the store is dropped.
-fn start_flusher(db: sled::Db) -> std::io::Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>> {
+fn start_flusher(
+    db: sled::Db,
+    durable: bool,
+) -> std::io::Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>> {
     let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
     std::thread::Builder::new()
         .name("raftlb-log-flush".into())
@@ -39,7 +50,11 @@ fn start_flusher(db: sled::Db) -> std::io::Result<std::sync::mpsc::Sender<LogFlu
             while let Ok(first) = rx.recv() {
                 let mut waiting = vec![first];
                 waiting.extend(rx.try_iter());
-                let flushed = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                let flushed = if durable {
+                    db.flush().map(|_| ()).map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                };
                 for callback in waiting {
                     callback.log_io_completed(flushed.clone().map_err(std::io::Error::other));
                 }
@@ -60,12 +75,27 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl LogStore {
     pub(super) fn new(db: &sled::Db) -> Result<LogStore, sled::Error> {
+        let durable = std::env::var_os(UNSAFE_NO_FSYNC).is_none();
+        if !durable {
+            tracing::warn!(
+                "{UNSAFE_NO_FSYNC} is set: the Raft log is acknowledged WITHOUT flushing it (a negative control; never in production)"
+            );
+        }
         Ok(LogStore {
             db: db.clone(),
             log: db.open_tree("log")?,
             meta: db.open_tree("log_meta")?,
-            flusher: start_flusher(db.clone())?,
+            flusher: start_flusher(db.clone(), durable)?,
+            durable,
         })
+    }
+
+    /// Flushes sled to disk (skipped under [`UNSAFE_NO_FSYNC`]).
+    async fn flush(&self) -> StorageResult<()> {
+        if self.durable {
+            self.db.flush_async().await.map_err(write_err)?;
+        }
+        Ok(())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
@@ -78,7 +108,7 @@ impl LogStore {
     async fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> StorageResult<()> {
         let bytes = codec::encode(value).map_err(write_err)?;
         self.meta.insert(key, bytes).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -191,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.remove_entries(log_id.index.to_be_bytes()..)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        self.flush().await?;
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 mod log_store;
 mod state_machine;
 
-pub use log_store::LogStore;
+pub use log_store::{LogStore, UNSAFE_NO_FSYNC};
 pub use state_machine::{Applied, SharedTable, StateMachine};
 
 use std::path::Path;
