@@ -797,6 +797,26 @@ impl Lab {
 
     /// The chaos workload in the client namespace for `ms` milliseconds: `clients` clients
     /// against every node's admin endpoint, one operation every `every_ms` each.
+    /// The workload's Services as one linearizable read gives them (asked of each node in
+    /// turn for up to 10 s): a `final-read` history line.
+    pub fn final_read(&self) -> anyhow::Result<String> {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("http://{}:7471", n.ip))
+            .collect();
+        run(&mut self.labd(
+            &self.client_ns,
+            &[
+                "final-read",
+                "--endpoints",
+                &endpoints.join(","),
+                "--within-ms",
+                "10000",
+            ],
+        ))
+    }
+
     pub fn workload(
         &mut self,
         clients: usize,

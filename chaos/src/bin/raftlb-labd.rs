@@ -24,6 +24,9 @@
 //!   campaign's allocation workload (`raftlb_chaos::campaign::workload`), one history line per
 //!   operation.
 //!
+//! * `final-read --endpoints URL,... --within-ms T`: the workload's Services as one
+//!   linearizable read gives them, one history line (the durability checker's reference).
+//!
 //! Everything it sends goes out of the namespace's own interface onto the lab's bridge.
 
 use std::collections::BTreeMap;
@@ -93,13 +96,25 @@ fn main() {
             need(&args, "--for-ms"),
             std::io::stdout(),
         )),
+        Some("final-read") => {
+            let event = rt.block_on(raftlb_chaos::campaign::workload::final_read(
+                need::<String>(&args, "--endpoints")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                Duration::from_millis(need(&args, "--within-ms")),
+            ));
+            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        }
         Some("udp") => udp(
             need(&args, "--to"),
             need(&args, "--ttl"),
             &need::<String>(&args, "--hex"),
         ),
         _ => {
-            eprintln!("usage: raftlb-labd serve|probe|observe|arplat|speak|udp|workload ...");
+            eprintln!(
+                "usage: raftlb-labd serve|probe|observe|arplat|speak|udp|workload|final-read ..."
+            );
             std::process::exit(2)
         }
     }

@@ -112,6 +112,7 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     let (samples, late) = failover(events, bounds);
     violations.extend(late);
     violations.extend(durability(events, nodes));
+    violations.extend(acknowledged_writes_kept(events));
     violations.extend(liveness(events));
     violations.extend(logs(events));
     violations.extend(allocation(events));
@@ -357,6 +358,100 @@ pub fn durability(events: &[Event], nodes: usize) -> Vec<Violation> {
     out
 }
 
+/// Per chunk, against the read it ends with (`final-read`, linearizable, after the final
+/// heal): for each Service, the acknowledged write with the highest log index is what the
+/// table says. A delete leaves no addresses; an apply that was given addresses still holds
+/// exactly those. Services with a write of unknown outcome are left out (it may have landed
+/// after), and so are applies answered without an address (a freed one may reach them later).
+pub fn acknowledged_writes_kept(events: &[Event]) -> Vec<Violation> {
+    let ends = chunk_ends(events);
+    let fail = |t: Option<u64>, detail: String| Violation {
+        invariant: Invariant::Durability,
+        t,
+        detail,
+    };
+    // chunk -> Service -> (log index, invoked, apply?, addresses) of its last acknowledged
+    // write; and the Services with a write of unknown outcome.
+    type Last<'a> = (u64, u64, bool, &'a [String]);
+    let mut last: BTreeMap<usize, BTreeMap<&str, Last>> = BTreeMap::new();
+    let mut unknown: BTreeMap<usize, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut finals: BTreeMap<usize, (u64, &[super::workload::Holder])> = BTreeMap::new();
+    for e in events {
+        let Event::Op {
+            t,
+            f,
+            key,
+            outcome,
+            log_index,
+            ips,
+            holders,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        let chunk = chunk_at(*t, &ends);
+        match (f.as_str(), outcome.as_str(), key, log_index) {
+            (super::workload::FINAL_READ, "ok", _, _) => {
+                finals.insert(chunk, (*t, holders));
+            }
+            ("apply" | "delete", "unknown", Some(key), _) => {
+                unknown.entry(chunk).or_default().insert(key);
+            }
+            ("apply" | "delete", "ok", Some(key), Some(i)) => {
+                let entry =
+                    last.entry(chunk)
+                        .or_default()
+                        .entry(key)
+                        .or_insert((0, *t, false, &[]));
+                if *i >= entry.0 {
+                    *entry = (*i, *t, f == "apply", ips);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for chunk in 0..ends.len().max(1) {
+        let Some((read_at, holders)) = finals.get(&chunk) else {
+            if last.contains_key(&chunk) {
+                out.push(fail(
+                    None,
+                    format!("chunk {chunk}: no final read to hold the acknowledged writes against"),
+                ));
+            }
+            continue;
+        };
+        for (key, (index, t, apply, ips)) in last.get(&chunk).into_iter().flatten() {
+            if unknown.get(&chunk).is_some_and(|u| u.contains(key)) || (*apply && ips.is_empty()) {
+                continue;
+            }
+            let held: Option<&[String]> = holders
+                .iter()
+                .find(|h| h.key == *key)
+                .map(|h| h.ips.as_slice());
+            let lost = if *apply {
+                held != Some(ips)
+            } else {
+                held.is_some()
+            };
+            if lost {
+                out.push(fail(
+                    Some(*t),
+                    format!(
+                        "chunk {chunk}: {key}'s last acknowledged write ({} at log index {index}{}) is not in the final read at {}: it holds {}",
+                        if *apply { "apply" } else { "delete" },
+                        if *apply { format!(", given {}", ips.join(" ")) } else { String::new() },
+                        read_at,
+                        held.map_or("no address".to_string(), |h| h.join(" ")),
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub fn liveness(events: &[Event]) -> Vec<Violation> {
     let verdicts: Vec<_> = events
         .iter()
@@ -419,7 +514,7 @@ pub fn allocation(events: &[Event]) -> Vec<Violation> {
             ..
         } = e
         {
-            if outcome == "ok" && f != "read" && *i > 0 {
+            if outcome == "ok" && (f == "apply" || f == "delete") && *i > 0 {
                 writes
                     .entry(chunk_at(*t, &ends))
                     .or_default()
@@ -469,7 +564,7 @@ pub fn allocation(events: &[Event]) -> Vec<Violation> {
         else {
             continue;
         };
-        if f != "read" || outcome != "ok" {
+        if !(f == "read" || f == super::workload::FINAL_READ) || outcome != "ok" {
             continue;
         }
         let chunk = chunk_at(*t, &ends);
@@ -770,6 +865,83 @@ mod tests {
             share: share.map(str::to_string),
             ports: ports.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    fn op(t: u64, f: &str, key: &str, outcome: &str, index: u64, ips: &[&str]) -> Event {
+        Event::Op {
+            t,
+            end: t + 5,
+            client: 0,
+            f: f.into(),
+            key: Some(key.into()),
+            outcome: outcome.into(),
+            log_index: (outcome == "ok").then_some(index),
+            applied_index: None,
+            linearizable: false,
+            ips: ips.iter().map(|i| i.to_string()).collect(),
+            holders: vec![],
+            error: None,
+        }
+    }
+
+    fn final_read(t: u64, holders: Vec<Holder>) -> Event {
+        let mut e = read(t, 100, true, holders);
+        if let Event::Op { f, .. } = &mut e {
+            *f = crate::campaign::workload::FINAL_READ.into();
+        }
+        e
+    }
+
+    #[test]
+    fn the_last_acknowledged_write_of_each_service_is_in_the_final_read() {
+        let a = "10.77.1.1";
+        let history = vec![
+            op(0, "apply", "wl/a", "ok", 3, &[a]),
+            op(10, "apply", "wl/b", "ok", 4, &["10.77.1.2"]),
+            op(20, "delete", "wl/b", "ok", 6, &[]),
+            // A later invocation at a lower index does not count as the last.
+            op(30, "apply", "wl/c", "ok", 9, &["10.77.1.3"]),
+            op(40, "delete", "wl/c", "ok", 8, &[]),
+            // Unknown outcomes and applies without an address are left out.
+            op(50, "apply", "wl/d", "ok", 10, &["10.77.1.4"]),
+            op(60, "delete", "wl/d", "unknown", 0, &[]),
+            op(70, "apply", "wl/e", "ok", 11, &[]),
+        ];
+        let mut kept = history.clone();
+        kept.push(final_read(
+            100,
+            vec![
+                holder("wl/a", a, None, &["TCP/80"]),
+                holder("wl/c", "10.77.1.3", None, &["TCP/80"]),
+                holder("wl/e", "10.77.1.5", None, &["TCP/80"]),
+            ],
+        ));
+        assert!(
+            acknowledged_writes_kept(&kept).is_empty(),
+            "{:?}",
+            acknowledged_writes_kept(&kept)
+        );
+
+        // What a power cut without fsync does: the delete of b and the apply of a are gone.
+        let mut lost = history.clone();
+        lost.push(final_read(
+            100,
+            vec![
+                holder("wl/b", "10.77.1.2", None, &["TCP/80"]),
+                holder("wl/c", "10.77.1.3", None, &["TCP/80"]),
+            ],
+        ));
+        let v = acknowledged_writes_kept(&lost);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].detail.contains("wl/a") && v[0].detail.contains("no address"),
+            "{v:?}"
+        );
+        assert!(v[1].detail.contains("wl/b") && v[1].detail.contains("delete at log index 6"));
+
+        // No final read: said, not passed.
+        let v = acknowledged_writes_kept(&history);
+        assert!(v[0].detail.contains("no final read"), "{v:?}");
     }
 
     #[test]

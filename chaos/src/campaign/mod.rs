@@ -137,6 +137,12 @@ fn run_chunk(
     let ops = churn.stop()?;
     nemesis::heal_all(&mut lab);
     events.extend(final_checks(&mut lab, chunk));
+    // The table's Services as a linearizable read gives them: every acknowledged write is
+    // held against it.
+    match lab.final_read() {
+        Ok(line) => events.extend(serde_json::from_str::<Event>(line.trim()).ok()),
+        Err(e) => println!("  the final read did not run: {e:#}"),
+    }
     let end = now_us();
     events.push(Event::ChunkEnd { t: end, chunk });
     for line in ops {

@@ -199,7 +199,7 @@ fn summarize(
         } = e
         {
             *workload.entry(format!("{f} {outcome}")).or_default() += 1;
-            if *linearizable {
+            if *linearizable && f == "read" {
                 *workload.entry("read linearizable".into()).or_default() += 1;
             }
         }

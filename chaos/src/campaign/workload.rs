@@ -112,6 +112,9 @@ fn holders(services: &[raftlb_proto::admin::Service]) -> Vec<Holder> {
         .collect()
 }
 
+/// The `f` of the read that ends a chunk ([`final_read`]).
+pub const FINAL_READ: &str = "final-read";
+
 /// How long one operation may take before its outcome is unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -281,5 +284,66 @@ pub async fn run(
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// The read a chunk ends with, once the workload has stopped and the cluster is healed: the
+/// workload's Services as a linearizable read gives them, asked of each endpoint in turn for
+/// up to `within`. One history line, `f` = `final-read`, whose holders the durability checker
+/// holds every acknowledged write against.
+pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
+    let t = now_us();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut error = None;
+    for url in endpoints.iter().cycle() {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+            continue;
+        };
+        let read = async {
+            let mut conn = AdminClient::new(endpoint.connect().await?);
+            let list = conn
+                .list_services(ListRequest { linearizable: true })
+                .await?
+                .into_inner();
+            anyhow::Ok(list)
+        };
+        match tokio::time::timeout(OP_TIMEOUT, read).await {
+            Ok(Ok(list)) => {
+                return Event::Op {
+                    t,
+                    end: now_us(),
+                    client: 0,
+                    f: FINAL_READ.into(),
+                    key: None,
+                    outcome: "ok".into(),
+                    log_index: None,
+                    applied_index: Some(list.applied_index),
+                    linearizable: true,
+                    ips: Vec::new(),
+                    holders: holders(&list.services),
+                    error: None,
+                }
+            }
+            Ok(Err(e)) => error = Some(format!("{url}: {e:#}")),
+            Err(_) => error = Some(format!("{url}: timeout")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Event::Op {
+        t,
+        end: now_us(),
+        client: 0,
+        f: FINAL_READ.into(),
+        key: None,
+        outcome: "fail".into(),
+        log_index: None,
+        applied_index: None,
+        linearizable: true,
+        ips: Vec::new(),
+        holders: Vec::new(),
+        error,
     }
 }

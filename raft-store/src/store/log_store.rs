@@ -179,8 +179,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
+    /// Read once, at startup. The vote comes back as cast but never as committed: openraft
+    /// restores a peer whose own vote was committed as leader of its old term at once, and such
+    /// a leader takes its read index from the committed index on disk, which is not flushed
+    /// with each commit, so a linearizable read could miss a write acknowledged before the
+    /// crash. Uncommitted, the vote still binds the peer in its term, and it must win an
+    /// election and commit a blank entry before it leads (Raft thesis §6.4).
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.get_meta(KEY_VOTE)
+        Ok(self
+            .get_meta::<Vote<NodeId>>(KEY_VOTE)?
+            .map(|v| Vote::new(v.leader_id.term, v.leader_id.node_id)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
