@@ -1192,6 +1192,26 @@ impl Background {
 }
 
 impl Background {
+    /// Asks it to stop (SIGTERM), waits up to `within` for it to finish what it is doing,
+    /// then kills it; returns the lines it wrote.
+    pub fn stop_within(mut self, within: Duration) -> anyhow::Result<Vec<String>> {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + within;
+            while c.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            c.wait()?;
+        }
+        Ok(std::fs::read_to_string(&self.out)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Stops it now and returns the lines it wrote (each is flushed as it is written).
     pub fn stop(mut self) -> anyhow::Result<Vec<String>> {
         if let Some(mut c) = self.child.take() {

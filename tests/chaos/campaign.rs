@@ -1,6 +1,8 @@
 //! The chaos harness in CI: a smoke campaign of 50 faults over every kind (default profile), with
-//! the allocation workload running, must find no violation, and the negative control (answerers that ignore the lease, with the
-//! owner partitioned away) must be flagged: a checker that never fires proves nothing.
+//! the allocation workload running, must find no violation; and two negative controls must be
+//! flagged (a checker that never fires proves nothing): answerers that ignore the lease, with
+//! the owner partitioned away, and a log store that acknowledges without flushing, with every
+//! node killed at once.
 //!
 //! Each run's `timeline.html` is opened in headless Chromium: every lane drawn, and the
 //! negative control's violation marked.
@@ -106,6 +108,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
     assert!(text.contains("violations: 0\n"), "{text}");
     for invariant in [
         "allocation",
+        "allocation-model",
         "single-answerer",
         "failover",
         "durability",
@@ -131,7 +134,13 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
             .sum();
         assert!((3..=5).contains(&n), "{kind}: {summary}");
     }
-    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 10);
+    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 11);
+    // The model compared what the reads showed.
+    let compared: u64 = summary["verdicts"]["allocation-model"]
+        .as_str()
+        .and_then(|v| v.split('(').nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(compared > 100, "{summary}");
     // The workload ran: writes acknowledged, reads of both kinds.
     for op in ["apply ok", "read ok", "read linearizable"] {
         assert!(
@@ -177,5 +186,32 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
     every_lane_drawn(&dom);
     assert!(dom.contains("id=\"violation-mark\""), "no violation marked");
     assert!(dom.contains("First violation at"), "{dom}");
+
+    // A log store that acknowledges without flushing, and every node killed at once: the
+    // acknowledged writes that were lost must be found.
+    let (code, text, summary, _dir) = campaign(&[
+        "--seed",
+        "5",
+        "--faults",
+        "6",
+        "--kinds",
+        "kill-all",
+        "--negative-control",
+        "no-fsync",
+    ])?;
+    assert_eq!(code, 0, "the negative control was not flagged:\n{text}");
+    assert!(
+        text.contains("negative control no-fsync: flagged"),
+        "{text}"
+    );
+    let flagged: Vec<&str> = ["allocation", "allocation-model", "durability"]
+        .into_iter()
+        .filter(|i| {
+            summary["verdicts"][i]
+                .as_str()
+                .is_some_and(|v| v.contains("violations"))
+        })
+        .collect();
+    assert!(!flagged.is_empty(), "{summary}");
     Ok(())
 }

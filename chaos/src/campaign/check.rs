@@ -13,7 +13,9 @@
 //! * allocation: in every read of the workload, an address is held only by Services that may
 //!   share it (one sharing key, no port in common); acknowledged writes are in the log in
 //!   real-time order; a linearizable read answers at an index that includes every write
-//!   acknowledged before it began.
+//!   acknowledged before it began;
+//! * allocation model: every read replayed against the writes in log order
+//!   ([`super::model`]).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,7 @@ use crate::lab::{dual_answers, Answer};
 #[serde(rename_all = "kebab-case")]
 pub enum Invariant {
     Allocation,
+    AllocationModel,
     SingleAnswerer,
     Failover,
     Durability,
@@ -36,8 +39,9 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 6] = [
+    pub const ALL: [Invariant; 7] = [
         Invariant::Allocation,
+        Invariant::AllocationModel,
         Invariant::SingleAnswerer,
         Invariant::Failover,
         Invariant::Durability,
@@ -48,6 +52,7 @@ impl Invariant {
     pub fn as_str(self) -> &'static str {
         match self {
             Invariant::Allocation => "allocation",
+            Invariant::AllocationModel => "allocation-model",
             Invariant::SingleAnswerer => "single-answerer",
             Invariant::Failover => "failover",
             Invariant::Durability => "durability",
@@ -96,6 +101,9 @@ pub struct Sample {
 pub struct Findings {
     pub violations: Vec<Violation>,
     pub samples: Vec<Sample>,
+    /// Service states in reads that the allocation model compared.
+    #[serde(default)]
+    pub model_compared: usize,
 }
 
 impl Findings {
@@ -116,20 +124,23 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     violations.extend(liveness(events));
     violations.extend(logs(events));
     violations.extend(allocation(events));
+    let model = super::model::replay(events);
+    violations.extend(model.violations);
     violations.sort_by_key(|v| v.t.unwrap_or(u64::MAX));
     Findings {
         violations,
         samples,
+        model_compared: model.compared,
     }
 }
 
 /// The chunk an event at `t` belongs to: chunks follow each other in time, each ended by a
 /// `ChunkEnd` (each has its own cluster, MACs and observer request numbers).
-fn chunk_at(t: u64, ends: &[u64]) -> usize {
+pub(super) fn chunk_at(t: u64, ends: &[u64]) -> usize {
     ends.partition_point(|end| *end < t)
 }
 
-fn chunk_ends(events: &[Event]) -> Vec<u64> {
+pub(super) fn chunk_ends(events: &[Event]) -> Vec<u64> {
     let mut ends: Vec<u64> = events
         .iter()
         .filter_map(|e| match e {
@@ -829,6 +840,7 @@ mod tests {
             t,
             end,
             client: 0,
+            id: None,
             f: "apply".into(),
             key: Some("wl/svc-1".into()),
             outcome: "ok".into(),
@@ -846,6 +858,7 @@ mod tests {
             t,
             end: t + 1,
             client: 1,
+            id: None,
             f: "read".into(),
             key: None,
             outcome: "ok".into(),
@@ -864,6 +877,8 @@ mod tests {
             ips: vec![ip.into()],
             share: share.map(str::to_string),
             ports: ports.iter().map(|p| p.to_string()).collect(),
+            op: None,
+            requested: None,
         }
     }
 
@@ -872,6 +887,7 @@ mod tests {
             t,
             end: t + 5,
             client: 0,
+            id: None,
             f: f.into(),
             key: Some(key.into()),
             outcome: outcome.into(),

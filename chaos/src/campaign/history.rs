@@ -77,6 +77,9 @@ pub enum Event {
         t: u64,
         end: u64,
         client: usize,
+        /// The operation's id, `CLIENT-SEQ` (a write carries it in its manifest).
+        #[serde(default)]
+        id: Option<String>,
         /// apply, delete or read.
         f: String,
         /// The Service written (not for reads).

@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod history;
+pub mod model;
 pub mod nemesis;
 pub mod plan;
 pub mod report;
@@ -134,7 +135,8 @@ fn run_chunk(
         });
     }
     // The workload stops before the final checks: the tables can only agree once writes stop.
-    let ops = churn.stop()?;
+    // Stopped gracefully: the operations in flight finish (or time out) and are recorded.
+    let ops = churn.stop_within(Duration::from_secs(8))?;
     nemesis::heal_all(&mut lab);
     events.extend(final_checks(&mut lab, chunk));
     // The table's Services as a linearizable read gives them: every acknowledged write is

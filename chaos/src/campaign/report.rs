@@ -113,10 +113,16 @@ impl Outcome {
 }
 
 /// Parts of the invariants this harness does not check yet, with why.
-pub const NOT_CHECKED: [(&str, &str); 1] = [(
-    "allocation-model",
-    "not checked yet: the acknowledged writes are not replayed through an independent model of the allocation rules",
-)];
+pub const NOT_CHECKED: [(&str, &str); 2] = [
+    (
+        "single-answerer-audit",
+        "not checked yet: nodes write no audit line per reply, so their lease windows are not compared (the client's view is)",
+    ),
+    (
+        "bgp",
+        "not checked yet: campaigns run in layer 2 mode only",
+    ),
+];
 
 fn commit() -> String {
     std::process::Command::new("git")
@@ -207,14 +213,18 @@ fn summarize(
     let mut verdicts = BTreeMap::new();
     for inv in Invariant::ALL {
         let n = findings.of(inv).count();
-        verdicts.insert(
-            inv.as_str().to_string(),
-            if n == 0 {
-                "ok".to_string()
-            } else {
-                format!("{n} violations")
-            },
-        );
+        let mut verdict = if n == 0 {
+            "ok".to_string()
+        } else {
+            format!("{n} violations")
+        };
+        if inv == Invariant::AllocationModel {
+            verdict.push_str(&format!(
+                " ({} Service states in reads compared with the replay)",
+                findings.model_compared
+            ));
+        }
+        verdicts.insert(inv.as_str().to_string(), verdict);
     }
     for (name, why) in NOT_CHECKED {
         verdicts.insert(name.into(), why.into());

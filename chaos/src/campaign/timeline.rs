@@ -308,6 +308,7 @@ mod tests {
                 detail: "10.77.0.240: </script> two answers".into(),
             }],
             samples: Vec::new(),
+            model_compared: 0,
         };
         let page = html(&plan, &events, &findings);
         for want in [

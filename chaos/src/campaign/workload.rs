@@ -37,7 +37,12 @@ pub fn pool_manifest() -> String {
     )
 }
 
-/// One Service as a read returned it: what the allocation checker needs.
+/// The annotation each write carries: the id of the operation that wrote the Service, so a
+/// read shows which write its state came from.
+pub const OP_ANNOTATION: &str = "chaos.raftlb.io/op";
+
+/// One Service as a read returned it (with addresses, or pending without): what the
+/// allocation checkers need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     pub key: String,
@@ -46,9 +51,15 @@ pub struct Holder {
     pub share: Option<String>,
     /// `PROTOCOL/PORT` of each port.
     pub ports: Vec<String>,
+    /// The id of the operation whose write this state is ([`OP_ANNOTATION`]).
+    #[serde(default)]
+    pub op: Option<String>,
+    /// `metallb.io/loadBalancerIPs`, if set.
+    #[serde(default)]
+    pub requested: Option<String>,
 }
 
-fn service_manifest(name: &str, rng: &mut ChaCha8Rng) -> String {
+fn service_manifest(name: &str, op: &str, rng: &mut ChaCha8Rng) -> String {
     let mut ports: Vec<u16> = PORTS
         .iter()
         .copied()
@@ -57,7 +68,7 @@ fn service_manifest(name: &str, rng: &mut ChaCha8Rng) -> String {
     if ports.is_empty() {
         ports.push(PORTS[rng.random_range(0..PORTS.len())]);
     }
-    let mut annotations = format!("metallb.io/address-pool: {POOL}");
+    let mut annotations = format!("metallb.io/address-pool: {POOL}, {OP_ANNOTATION}: \"{op}\"");
     if rng.random_bool(0.5) {
         let key = SHARING_KEYS[rng.random_range(0..SHARING_KEYS.len())];
         annotations.push_str(&format!(", metallb.io/allow-shared-ip: {key}"));
@@ -79,17 +90,20 @@ fn service_manifest(name: &str, rng: &mut ChaCha8Rng) -> String {
     )
 }
 
-/// The holders in a Service listing (the workload's namespace, with addresses).
+/// The workload's Services in a listing (its namespace), with their addresses if they have
+/// any.
 fn holders(services: &[raftlb_proto::admin::Service]) -> Vec<Holder> {
     services
         .iter()
-        .filter(|s| s.namespace == NAMESPACE && !s.ips.is_empty())
+        .filter(|s| s.namespace == NAMESPACE)
         .map(|s| {
             let obj: serde_json::Value =
                 serde_json::from_str(&s.kubernetes_json).unwrap_or_default();
-            let share = obj["metadata"]["annotations"]["metallb.io/allow-shared-ip"]
-                .as_str()
-                .map(str::to_string);
+            let annotation = |name: &str| {
+                obj["metadata"]["annotations"][name]
+                    .as_str()
+                    .map(str::to_string)
+            };
             let ports = obj["spec"]["ports"]
                 .as_array()
                 .into_iter()
@@ -105,8 +119,10 @@ fn holders(services: &[raftlb_proto::admin::Service]) -> Vec<Holder> {
             Holder {
                 key: format!("{}/{}", s.namespace, s.name),
                 ips: s.ips.clone(),
-                share,
+                share: annotation("metallb.io/allow-shared-ip"),
                 ports,
+                op: annotation(OP_ANNOTATION),
+                requested: annotation("metallb.io/loadBalancerIPs"),
             }
         })
         .collect()
@@ -125,6 +141,8 @@ struct Client {
     next: usize,
     conn: Option<AdminClient<Channel>>,
     rng: ChaCha8Rng,
+    /// Operations issued so far (the next one's id is `CLIENT-SEQ`).
+    seq: u64,
 }
 
 impl Client {
@@ -149,10 +167,12 @@ impl Client {
         let roll: f64 = self.rng.random();
         let name = format!("svc-{}", self.rng.random_range(0..SERVICES));
         let key = format!("{NAMESPACE}/{name}");
+        self.seq += 1;
+        let id = format!("{}-{}", self.id, self.seq);
         let (f, manifest, delete) = if roll < 0.5 {
-            ("apply", service_manifest(&name, &mut self.rng), false)
+            ("apply", service_manifest(&name, &id, &mut self.rng), false)
         } else if roll < 0.7 {
-            ("delete", service_manifest(&name, &mut self.rng), true)
+            ("delete", service_manifest(&name, &id, &mut self.rng), true)
         } else {
             ("read", String::new(), false)
         };
@@ -233,6 +253,7 @@ impl Client {
             t,
             end: now_us(),
             client: self.id,
+            id: Some(id),
             f: f.into(),
             key: (f != "read").then_some(key),
             outcome: outcome.into(),
@@ -247,7 +268,9 @@ impl Client {
 }
 
 /// Runs `clients` clients against `endpoints` for `for_ms`, one operation every `every_ms`
-/// each, writing one history line per operation to `out`.
+/// each, writing one history line per operation to `out`. On SIGTERM each client finishes
+/// the operation it has in flight (at most [`OP_TIMEOUT`]) and writes its line, so no write
+/// the cluster may have taken goes unrecorded.
 pub async fn run(
     endpoints: Vec<String>,
     clients: usize,
@@ -258,6 +281,14 @@ pub async fn run(
 ) {
     let out = std::sync::Arc::new(std::sync::Mutex::new(out));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            term.recv().await;
+            let _ = stop_tx.send(true);
+        });
+    }
     let mut tasks = Vec::new();
     for id in 0..clients {
         let mut order = endpoints.clone();
@@ -268,17 +299,22 @@ pub async fn run(
             next: 0,
             conn: None,
             rng: ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64)),
+            seq: 0,
         };
         let out = out.clone();
+        let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            while tokio::time::Instant::now() < deadline {
+            while tokio::time::Instant::now() < deadline && !*stop.borrow() {
                 let event = client.op().await;
                 if let Ok(line) = serde_json::to_string(&event) {
                     let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                     let _ = writeln!(o, "{line}");
                     let _ = o.flush();
                 }
-                tokio::time::sleep(Duration::from_millis(every_ms)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(every_ms)) => {}
+                    _ = stop.changed() => {}
+                }
             }
         }));
     }
@@ -316,6 +352,7 @@ pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
                     t,
                     end: now_us(),
                     client: 0,
+                    id: None,
                     f: FINAL_READ.into(),
                     key: None,
                     outcome: "ok".into(),
@@ -336,6 +373,7 @@ pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
         t,
         end: now_us(),
         client: 0,
+        id: None,
         f: FINAL_READ.into(),
         key: None,
         outcome: "fail".into(),
