@@ -34,6 +34,9 @@ struct Write<'a> {
     ips: &'a [String],
 }
 
+/// Something per Service key.
+type PerService<'a, T> = BTreeMap<&'a str, T>;
+
 /// One read: (invoked, completed, applied index, Services).
 type Read<'a> = (u64, u64, u64, &'a [Holder]);
 
@@ -64,8 +67,8 @@ pub fn replay(events: &[Event]) -> Replay {
     // Per chunk: writes by id, acknowledged writes per Service by index, and the times
     // deletes of unknown outcome were invoked, per Service.
     let mut writes: BTreeMap<usize, BTreeMap<&str, Write>> = BTreeMap::new();
-    let mut acked: BTreeMap<usize, BTreeMap<&str, Vec<(u64, &str)>>> = BTreeMap::new();
-    let mut unknown_deletes: BTreeMap<usize, BTreeMap<&str, Vec<u64>>> = BTreeMap::new();
+    let mut acked: BTreeMap<usize, PerService<Vec<(u64, &str)>>> = BTreeMap::new();
+    let mut unknown_deletes: BTreeMap<usize, PerService<Vec<u64>>> = BTreeMap::new();
     let mut reads: BTreeMap<usize, Vec<Read>> = BTreeMap::new();
     for e in events {
         let Event::Op {
