@@ -101,6 +101,8 @@ pub struct Lab {
     /// Extra environment for every raftlb node started from now on (a negative control's
     /// switch).
     pub node_env: Vec<(String, String)>,
+    /// Size-limited file systems mounted on node data directories ([`Lab::small_disks`]).
+    mounts: Vec<PathBuf>,
 }
 
 /// One answer for a VIP seen from the client namespace.
@@ -136,9 +138,59 @@ impl Lab {
             helpers: Vec::new(),
             namespaces: Vec::new(),
             node_env: Vec::new(),
+            mounts: Vec::new(),
         };
         lab.topology(nodes)?;
         Ok(lab)
+    }
+
+    /// Puts each node's data directory on its own tmpfs of `mib` MiB (before the nodes
+    /// start), so [`Lab::fill_disk`] can fill it. Unmounted when the lab is dropped.
+    pub fn small_disks(&mut self, mib: u64) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            let dir = self.data_dir(&self.nodes[i].name.clone());
+            std::fs::create_dir_all(&dir)?;
+            run(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700")])
+                .arg(format!("{}-disk", self.prefix))
+                .arg(&dir))?;
+            self.mounts.push(dir);
+        }
+        Ok(())
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Fills node `name`'s data directory to the last byte (it must be on
+    /// [`Lab::small_disks`]).
+    pub fn fill_disk(&self, name: &str) -> anyhow::Result<()> {
+        let dir = self.data_dir(name);
+        anyhow::ensure!(
+            self.mounts.contains(&dir),
+            "{name}'s data directory is not on a small disk"
+        );
+        let df = run(Command::new("df").args(["-B1", "--output=avail"]).arg(&dir))?;
+        let avail: u64 = df
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| anyhow!("df on {}: {df:?}", dir.display()))?;
+        if avail > 0 {
+            run(Command::new("fallocate")
+                .args(["-l", &avail.to_string()])
+                .arg(dir.join("filler")))?;
+        }
+        Ok(())
+    }
+
+    /// Frees what [`Lab::fill_disk`] took.
+    pub fn free_disk(&self, name: &str) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.data_dir(name).join("filler")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     fn add_ns(&mut self, ns: &str) -> anyhow::Result<()> {
@@ -273,7 +325,7 @@ impl Lab {
                     .args(["run", "--id", &(i + 1).to_string()])
                     .args(["--listen", &node.ip, "--profile", &profile])
                     .arg("--data-dir")
-                    .arg(self.dir.path().join(name))
+                    .arg(self.data_dir(name))
                     .args(["--peers", &peers.join(",")])
                     // No --interfaces: discovery, as installed. It must pick eth0 and never
                     // the NOARP device holding the VIPs (nor lo).
@@ -1360,6 +1412,12 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for dir in &self.mounts {
+            let _ = Command::new("umount")
+                .arg(dir)
                 .stderr(Stdio::null())
                 .status();
         }

@@ -21,7 +21,7 @@ use raftlb_raft_store::table::{Command, Response};
 use raftlb_raft_store::{store, NodeId, Raft};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use raftlb_raft_store::table::ownership::NodeFacts;
 
@@ -251,8 +251,20 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
                 interfaces.names.clone(),
             )));
         }
-        wait_for_signal().await;
-        info!("stopping");
+        // Fail-stop: a Raft core that stopped on a fatal error (a disk that is full or
+        // failing) never comes back in this process, so the process ends and its supervisor
+        // restarts it, rather than staying up as a member that cannot vote or append.
+        let fatal = tokio::select! {
+            _ = wait_for_signal() => None,
+            e = raft_stopped(&raft) => Some(e),
+        };
+        match &fatal {
+            None => info!("stopping"),
+            Some(e) => error!(
+                error = %e,
+                "the Raft core stopped; exiting so that this peer restarts (fail-stop)"
+            ),
+        }
         background.abort();
         if let Some(t) = kube_task {
             t.abort();
@@ -265,6 +277,16 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         // Routers first move traffic away (GRACEFUL_SHUTDOWN, RFC 8326), then the sessions
         // end with a Cease that says why, rather than letting routers wait out their hold
         // timers.
+        if let Some(e) = fatal {
+            app.bgp
+                .lock()
+                .await
+                .shutdown("raftlb: node failed (storage)");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(PeerError::Runtime(anyhow::anyhow!(
+                "the Raft core stopped: {e}"
+            )));
+        }
         if app.bgp.lock().await.mark_graceful_shutdown() {
             tokio::time::sleep(SHUTDOWN_MARK).await;
         }
@@ -411,6 +433,19 @@ async fn apply_startup_state(app: App, cfg: PeerConfig) {
                 warn!(source, error = %e, "manifest rejected")
             }
             other => warn!(source, ?other, "manifest not applied"),
+        }
+    }
+}
+
+/// Resolves with the error once the Raft core has stopped for good.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(e) = &rx.borrow_and_update().running_state {
+            return e.to_string();
+        }
+        if rx.changed().await.is_err() {
+            return "the Raft core ended".into();
         }
     }
 }

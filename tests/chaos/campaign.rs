@@ -134,7 +134,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
             .sum();
         assert!((3..=5).contains(&n), "{kind}: {summary}");
     }
-    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 11);
+    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 12);
     // The model compared what the reads showed.
     let compared: u64 = summary["verdicts"]["allocation-model"]
         .as_str()

@@ -52,6 +52,10 @@ pub struct Options {
 /// How long after the final heal the cluster must be live again.
 pub const LIVENESS_WITHIN: Duration = Duration::from_secs(5);
 
+/// The size of each node's data file system (tmpfs), in MiB: far more than a chunk writes,
+/// small enough to fill at once.
+pub const DISK_MIB: u64 = 64;
+
 /// Runs the campaign, writing `plan.json` and `history.jsonl` into `out`, then checks and
 /// reports. `stop` ends it early (after the current cycle), still checked and reported.
 pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome> {
@@ -102,6 +106,8 @@ fn run_chunk(
     if let Some(control) = opts.negative_control {
         lab.node_env = control.node_env();
     }
+    // Each node's data on its own small file system, so a disk can be filled.
+    lab.small_disks(DISK_MIB)?;
     lab.start_raftlb()?;
     lab.apply(&workload::pool_manifest())?;
     // Probes and observers run until the chunk ends (stopped below, well before this).

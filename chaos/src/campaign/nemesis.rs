@@ -166,6 +166,14 @@ fn inject_hold_heal(
                 sleep_ms(hold / transfers);
             }
         }
+        FaultKind::DiskFull => {
+            lab.fill_disk(node)?;
+            sleep_ms(hold);
+            lab.free_disk(node)?;
+            if !lab.running(node) {
+                lab.start(node)?;
+            }
+        }
         FaultKind::KillAll => {
             let names: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
             for name in &names {
@@ -200,6 +208,7 @@ pub fn heal_all(lab: &mut Lab) {
     let _ = lab.clear_loss();
     let names: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
     for name in names {
+        let _ = lab.free_disk(&name);
         let _ = lab.unsqueeze(&name);
         let _ = lab.link(&name, true);
         let _ = lab.resume(&name);

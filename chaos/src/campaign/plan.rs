@@ -33,10 +33,13 @@ pub enum FaultKind {
     /// Every node SIGKILLed at once (a power cut), all restarted after the hold: what was
     /// acknowledged must have been on disk.
     KillAll,
+    /// The target's data directory filled to the last byte; freed after the hold, and the
+    /// node restarted if it stopped.
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Crash,
         FaultKind::Pause,
@@ -48,6 +51,7 @@ impl FaultKind {
         FaultKind::TransferStorm,
         FaultKind::RollingRestart,
         FaultKind::KillAll,
+        FaultKind::DiskFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl FaultKind {
             FaultKind::TransferStorm => "transfer-storm",
             FaultKind::RollingRestart => "rolling-restart",
             FaultKind::KillAll => "kill-all",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -75,6 +80,7 @@ impl FaultKind {
                 | FaultKind::Pause
                 | FaultKind::Partition
                 | FaultKind::PartitionOneWay
+                | FaultKind::DiskFull
         )
     }
 
@@ -299,10 +305,10 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_plan_and_every_kind_its_share() {
-        let a = Plan::generate(7, 110, Profile::Default, &FaultKind::ALL);
-        let b = Plan::generate(7, 110, Profile::Default, &FaultKind::ALL);
+        let a = Plan::generate(7, 120, Profile::Default, &FaultKind::ALL);
+        let b = Plan::generate(7, 120, Profile::Default, &FaultKind::ALL);
         assert_eq!(a, b);
-        assert_ne!(a, Plan::generate(8, 110, Profile::Default, &FaultKind::ALL));
+        assert_ne!(a, Plan::generate(8, 120, Profile::Default, &FaultKind::ALL));
         for kind in FaultKind::ALL {
             let n = a.cycles.iter().filter(|c| c.kind == kind).count();
             assert_eq!(n, 10, "{kind}");
@@ -310,7 +316,7 @@ mod tests {
         let targeted: Vec<&Cycle> = a.cycles.iter().filter(|c| c.kind.targeted()).collect();
         for role in [Role::Leader, Role::Owner, Role::Follower] {
             let n = targeted.iter().filter(|c| c.role == role).count();
-            assert!((26..=27).contains(&n), "{role:?}: {n}");
+            assert_eq!(n, 30, "{role:?}");
         }
         let t = Profile::Default.timings();
         for c in &a.cycles {

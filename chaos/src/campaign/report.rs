@@ -264,13 +264,17 @@ fn markdown(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# raftlb chaos campaign\n\nseed {} · commit {} · profile {} · {} of {} planned faults injected{}\n",
+        "# raftlb chaos campaign\n\nseed {} · commit {} · profile {} · {} of {} planned faults injected{}\n\n\
+         Three raftlb processes per chunk, each in its own network namespace, with its data \
+         directory on its own tmpfs of {} MiB (so a disk can be filled; a SIGKILL keeps what \
+         was written to the kernel either way).\n",
         s.seed,
         s.commit,
         s.profile.as_str(),
         s.faults_total,
         s.planned,
-        s.wall_s.map_or(String::new(), |w| format!(" · wall {w} s"))
+        s.wall_s.map_or(String::new(), |w| format!(" · wall {w} s")),
+        super::DISK_MIB,
     );
     if let Some(c) = &s.negative_control {
         let _ = writeln!(
