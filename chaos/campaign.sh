@@ -3,7 +3,8 @@
 # lab, checked for a single answerer per VIP, failover and darkness bounds, agreement of every
 # table after the heal, liveness and panics. Release builds; writes DIR/summary.md.
 # Usage: bash chaos/campaign.sh --seed S --faults N [--profile default|fast] [--from K]
-#        --out DIR [--chunk 25] [--kinds ...] [--negative-control answer-without-lease]
+#        --out DIR [--chunk 25] [--kinds ...]
+#        [--negative-control answer-without-lease|no-fsync|slow-clock]
 #        bash chaos/campaign.sh check DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v tc >/dev/null || need+=(iproute2)
+# The slow-clock negative control preloads libfaketime into one node.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(libfaketime)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

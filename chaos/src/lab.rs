@@ -101,6 +101,8 @@ pub struct Lab {
     /// Extra environment for every raftlb node started from now on (a negative control's
     /// switch).
     pub node_env: Vec<(String, String)>,
+    /// Extra environment for one node, by name, on top of `node_env`.
+    pub node_env_of: BTreeMap<String, Vec<(String, String)>>,
     /// Size-limited file systems mounted on node data directories ([`Lab::small_disks`]).
     mounts: Vec<PathBuf>,
 }
@@ -138,6 +140,7 @@ impl Lab {
             helpers: Vec::new(),
             namespaces: Vec::new(),
             node_env: Vec::new(),
+            node_env_of: BTreeMap::new(),
             mounts: Vec::new(),
         };
         lab.topology(nodes)?;
@@ -333,6 +336,13 @@ impl Lab {
                     .args(["--node-labels", &format!("kubernetes.io/hostname={name}")])
                     .env("RUST_LOG", "info")
                     .envs(self.node_env.iter().map(|(k, v)| (k, v)))
+                    .envs(
+                        self.node_env_of
+                            .get(name)
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k, v)),
+                    )
                     .stdout(log.try_clone()?)
                     .stderr(log)
                     .spawn()?

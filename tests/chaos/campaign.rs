@@ -1,8 +1,8 @@
 //! The chaos harness in CI: a smoke campaign of 50 faults over every kind (default profile), with
-//! the allocation workload running, must find no violation; and two negative controls must be
+//! the allocation workload running, must find no violation; and three negative controls must be
 //! flagged (a checker that never fires proves nothing): answerers that ignore the lease, with
-//! the owner partitioned away, and a log store that acknowledges without flushing, with every
-//! node killed at once.
+//! the owner partitioned away; a log store that acknowledges without flushing, with every node
+//! killed at once; and one node's clock at half speed, cut off while it owns the VIPs.
 //!
 //! Each run's `timeline.html` is opened in headless Chromium: every lane drawn, and the
 //! negative control's violation marked.
@@ -213,5 +213,29 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         })
         .collect();
     assert!(!flagged.is_empty(), "{summary}");
+
+    // One node's clock at half speed, owning the watched VIPs when it is cut off: it answers
+    // on a lease the others have seen end.
+    let (code, text, summary, _dir) = campaign(&[
+        "--seed",
+        "3",
+        "--faults",
+        "6",
+        "--kinds",
+        "partition",
+        "--negative-control",
+        "slow-clock",
+    ])?;
+    assert_eq!(code, 0, "the negative control was not flagged:\n{text}");
+    assert!(
+        text.contains("negative control slow-clock: flagged"),
+        "{text}"
+    );
+    assert!(
+        summary["verdicts"]["single-answerer"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("violations")),
+        "{summary}"
+    );
     Ok(())
 }

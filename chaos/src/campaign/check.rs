@@ -187,6 +187,10 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
     out
 }
 
+/// Loss on a node other than the owner up to this percentage must not darken a VIP beyond
+/// the darkness bound (shared/CHAOS-SECURITY.md: "no spurious failover at P <= 20 %").
+pub const HEAVY_LOSS_PERCENT: u32 = 20;
+
 pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation>) {
     // A fault's window ends at the next fault or at the end of its chunk.
     let mut boundaries: Vec<u64> = events
@@ -210,6 +214,7 @@ pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation
             kind,
             node,
             owners,
+            strength,
             ..
         } = e
         else {
@@ -247,8 +252,14 @@ pub fn failover(events: &[Event], bounds: Bounds) -> (Vec<Sample>, Vec<Violation
             dark_us = dark_us.max(until.saturating_sub(last));
             let dark_ms = dark_us / 1000;
             // Loss and a squeeze on the owner degrade the path itself, and with every node
-            // killed there is nobody to fail over to: measured, not bounded.
-            let bound = if !touches_owner {
+            // killed there is nobody to fail over to: measured, not bounded. Heavy loss on
+            // another node (above HEAVY_LOSS_PERCENT) stalls the lease renewals that cross
+            // its port (TCP retransmits back off past the lease): measured too; lighter loss
+            // must cause no spurious failover.
+            let heavy_loss = *kind == FaultKind::Loss && *strength > HEAVY_LOSS_PERCENT;
+            let bound = if !touches_owner && heavy_loss {
+                None
+            } else if !touches_owner {
                 Some(bounds.dark_ms)
             } else if matches!(
                 kind,
@@ -652,6 +663,7 @@ mod tests {
             node: Some(node.into()),
             leader: Some("n1".into()),
             owners: [("vip".to_string(), owner.to_string())].into(),
+            strength: 20,
         }
     }
 
@@ -729,6 +741,18 @@ mod tests {
         let (samples, violations) = failover(&h, BOUNDS);
         assert_eq!(samples[0].dark_ms, 1000);
         assert!(violations.is_empty(), "{violations:?}");
+        // Loss on another node: up to 20 % it must not darken the VIP; above, it is measured.
+        let lossy = |strength: u32| {
+            let mut h = vec![start(0, 5, FaultKind::Loss, "n1", "n2")];
+            if let Event::FaultStart { strength: s, .. } = &mut h[0] {
+                *s = strength;
+            }
+            h.extend(probes(0, 400 * MS, Some("n2")));
+            h.extend(probes(1400 * MS, 2000 * MS, Some("n3")));
+            failover(&h, BOUNDS).1
+        };
+        assert_eq!(lossy(20).len(), 1);
+        assert!(lossy(21).is_empty());
         // The same gap of 90 ms is within the bound.
         let mut h = vec![start(0, 3, FaultKind::Pause, "n1", "n2")];
         h.extend(probes(0, 500 * MS, Some("n2")));

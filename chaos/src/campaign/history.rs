@@ -24,6 +24,9 @@ pub enum Event {
         node: Option<String>,
         leader: Option<String>,
         owners: BTreeMap<String, String>,
+        /// The cycle's strength (loss percent, squeeze kbit/s, flaps, transfers).
+        #[serde(default)]
+        strength: u32,
     },
     /// The fault is healed (restarted, resumed, partition removed, ...).
     FaultEnd { t: u64, cycle: usize },

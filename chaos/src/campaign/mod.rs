@@ -105,6 +105,19 @@ fn run_chunk(
     )?;
     if let Some(control) = opts.negative_control {
         lab.node_env = control.node_env();
+        if let Some((node, env)) = control.one_node_env() {
+            if env
+                .iter()
+                .any(|(k, v)| k == "LD_PRELOAD" && !std::path::Path::new(v).exists())
+            {
+                anyhow::bail!(
+                    "--negative-control {}: {} is missing (apt install libfaketime)",
+                    control.as_str(),
+                    plan::LIBFAKETIME
+                );
+            }
+            lab.node_env_of.insert(node.to_string(), env);
+        }
     }
     // Each node's data on its own small file system, so a disk can be filled.
     lab.small_disks(DISK_MIB)?;
@@ -130,6 +143,9 @@ fn run_chunk(
     for cycle in cycles {
         if stop.load(Ordering::SeqCst) {
             break;
+        }
+        if opts.negative_control == Some(NegativeControl::SlowClock) {
+            nemesis::move_watched_to(&lab, plan::SLOW_NODE);
         }
         let got = nemesis::run_cycle(&mut lab, cycle);
         print_cycle(cycle, &got);

@@ -85,6 +85,7 @@ pub fn run_cycle(lab: &mut Lab, cycle: &Cycle) -> Vec<Event> {
         node: node.clone(),
         leader: leader.clone(),
         owners,
+        strength: cycle.strength,
     }];
     let result = inject_hold_heal(lab, cycle, node.as_deref().unwrap_or_default(), &leader);
     events.push(Event::FaultEnd {
@@ -200,6 +201,22 @@ fn inject_hold_heal(
         }
     }
     Ok(())
+}
+
+/// Moves every watched VIP to `node` and waits (up to 5 s) until the table says so: a
+/// negative control's set-up, so the faults on the owner hit the node it broke.
+pub fn move_watched_to(lab: &Lab, node: &str) {
+    for vip in WATCHED {
+        let _ = lab.ctl(&["move", vip, node]);
+    }
+    let _ = lab.wait(
+        &format!("the watched VIPs on {node}"),
+        Duration::from_secs(5),
+        |l| {
+            let (_, owners) = roles(l);
+            Ok(owners.values().all(|o| o == node).then_some(()))
+        },
+    );
 }
 
 /// Undoes whatever a failed cycle may have left behind, and restarts stopped nodes.

@@ -196,16 +196,27 @@ pub enum NegativeControl {
     /// The log store acknowledges without flushing (`RAFTLB_UNSAFE_NO_FSYNC`): killing every
     /// node at once loses acknowledged writes.
     NoFsync,
+    /// One node's clocks run at half speed (libfaketime), far outside the 1 % drift the
+    /// leases allow, and the watched VIPs are moved onto it before each fault: cut off, it
+    /// keeps answering on a lease the others have long seen end.
+    SlowClock,
 }
+
+/// The node [`NegativeControl::SlowClock`] slows.
+pub const SLOW_NODE: &str = "n1";
+
+/// libfaketime, preloaded into the slowed node.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 impl NegativeControl {
     pub fn parse(text: &str) -> anyhow::Result<NegativeControl> {
         match text {
             "answer-without-lease" => Ok(NegativeControl::AnswerWithoutLease),
             "no-fsync" => Ok(NegativeControl::NoFsync),
-            other => {
-                anyhow::bail!("--negative-control {other:?}: want answer-without-lease or no-fsync")
-            }
+            "slow-clock" => Ok(NegativeControl::SlowClock),
+            other => anyhow::bail!(
+                "--negative-control {other:?}: want answer-without-lease, no-fsync or slow-clock"
+            ),
         }
     }
 
@@ -213,6 +224,23 @@ impl NegativeControl {
         match self {
             NegativeControl::AnswerWithoutLease => "answer-without-lease",
             NegativeControl::NoFsync => "no-fsync",
+            NegativeControl::SlowClock => "slow-clock",
+        }
+    }
+
+    /// The node it breaks alone, with the environment that does it (the others run as
+    /// they are).
+    pub fn one_node_env(self) -> Option<(&'static str, Vec<(String, String)>)> {
+        match self {
+            NegativeControl::SlowClock => Some((
+                SLOW_NODE,
+                vec![
+                    ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+                    // An offset of zero, and the clock at half speed (monotonic included).
+                    ("FAKETIME".into(), "+0 x0.5".into()),
+                ],
+            )),
+            _ => None,
         }
     }
 
@@ -226,6 +254,7 @@ impl NegativeControl {
             NegativeControl::NoFsync => {
                 vec![(raftlb_raft_store::store::UNSAFE_NO_FSYNC.into(), "1".into())]
             }
+            NegativeControl::SlowClock => Vec::new(),
         }
     }
 }

@@ -283,6 +283,7 @@ mod tests {
                 node: Some("n1".into()),
                 leader: Some("n2".into()),
                 owners: [("10.77.0.240".to_string(), "n1".to_string())].into(),
+                strength: 0,
             },
             Event::Probe {
                 t: 1_010_000,
