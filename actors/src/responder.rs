@@ -43,6 +43,61 @@ fn send(sink: &SharedSink, frame: &[u8]) {
 /// answerers. Never set it anywhere else; it is logged at start.
 pub const UNSAFE_ANSWER_WITHOUT_LEASE: &str = "RAFTLB_UNSAFE_ANSWER_WITHOUT_LEASE";
 
+/// Set in the environment to a file path, every answerer appends an audit line to it for
+/// each reply it sends and each VIP it registers or withdraws, timed on `CLOCK_MONOTONIC` in
+/// microseconds (the chaos harness's clock):
+///
+/// * `reply T VIP DEADLINE`: a reply sent at T, under a lease valid until DEADLINE;
+/// * `register T VIP` and `withdraw T VIP`: the answerer starts or stops answering for VIP.
+///
+/// From these the harness derives each node's answering windows per VIP and checks that no
+/// two overlap.
+pub const AUDIT_FILE: &str = "RAFTLB_AUDIT_FILE";
+
+/// `CLOCK_MONOTONIC` now, in microseconds.
+fn monotonic_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+/// The audit file ([`AUDIT_FILE`]), shared by every answerer of the process.
+struct Audit {
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Audit {
+    fn from_env() -> Option<Arc<Audit>> {
+        static AUDIT: std::sync::OnceLock<Option<Arc<Audit>>> = std::sync::OnceLock::new();
+        AUDIT
+            .get_or_init(|| {
+                let path = std::env::var_os(AUDIT_FILE)?;
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                {
+                    Ok(f) => Some(Arc::new(Audit {
+                        file: Mutex::new(std::io::BufWriter::new(f)),
+                    })),
+                    Err(e) => {
+                        warn!(error = %e, path = ?path, "{AUDIT_FILE}: cannot open; no audit");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    fn line(&self, text: std::fmt::Arguments) {
+        use std::io::Write;
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = f.write_fmt(text);
+        let _ = f.write_all(b"\n");
+        let _ = f.flush();
+    }
+}
+
 /// Counters an operator can read.
 #[derive(Debug, Default)]
 pub struct AnswerStats {
@@ -62,6 +117,8 @@ pub struct Answerer {
     pub stats: AnswerStats,
     /// [`UNSAFE_ANSWER_WITHOUT_LEASE`].
     unsafe_no_lease: bool,
+    /// [`AUDIT_FILE`].
+    audit: Option<Arc<Audit>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -83,6 +140,7 @@ impl Answerer {
         }
         Answerer {
             unsafe_no_lease,
+            audit: Audit::from_env(),
             interface: interface.to_string(),
             mac,
             v4: RwLock::default(),
@@ -109,16 +167,20 @@ impl Answerer {
     pub fn answer_with(&self, frame: &[u8], send: impl FnOnce(&[u8])) -> bool {
         if let Some(q) = wire::arp_question(frame) {
             let registered = read(&self.v4);
-            if !registered.contains(&q.target) || !self.lease_ok() {
+            let now_ns = self.clock.now_ns();
+            if !registered.contains(&q.target) || !self.lease_ok(now_ns) {
                 return false;
             }
             send(&wire::arp_reply(self.mac, q.target, &q));
+            self.audit_reply(IpAddr::V4(q.target), now_ns);
         } else if let Some(q) = wire::ndp_question(frame) {
             let registered = read(&self.v6);
-            if !registered.contains(&q.target) || !self.lease_ok() {
+            let now_ns = self.clock.now_ns();
+            if !registered.contains(&q.target) || !self.lease_ok(now_ns) {
                 return false;
             }
             send(&wire::ndp_reply(self.mac, q.target, &q));
+            self.audit_reply(IpAddr::V6(q.target), now_ns);
         } else {
             return false;
         }
@@ -126,9 +188,33 @@ impl Answerer {
         true
     }
 
-    /// Whether the lease holds now (counted when it does not).
-    fn lease_ok(&self) -> bool {
-        if self.unsafe_no_lease || self.lease.valid_at(self.clock.now_ns()) {
+    /// The audit line of a reply just sent: when it was decided (the lease checked at
+    /// `decided_ns` on the answerer's clock) and the lease deadline it was decided under,
+    /// both on `CLOCK_MONOTONIC`.
+    fn audit_reply(&self, vip: IpAddr, decided_ns: u64) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let since_us = self.clock.now_ns().saturating_sub(decided_ns) / 1_000;
+        let t = monotonic_us().saturating_sub(since_us);
+        let deadline_ns = self.lease.deadline_ns();
+        let deadline = if deadline_ns >= decided_ns {
+            t + (deadline_ns - decided_ns) / 1_000
+        } else {
+            t.saturating_sub((decided_ns - deadline_ns) / 1_000)
+        };
+        audit.line(format_args!("reply {t} {vip} {deadline}"));
+    }
+
+    fn audit(&self, what: &str, vip: &IpAddr) {
+        if let Some(audit) = &self.audit {
+            audit.line(format_args!("{what} {} {vip}", monotonic_us()));
+        }
+    }
+
+    /// Whether the lease holds at `now_ns` (counted when it does not).
+    fn lease_ok(&self, now_ns: u64) -> bool {
+        if self.unsafe_no_lease || self.lease.valid_at(now_ns) {
             return true;
         }
         self.stats.refused_no_lease.fetch_add(1, Ordering::Relaxed);
@@ -145,13 +231,24 @@ impl Answerer {
     /// Stops answering for `vip` at once (the caller may then confirm it to the leader): when
     /// it returns, every reply for `vip` is sent or will never be.
     pub fn withdraw(&self, vip: &IpAddr) {
-        match vip {
+        let was = match vip {
             IpAddr::V4(a) => write(&self.v4).remove(a),
             IpAddr::V6(a) => write(&self.v6).remove(a),
         };
+        if was {
+            self.audit("withdraw", vip);
+        }
     }
 
     pub(crate) fn register(&self, vip: &IpAddr) {
+        // Audited first: the window opens no later than the first reply can go out.
+        let registered = match vip {
+            IpAddr::V4(a) => read(&self.v4).contains(a),
+            IpAddr::V6(a) => read(&self.v6).contains(a),
+        };
+        if !registered {
+            self.audit("register", vip);
+        }
         match vip {
             IpAddr::V4(a) => write(&self.v4).insert(*a),
             IpAddr::V6(a) => write(&self.v6).insert(*a),

@@ -110,6 +110,7 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         "allocation",
         "allocation-model",
         "single-answerer",
+        "single-answerer-audit",
         "failover",
         "durability",
         "liveness",
@@ -141,6 +142,12 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         .and_then(|v| v.split('(').nth(1)?.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     assert!(compared > 100, "{summary}");
+    // The nodes audited their replies.
+    let audited: u64 = summary["verdicts"]["single-answerer-audit"]
+        .as_str()
+        .and_then(|v| v.split('(').nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(audited > 100, "{summary}");
     // The workload ran: writes acknowledged, reads of both kinds.
     for op in ["apply ok", "read ok", "read linearizable"] {
         assert!(
@@ -171,12 +178,15 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         text.contains("negative control answer-without-lease: flagged"),
         "{text}"
     );
-    assert!(
-        summary["verdicts"]["single-answerer"]
-            .as_str()
-            .is_some_and(|v| v.ends_with("violations")),
-        "{summary}"
-    );
+    // Seen by the client, and in the nodes' own audit (replies after the lease ended).
+    for invariant in ["single-answerer", "single-answerer-audit"] {
+        assert!(
+            summary["verdicts"][invariant]
+                .as_str()
+                .is_some_and(|v| v.contains("violations")),
+            "{invariant}: {summary}"
+        );
+    }
     assert!(
         text.contains("REPRODUCE: raftlb-chaos campaign --seed 3"),
         "{text}"

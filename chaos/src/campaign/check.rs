@@ -15,7 +15,9 @@
 //!   real-time order; a linearizable read answers at an index that includes every write
 //!   acknowledged before it began;
 //! * allocation model: every read replayed against the writes in log order
-//!   ([`super::model`]).
+//!   ([`super::model`]);
+//! * answer windows: from the nodes' own audit lines, no two nodes' answering windows for a
+//!   VIP overlap ([`super::audit`]).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,7 @@ pub enum Invariant {
     Allocation,
     AllocationModel,
     SingleAnswerer,
+    AnswerWindows,
     Failover,
     Durability,
     Liveness,
@@ -39,10 +42,11 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 7] = [
+    pub const ALL: [Invariant; 8] = [
         Invariant::Allocation,
         Invariant::AllocationModel,
         Invariant::SingleAnswerer,
+        Invariant::AnswerWindows,
         Invariant::Failover,
         Invariant::Durability,
         Invariant::Liveness,
@@ -54,6 +58,7 @@ impl Invariant {
             Invariant::Allocation => "allocation",
             Invariant::AllocationModel => "allocation-model",
             Invariant::SingleAnswerer => "single-answerer",
+            Invariant::AnswerWindows => "single-answerer-audit",
             Invariant::Failover => "failover",
             Invariant::Durability => "durability",
             Invariant::Liveness => "liveness",
@@ -104,6 +109,9 @@ pub struct Findings {
     /// Service states in reads that the allocation model compared.
     #[serde(default)]
     pub model_compared: usize,
+    /// Replies the nodes' audit lines record.
+    #[serde(default)]
+    pub audited_replies: usize,
 }
 
 impl Findings {
@@ -126,11 +134,14 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     violations.extend(allocation(events));
     let model = super::model::replay(events);
     violations.extend(model.violations);
+    let audit = super::audit::windows(events);
+    violations.extend(audit.violations);
     violations.sort_by_key(|v| v.t.unwrap_or(u64::MAX));
     Findings {
         violations,
         samples,
         model_compared: model.compared,
+        audited_replies: audit.replies,
     }
 }
 

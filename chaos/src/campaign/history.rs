@@ -53,6 +53,15 @@ pub enum Event {
         mac: String,
         node: Option<String>,
     },
+    /// A node's own audit line ([`raftlb_actors::responder::AUDIT_FILE`]): `what` is reply,
+    /// register or withdraw; a reply carries the lease deadline it was sent under.
+    Audit {
+        t: u64,
+        node: String,
+        vip: String,
+        what: String,
+        deadline: Option<u64>,
+    },
     /// A node's state after a chunk's final heal: applied index and table digest (None: it
     /// did not answer). Each chunk runs its own cluster.
     Final {
@@ -111,6 +120,7 @@ impl Event {
             | Event::Skipped { t, .. }
             | Event::Probe { t, .. }
             | Event::Answer { t, .. }
+            | Event::Audit { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
             | Event::ChunkEnd { t, .. }

@@ -13,6 +13,7 @@
 //! A campaign runs its plan in chunks, each on a fresh lab cluster (so a long campaign does
 //! not carry one cluster's state through a thousand faults, and `--from K` starts anywhere).
 
+pub mod audit;
 pub mod check;
 pub mod history;
 pub mod model;
@@ -121,6 +122,19 @@ fn run_chunk(
     }
     // Each node's data on its own small file system, so a disk can be filled.
     lab.small_disks(DISK_MIB)?;
+    // Each node's audit lines, and later its log, kept beside the history.
+    let chunk_dir = opts.out.join(format!("chunk-{chunk}"));
+    std::fs::create_dir_all(&chunk_dir)?;
+    let chunk_dir = chunk_dir.canonicalize()?;
+    let audit_file = |node: &str| chunk_dir.join(format!("{node}.audit"));
+    for n in &lab.nodes {
+        let path = audit_file(&n.name);
+        let _ = std::fs::remove_file(&path);
+        lab.node_env_of.entry(n.name.clone()).or_default().push((
+            raftlb_actors::responder::AUDIT_FILE.into(),
+            path.display().to_string(),
+        ));
+    }
     lab.start_raftlb()?;
     lab.apply(&workload::pool_manifest())?;
     // Probes and observers run until the chunk ends (stopped below, well before this).
@@ -204,12 +218,19 @@ fn run_chunk(
             })),
         }
     }
+    // Every node's audit lines, up to the chunk's end.
+    for n in &lab.nodes {
+        let text = std::fs::read_to_string(audit_file(&n.name)).unwrap_or_default();
+        events.extend(
+            audit_lines(&text, &n.name)
+                .into_iter()
+                .filter(|e| e.time().is_some_and(|t| t <= end)),
+        );
+    }
     // Every node's log is kept beside the history, one directory per chunk.
-    let logs = opts.out.join(format!("chunk-{chunk}"));
-    std::fs::create_dir_all(&logs)?;
     for n in &lab.nodes {
         let log = lab.log(&n.name);
-        std::fs::write(logs.join(format!("{}.log", n.name)), &log)?;
+        std::fs::write(chunk_dir.join(format!("{}.log", n.name)), &log)?;
         for line in log.lines() {
             if line.contains("panicked at") {
                 events.push(Event::BadLog {
@@ -221,6 +242,22 @@ fn run_chunk(
     }
     events.sort_by_key(|e| e.time().unwrap_or(u64::MAX));
     Ok(events)
+}
+
+/// A node's audit file ([`raftlb_actors::responder::AUDIT_FILE`]) as history events.
+fn audit_lines(text: &str, node: &str) -> Vec<Event> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(Event::Audit {
+                what: f.first()?.to_string(),
+                t: f.get(1)?.parse().ok()?,
+                node: node.to_string(),
+                vip: f.get(2)?.to_string(),
+                deadline: f.get(3).and_then(|d| d.parse().ok()),
+            })
+        })
+        .collect()
 }
 
 fn print_cycle(cycle: &plan::Cycle, events: &[Event]) {

@@ -310,6 +310,7 @@ mod tests {
             }],
             samples: Vec::new(),
             model_compared: 0,
+            audited_replies: 0,
         };
         let page = html(&plan, &events, &findings);
         for want in [
