@@ -478,6 +478,31 @@ impl Lab {
         self.drop_at_port("cut", name, "")
     }
 
+    /// Drops node `name`'s BGP and BFD traffic (TCP port 179, UDP 3784/3785) both ways at
+    /// the bridge, silently: its sessions with the router see nothing more.
+    pub fn cut_bgp(&self, name: &str) -> anyhow::Result<()> {
+        let me = &self.nodes[self.index(name)].port;
+        let mut rules = String::from(
+            "table bridge bgpcut {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
+        );
+        for dir in ["iifname", "oifname"] {
+            for (proto, ports) in [("tcp", "179"), ("udp", "{ 3784, 3785 }")] {
+                for end in ["sport", "dport"] {
+                    rules.push_str(&format!(
+                        "    {dir} \"{me}\" meta l4proto {proto} th {end} {ports} drop\n"
+                    ));
+                }
+            }
+        }
+        rules.push_str("  }\n}\n");
+        self.nft("bgpcut", &rules)
+    }
+
+    /// Undoes [`Lab::cut_bgp`].
+    pub fn uncut_bgp(&self) -> anyhow::Result<()> {
+        self.delete_table("bgpcut")
+    }
+
     /// Undoes [`Lab::cut_off`].
     pub fn reconnect(&self) -> anyhow::Result<()> {
         self.delete_table("cut")
@@ -733,6 +758,31 @@ impl Lab {
             "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab}}\n\
              spec: {{addresses: [{VIP4}/32, {VIP6}/128]}}\n---\n\
              apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: lab}}\n\
+             spec: {{ipAddressPools: [lab]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+             spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: {PORT}}}]}}\n"
+        ))
+    }
+
+    /// The standard configuration for BGP mode: one peer (the lab router, AS 64512, dual
+    /// stack; with BFD 100 ms x 3 if `bfd`), the VIP pool advertised, and the Service.
+    pub fn apply_standard_bgp(&self, bfd: bool) -> anyhow::Result<()> {
+        let (profile, peer_bfd) = if bfd {
+            (
+                "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\n\
+                 spec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}\n---\n",
+                ", bfdProfile: fast",
+            )
+        } else {
+            ("", "")
+        };
+        self.apply(&format!(
+            "{profile}apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: tor}}\n\
+             spec: {{myASN: 64513, peerASN: 64512, peerAddress: 10.77.0.100, holdTime: 9s, \
+             dualStackAddressFamily: true{peer_bfd}}}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab}}\n\
+             spec: {{addresses: [{VIP4}/32, {VIP6}/128]}}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: lab}}\n\
              spec: {{ipAddressPools: [lab]}}\n---\n\
              apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
              spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: {PORT}}}]}}\n"

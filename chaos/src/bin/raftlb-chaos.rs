@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! raftlb-chaos campaign --seed S --faults N [--profile default|fast] [--from K] --out DIR
-//!                       [--nodes 3] [--chunk 25] [--kinds kill,crash,...]
-//!                       [--negative-control answer-without-lease]
+//!                       [--mode l2|bgp|bgp-bfd] [--nodes 3] [--chunk 25]
+//!                       [--kinds kill,crash,...]
+//!                       [--negative-control answer-without-lease|no-fsync|slow-clock]
 //! raftlb-chaos check DIR
 //! ```
 //!
@@ -15,7 +16,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use raftlb_chaos::campaign::plan::{FaultKind, NegativeControl, Profile};
+use raftlb_chaos::campaign::plan::{FaultKind, Mode, NegativeControl, Profile};
 use raftlb_chaos::campaign::{self};
 use raftlb_chaos::lab::interrupted;
 
@@ -39,9 +40,9 @@ fn parsed<T: std::str::FromStr>(
     }
 }
 
-fn kinds(text: Option<&str>) -> anyhow::Result<Vec<FaultKind>> {
+fn kinds(text: Option<&str>, mode: Mode) -> anyhow::Result<Vec<FaultKind>> {
     let Some(text) = text else {
-        return Ok(FaultKind::ALL.to_vec());
+        return Ok(FaultKind::defaults(mode));
     };
     text.split(',')
         .map(|k| {
@@ -67,7 +68,7 @@ fn main() {
             None => Err(anyhow::anyhow!("usage: raftlb-chaos check DIR")),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: raftlb-chaos campaign --seed S --faults N [--profile default|fast] [--from K] --out DIR [--nodes 3] [--chunk 25] [--kinds ...]\n       raftlb-chaos check DIR"
+            "usage: raftlb-chaos campaign --seed S --faults N [--profile default|fast] [--from K] --out DIR [--mode l2|bgp|bgp-bfd] [--nodes 3] [--chunk 25] [--kinds ...] [--negative-control ...]\n       raftlb-chaos check DIR"
         )),
     };
     match result {
@@ -80,7 +81,9 @@ fn main() {
 }
 
 fn campaign_cmd(args: &[String]) -> anyhow::Result<campaign::report::Outcome> {
+    let mode = Mode::parse(value(args, "--mode").unwrap_or("l2"))?;
     let opts = campaign::Options {
+        mode,
         seed: parsed(args, "--seed", None)?,
         faults: parsed(args, "--faults", None)?,
         profile: Profile::parse(value(args, "--profile").unwrap_or("default"))?,
@@ -88,13 +91,24 @@ fn campaign_cmd(args: &[String]) -> anyhow::Result<campaign::report::Outcome> {
         out: PathBuf::from(value(args, "--out").context("--out DIR is required")?),
         nodes: parsed(args, "--nodes", Some(3))?,
         chunk: parsed(args, "--chunk", Some(25))?,
-        kinds: kinds(value(args, "--kinds"))?,
+        kinds: kinds(value(args, "--kinds"), mode)?,
         negative_control: value(args, "--negative-control")
             .map(NegativeControl::parse)
             .transpose()?,
     };
     if opts.nodes < 3 {
         bail!("--nodes {}: a campaign needs at least 3 nodes", opts.nodes);
+    }
+    if !mode.bgp() && opts.kinds.contains(&FaultKind::SessionCut) {
+        bail!("--kinds session-cut: there is no BGP session to cut in --mode l2");
+    }
+    if mode.bgp()
+        && matches!(
+            opts.negative_control,
+            Some(NegativeControl::AnswerWithoutLease | NegativeControl::SlowClock)
+        )
+    {
+        bail!("--negative-control: answer-without-lease and slow-clock break layer 2 answers; use --mode l2");
     }
     let stop = interrupted();
     campaign::run(&opts, &stop)

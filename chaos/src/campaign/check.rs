@@ -16,6 +16,8 @@
 //!   acknowledged before it began;
 //! * allocation model: every read replayed against the writes in log order
 //!   ([`super::model`]);
+//! * BGP routes: after every heal the router's next hops for each watched VIP are every
+//!   node again, within the bound;
 //! * answer windows: from the nodes' own audit lines, no two nodes' answering windows for a
 //!   VIP overlap ([`super::audit`]).
 
@@ -35,6 +37,7 @@ pub enum Invariant {
     AllocationModel,
     SingleAnswerer,
     AnswerWindows,
+    BgpRoutes,
     Failover,
     Durability,
     Liveness,
@@ -42,11 +45,12 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 9] = [
         Invariant::Allocation,
         Invariant::AllocationModel,
         Invariant::SingleAnswerer,
         Invariant::AnswerWindows,
+        Invariant::BgpRoutes,
         Invariant::Failover,
         Invariant::Durability,
         Invariant::Liveness,
@@ -59,6 +63,7 @@ impl Invariant {
             Invariant::AllocationModel => "allocation-model",
             Invariant::SingleAnswerer => "single-answerer",
             Invariant::AnswerWindows => "single-answerer-audit",
+            Invariant::BgpRoutes => "bgp-routes",
             Invariant::Failover => "failover",
             Invariant::Durability => "durability",
             Invariant::Liveness => "liveness",
@@ -132,6 +137,7 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     violations.extend(liveness(events));
     violations.extend(logs(events));
     violations.extend(allocation(events));
+    violations.extend(bgp_routes(events));
     let model = super::model::replay(events);
     violations.extend(model.violations);
     let audit = super::audit::windows(events);
@@ -483,6 +489,29 @@ pub fn acknowledged_writes_kept(events: &[Event]) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// BGP mode: after every heal the router's routes matched the table again within the bound.
+pub fn bgp_routes(events: &[Event]) -> Vec<Violation> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Routes {
+                t,
+                cycle,
+                converged_ms: None,
+                detail,
+            } => Some(Violation {
+                invariant: Invariant::BgpRoutes,
+                t: Some(*t),
+                detail: format!(
+                    "cycle {cycle}: the router's routes did not match the table within {:?} of the heal: {detail}",
+                    super::BGP_CONVERGE_WITHIN
+                ),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn liveness(events: &[Event]) -> Vec<Violation> {
@@ -851,6 +880,20 @@ mod tests {
         let silent = [fin("n1", Some(9), Some("ab")), fin("n2", None, None)];
         assert_eq!(durability(&silent, 2).len(), 1);
         assert_eq!(durability(&same, 3).len(), 1, "a node missing");
+    }
+
+    #[test]
+    fn routes_that_did_not_match_after_a_heal_are_violations() {
+        let routes = |converged_ms| Event::Routes {
+            t: 5,
+            cycle: 2,
+            converged_ms,
+            detail: "10.77.0.240: the router has next hops {}".into(),
+        };
+        assert!(bgp_routes(&[routes(Some(3_000))]).is_empty());
+        let v = bgp_routes(&[routes(Some(3_000)), routes(None)]);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("cycle 2") && v[0].detail.contains("next hops"));
     }
 
     #[test]

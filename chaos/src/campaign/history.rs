@@ -62,6 +62,15 @@ pub enum Event {
         what: String,
         deadline: Option<u64>,
     },
+    /// BGP mode, after a cycle's heal at `t`: how long until the router's routes for every
+    /// watched VIP matched the table again (None: not within the bound; `detail` says how
+    /// they differed).
+    Routes {
+        t: u64,
+        cycle: usize,
+        converged_ms: Option<u64>,
+        detail: String,
+    },
     /// A node's state after a chunk's final heal: applied index and table digest (None: it
     /// did not answer). Each chunk runs its own cluster.
     Final {
@@ -121,6 +130,7 @@ impl Event {
             | Event::Probe { t, .. }
             | Event::Answer { t, .. }
             | Event::Audit { t, .. }
+            | Event::Routes { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
             | Event::ChunkEnd { t, .. }

@@ -29,14 +29,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::lab::{answers, now_us, probes, Announcer, Lab};
+use crate::lab::{answers, now_us, probes, Announcer, Lab, VIP4, VIP6};
+use crate::routers::{Router, RouterKind};
 use history::Event;
 use nemesis::WATCHED;
-use plan::{FaultKind, NegativeControl, Plan, Profile};
+use plan::{FaultKind, Mode, NegativeControl, Plan, Profile};
 
 /// What `raftlb-chaos campaign` was asked for.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub mode: Mode,
     pub seed: u64,
     pub faults: usize,
     pub profile: Profile,
@@ -53,6 +55,11 @@ pub struct Options {
 /// How long after the final heal the cluster must be live again.
 pub const LIVENESS_WITHIN: Duration = Duration::from_secs(5);
 
+/// BGP mode: how soon after a heal every router's routes must match the table again. Without
+/// BFD a restarted node's new session waits out the old one's hold time (9 s) and BIRD's
+/// error wait (up to 5 s).
+pub const BGP_CONVERGE_WITHIN: Duration = Duration::from_secs(20);
+
 /// The size of each node's data file system (tmpfs), in MiB: far more than a chunk writes,
 /// small enough to fill at once.
 pub const DISK_MIB: u64 = 64;
@@ -62,7 +69,7 @@ pub const DISK_MIB: u64 = 64;
 pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let mut plan = Plan::generate(opts.seed, opts.faults, opts.profile, &opts.kinds);
+    let mut plan = Plan::generate(opts.seed, opts.faults, opts.profile, opts.mode, &opts.kinds);
     plan.negative_control = opts.negative_control;
     std::fs::write(
         opts.out.join("plan.json"),
@@ -135,21 +142,44 @@ fn run_chunk(
             path.display().to_string(),
         ));
     }
-    lab.start_raftlb()?;
+    // BGP mode: BIRD in the client namespace, installing what it learns (ECMP) in the
+    // client's kernel, so the probes follow the routes.
+    let bfd = opts.mode == Mode::BgpBfd;
+    let router = if opts.mode.bgp() {
+        Some(lab.start_router_with(RouterKind::Bird, 64512, 64513, |c| {
+            c.fib = true;
+            if bfd {
+                c.bfd = Some((100, 100, 3));
+            }
+        })?)
+    } else {
+        None
+    };
+    if router.is_some() {
+        lab.start_cluster()?;
+        lab.wait("the configuration applied", Duration::from_secs(20), |l| {
+            l.apply_standard_bgp(bfd).map(Some)
+        })?;
+    } else {
+        lab.start_raftlb()?;
+    }
+    let router = router.as_ref();
     lab.apply(&workload::pool_manifest())?;
     // Probes and observers run until the chunk ends (stopped below, well before this).
     let budget: u64 = cycles.iter().map(|c| c.quiet_ms + c.hold_ms + 30_000).sum();
     let mut watchers = Vec::new();
     for vip in WATCHED {
         watchers.push((vip, "probe", lab.probe(vip, 10, budget)?));
-        watchers.push((vip, "observe", lab.observe(vip, budget)?));
+        if router.is_none() {
+            watchers.push((vip, "observe", lab.observe(vip, budget)?));
+        }
     }
-    // The first fault finds every watched VIP answered by its owner (IPv6 takes a moment:
-    // duplicate address detection on the client).
+    // The first fault finds every watched VIP answered by its owner, or routed to every
+    // node (IPv6 takes a moment: duplicate address detection on the client).
     lab.wait(
-        "every watched VIP answered by its owner",
+        "every watched VIP answered by its owner or routed to every node",
         Duration::from_secs(30),
-        |l| Ok(live_now(l).ok()),
+        |l| Ok(live_now(l, router).ok()),
     )?;
     // Four clients, one operation every 100 ms each: about 40 a second in all.
     let churn = lab.workload(4, opts.seed.wrapping_add(chunk as u64), 100, budget)?;
@@ -161,20 +191,28 @@ fn run_chunk(
         if opts.negative_control == Some(NegativeControl::SlowClock) {
             nemesis::move_watched_to(&lab, plan::SLOW_NODE);
         }
-        let got = nemesis::run_cycle(&mut lab, cycle);
+        let got = nemesis::run_cycle(&mut lab, cycle, opts.mode);
         print_cycle(cycle, &got);
+        let healed = got.iter().find_map(|e| match e {
+            Event::FaultEnd { t, .. } => Some(*t),
+            _ => None,
+        });
         events.extend(got);
         // The next quiet time starts from a cluster with a leader (bounded: a cluster that
         // does not recover is the final liveness check's business).
         let _ = lab.wait("a leader after the heal", Duration::from_secs(10), |l| {
             l.leader()
         });
+        // BGP: the router's routes match the table again, within the bound.
+        if let (Some(router), Some(healed)) = (router, healed) {
+            events.push(routes_after_heal(&lab, router, cycle.index, healed));
+        }
     }
     // The workload stops before the final checks: the tables can only agree once writes stop.
     // Stopped gracefully: the operations in flight finish (or time out) and are recorded.
     let ops = churn.stop_within(Duration::from_secs(8))?;
     nemesis::heal_all(&mut lab);
-    events.extend(final_checks(&mut lab, chunk));
+    events.extend(final_checks(&mut lab, router, chunk));
     // The table's Services as a linearizable read gives them: every acknowledged write is
     // held against it.
     match lab.final_read() {
@@ -287,15 +325,20 @@ fn print_cycle(cycle: &plan::Cycle, events: &[Event]) {
 /// After the chunk's final heal: within [`LIVENESS_WITHIN`], one leader and every watched VIP
 /// answered by its owner; then every node's applied index and table digest once they agree
 /// (or what they were when the bound ran out).
-fn final_checks(lab: &mut Lab, chunk: usize) -> Vec<Event> {
+fn final_checks(lab: &mut Lab, router: Option<&Router>, chunk: usize) -> Vec<Event> {
     let healed = Instant::now();
+    let within = if router.is_some() {
+        BGP_CONVERGE_WITHIN
+    } else {
+        LIVENESS_WITHIN
+    };
     let mut last = String::new();
     let live = loop {
-        match live_now(lab) {
+        match live_now(lab, router) {
             Ok(()) => break true,
             Err(e) => last = format!("{e:#}"),
         }
-        if healed.elapsed() > LIVENESS_WITHIN {
+        if healed.elapsed() > within {
             break false;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -310,7 +353,7 @@ fn final_checks(lab: &mut Lab, chunk: usize) -> Vec<Event> {
                 healed.elapsed().as_millis()
             )
         } else {
-            format!("not live {LIVENESS_WITHIN:?} after the final heal: {last}")
+            format!("not live {within:?} after the final heal: {last}")
         },
     }];
     // Agreement: asked until every node shows one index and digest, for up to 10 s.
@@ -343,9 +386,65 @@ fn final_checks(lab: &mut Lab, chunk: usize) -> Vec<Event> {
     events
 }
 
-/// One leader, and each watched VIP's owner answers the client.
-fn live_now(lab: &Lab) -> anyhow::Result<()> {
+/// The router's next hops for each watched VIP, against every node (each announces it).
+fn routes_match(lab: &Lab, router: &Router) -> anyhow::Result<()> {
+    for (vip, prefix, want) in [
+        (VIP4, format!("{VIP4}/32"), lab.node_ips()),
+        (
+            VIP6,
+            format!("{VIP6}/128"),
+            lab.nodes.iter().map(|n| n.ip6.clone()).collect(),
+        ),
+    ] {
+        let seen = router.next_hops(&prefix)?;
+        anyhow::ensure!(
+            seen == want,
+            "{vip}: the router has next hops {seen:?}, the table has every node announce it: {want:?}"
+        );
+    }
+    Ok(())
+}
+
+/// After a BGP-mode cycle's heal at `healed`: how long until the router's routes matched
+/// again (asked every 100 ms up to [`BGP_CONVERGE_WITHIN`]).
+fn routes_after_heal(lab: &Lab, router: &Router, cycle: usize, healed: u64) -> Event {
+    let deadline = Instant::now() + BGP_CONVERGE_WITHIN;
+    loop {
+        let last = match routes_match(lab, router) {
+            Ok(()) => {
+                return Event::Routes {
+                    t: healed,
+                    cycle,
+                    converged_ms: Some(now_us().saturating_sub(healed) / 1000),
+                    detail: String::new(),
+                }
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            return Event::Routes {
+                t: healed,
+                cycle,
+                converged_ms: None,
+                detail: last,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One leader, and each watched VIP's owner answers the client (layer 2) or the router
+/// routes it to every node (BGP).
+fn live_now(lab: &Lab, router: Option<&Router>) -> anyhow::Result<()> {
     lab.leader()?.context("no leader")?;
+    if let Some(router) = router {
+        routes_match(lab, router)?;
+        for vip in WATCHED {
+            lab.reach(vip)?
+                .with_context(|| format!("{vip}: routed, but nothing answered"))?;
+        }
+        return Ok(());
+    }
     for vip in WATCHED {
         let owner = lab
             .owner(vip)?

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::history::Event;
-use super::plan::{Cycle, FaultKind, Role};
+use super::plan::{Cycle, FaultKind, Mode, Role};
 use crate::lab::{now_us, owner_in, Lab, VIP4, VIP6};
 
 /// The VIPs every campaign watches (the standard configuration's dual-stack Service).
@@ -50,16 +50,20 @@ fn target(
 }
 
 /// Runs one cycle: quiet, then the fault, held, then healed. Returns its events; a fault
-/// that cannot run is one `Skipped` event saying why.
-pub fn run_cycle(lab: &mut Lab, cycle: &Cycle) -> Vec<Event> {
+/// that cannot run is one `Skipped` event saying why. In BGP mode every node announces:
+/// no VIP has an owner.
+pub fn run_cycle(lab: &mut Lab, cycle: &Cycle, mode: Mode) -> Vec<Event> {
     sleep_ms(cycle.quiet_ms);
     // Roles can be in flux right after a heal (an election): asked again for up to 3 s.
     let asked = std::time::Instant::now();
     let (leader, owners, node) = loop {
-        let (leader, owners) = roles(lab);
+        let (leader, mut owners) = roles(lab);
+        if mode.bgp() {
+            owners.clear();
+        }
         let node = target(lab, cycle.role, &leader, owners.get(VIP4));
         let resolved = leader.is_some()
-            && owners.len() == WATCHED.len()
+            && (mode.bgp() || owners.len() == WATCHED.len())
             && (node.is_some() || !cycle.kind.targeted());
         if resolved || asked.elapsed() > Duration::from_secs(3) {
             break (leader, owners, node);
@@ -167,6 +171,11 @@ fn inject_hold_heal(
                 sleep_ms(hold / transfers);
             }
         }
+        FaultKind::SessionCut => {
+            lab.cut_bgp(node)?;
+            sleep_ms(hold);
+            lab.uncut_bgp()?;
+        }
         FaultKind::DiskFull => {
             lab.fill_disk(node)?;
             sleep_ms(hold);
@@ -223,6 +232,7 @@ pub fn move_watched_to(lab: &Lab, node: &str) {
 pub fn heal_all(lab: &mut Lab) {
     let _ = lab.heal();
     let _ = lab.clear_loss();
+    let _ = lab.uncut_bgp();
     let names: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
     for name in names {
         let _ = lab.free_disk(&name);

@@ -36,10 +36,13 @@ pub enum FaultKind {
     /// The target's data directory filled to the last byte; freed after the hold, and the
     /// node restarted if it stopped.
     DiskFull,
+    /// BGP mode: the target's BGP (and BFD) traffic with the router dropped silently, both
+    /// ways, for the hold.
+    SessionCut,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::Crash,
         FaultKind::Pause,
@@ -52,7 +55,16 @@ impl FaultKind {
         FaultKind::RollingRestart,
         FaultKind::KillAll,
         FaultKind::DiskFull,
+        FaultKind::SessionCut,
     ];
+
+    /// The kinds a campaign in `mode` runs unless told otherwise.
+    pub fn defaults(mode: Mode) -> Vec<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| mode != Mode::L2 || *k != FaultKind::SessionCut)
+            .collect()
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +80,7 @@ impl FaultKind {
             FaultKind::RollingRestart => "rolling-restart",
             FaultKind::KillAll => "kill-all",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::SessionCut => "session-cut",
         }
     }
 
@@ -96,6 +109,51 @@ impl FaultKind {
 impl std::fmt::Display for FaultKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How the campaign's cluster announces its VIPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// ARP/NDP from each VIP's owner.
+    #[default]
+    L2,
+    /// BGP from every node to a BIRD router in the client namespace (ECMP), without BFD.
+    Bgp,
+    /// The same with BFD (100 ms x 3) on every session.
+    BgpBfd,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> anyhow::Result<Mode> {
+        match text {
+            "l2" => Ok(Mode::L2),
+            "bgp" => Ok(Mode::Bgp),
+            "bgp-bfd" => Ok(Mode::BgpBfd),
+            other => anyhow::bail!("--mode {other:?}: want l2, bgp or bgp-bfd"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::L2 => "l2",
+            Mode::Bgp => "bgp",
+            Mode::BgpBfd => "bgp-bfd",
+        }
+    }
+
+    pub fn bgp(self) -> bool {
+        self != Mode::L2
+    }
+
+    /// The roles targeted faults take turns at: in BGP mode every node announces, so no
+    /// node is a VIP's owner.
+    fn roles(self) -> &'static [Role] {
+        match self {
+            Mode::L2 => &[Role::Leader, Role::Owner, Role::Follower],
+            Mode::Bgp | Mode::BgpBfd => &[Role::Leader, Role::Follower],
+        }
     }
 }
 
@@ -264,6 +322,8 @@ impl NegativeControl {
 pub struct Plan {
     pub seed: u64,
     pub profile: Profile,
+    #[serde(default)]
+    pub mode: Mode,
     pub cycles: Vec<Cycle>,
     /// Set when the run is a negative control: then violations are the expected outcome.
     #[serde(default)]
@@ -274,10 +334,16 @@ impl Plan {
     /// The plan of `faults` cycles for `seed`: the same seed gives the same plan. Kinds are
     /// dealt round-robin in a shuffled order per round, so every kind gets its share; targeted
     /// faults alternate roles the same way.
-    pub fn generate(seed: u64, faults: usize, profile: Profile, kinds: &[FaultKind]) -> Plan {
+    pub fn generate(
+        seed: u64,
+        faults: usize,
+        profile: Profile,
+        mode: Mode,
+        kinds: &[FaultKind],
+    ) -> Plan {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let t = profile.timings();
-        let roles = [Role::Leader, Role::Owner, Role::Follower];
+        let roles = mode.roles();
         let mut deck: Vec<FaultKind> = Vec::new();
         let mut role_deck: Vec<Role> = Vec::new();
         let mut cycles = Vec::with_capacity(faults);
@@ -315,6 +381,7 @@ impl Plan {
         Plan {
             seed,
             profile,
+            mode,
             cycles,
             negative_control: None,
         }
@@ -334,11 +401,16 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_plan_and_every_kind_its_share() {
-        let a = Plan::generate(7, 120, Profile::Default, &FaultKind::ALL);
-        let b = Plan::generate(7, 120, Profile::Default, &FaultKind::ALL);
+        let kinds = FaultKind::defaults(Mode::L2);
+        assert_eq!(kinds.len(), 12);
+        let a = Plan::generate(7, 120, Profile::Default, Mode::L2, &kinds);
+        let b = Plan::generate(7, 120, Profile::Default, Mode::L2, &kinds);
         assert_eq!(a, b);
-        assert_ne!(a, Plan::generate(8, 120, Profile::Default, &FaultKind::ALL));
-        for kind in FaultKind::ALL {
+        assert_ne!(
+            a,
+            Plan::generate(8, 120, Profile::Default, Mode::L2, &kinds)
+        );
+        for kind in kinds {
             let n = a.cycles.iter().filter(|c| c.kind == kind).count();
             assert_eq!(n, 10, "{kind}");
         }
@@ -356,5 +428,21 @@ mod tests {
         // The plan survives its JSON file.
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), a);
+    }
+
+    #[test]
+    fn a_bgp_plan_cuts_sessions_and_never_targets_an_owner() {
+        let kinds = FaultKind::defaults(Mode::Bgp);
+        assert!(kinds.contains(&FaultKind::SessionCut));
+        let p = Plan::generate(7, 130, Profile::Default, Mode::Bgp, &kinds);
+        assert_eq!(p.mode, Mode::Bgp);
+        assert_eq!(
+            p.cycles
+                .iter()
+                .filter(|c| c.kind == FaultKind::SessionCut)
+                .count(),
+            10
+        );
+        assert!(p.cycles.iter().all(|c| c.role != Role::Owner));
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::check::{self, Bounds, Findings, Invariant, Sample, Violation};
 use super::history::{self, Event};
-use super::plan::{FaultKind, Plan, Profile};
+use super::plan::{FaultKind, Mode, Plan, Profile};
 
 /// The bounds each profile is held to.
 pub fn bounds(profile: Profile) -> Bounds {
@@ -86,6 +86,10 @@ pub struct Summary {
     /// Per invariant: the number of violations (not-checked invariants say so).
     pub verdicts: BTreeMap<String, String>,
     pub failover: BTreeMap<String, Figures>,
+    /// BGP mode, per fault kind: heals, and ms from the heal until the router's routes
+    /// matched the table again, p50 / p99 / max.
+    pub bgp_converge: BTreeMap<String, [Option<u64>; 4]>,
+    pub mode: Mode,
     pub first_violation: Option<Violation>,
     pub wall_s: Option<u64>,
     /// A negative control: the product broken on purpose; it must be flagged.
@@ -111,10 +115,6 @@ impl Outcome {
         }
     }
 }
-
-/// Parts of the invariants this harness does not check yet, with why.
-pub const NOT_CHECKED: [(&str, &str); 1] =
-    [("bgp", "not checked yet: campaigns run in layer 2 mode only")];
 
 fn commit() -> String {
     std::process::Command::new("git")
@@ -224,9 +224,65 @@ fn summarize(
         }
         verdicts.insert(inv.as_str().to_string(), verdict);
     }
-    for (name, why) in NOT_CHECKED {
-        verdicts.insert(name.into(), why.into());
+    // What a mode has no part of says so, rather than passing.
+    let not_applicable: &[(Invariant, &str)] = if plan.mode.bgp() {
+        &[
+            (
+                Invariant::SingleAnswerer,
+                "BGP mode: nobody answers ARP/NDP for the VIPs",
+            ),
+            (
+                Invariant::AnswerWindows,
+                "BGP mode: nobody answers ARP/NDP for the VIPs",
+            ),
+            (
+                Invariant::Failover,
+                "BGP mode: every node announces; see bgp-routes",
+            ),
+        ]
+    } else {
+        &[(Invariant::BgpRoutes, "a layer 2 campaign")]
+    };
+    for (inv, why) in not_applicable {
+        if findings.of(*inv).count() == 0 {
+            verdicts.insert(inv.as_str().to_string(), format!("not applicable ({why})"));
+        }
     }
+    // BGP mode: heal until the router's routes matched again, per fault kind.
+    let kind_of: BTreeMap<usize, FaultKind> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FaultStart { cycle, kind, .. } => Some((*cycle, *kind)),
+            _ => None,
+        })
+        .collect();
+    let mut converge: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        if let Event::Routes {
+            cycle,
+            converged_ms: Some(ms),
+            ..
+        } = e
+        {
+            if let Some(kind) = kind_of.get(cycle) {
+                converge.entry(kind.as_str().into()).or_default().push(*ms);
+            }
+        }
+    }
+    let bgp_converge = converge
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                [
+                    Some(v.len() as u64),
+                    check::quantile(&v, 0.5),
+                    check::quantile(&v, 0.99),
+                    v.iter().copied().max(),
+                ],
+            )
+        })
+        .collect();
     let mut by_kind: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for s in &findings.samples {
         by_kind.entry(s.kind.as_str()).or_default().push(s);
@@ -247,6 +303,8 @@ fn summarize(
         violations: findings.violations.len(),
         verdicts,
         failover,
+        bgp_converge,
+        mode: plan.mode,
         first_violation: findings.violations.first().cloned(),
         wall_s: wall.map(|w| w.as_secs()),
         negative_control: plan.negative_control.map(|c| c.as_str().to_string()),
@@ -262,13 +320,14 @@ fn markdown(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# raftlb chaos campaign\n\nseed {} · commit {} · profile {} · {} of {} planned faults injected{}\n\n\
+        "# raftlb chaos campaign\n\nseed {} · commit {} · profile {} · mode {} · {} of {} planned faults injected{}\n\n\
          Three raftlb processes per chunk, each in its own network namespace, with its data \
          directory on its own tmpfs of {} MiB (so a disk can be filled; a SIGKILL keeps what \
          was written to the kernel either way).\n",
         s.seed,
         s.commit,
         s.profile.as_str(),
+        s.mode.as_str(),
         s.faults_total,
         s.planned,
         s.wall_s.map_or(String::new(), |w| format!(" · wall {w} s")),
@@ -328,6 +387,22 @@ fn markdown(s: &Summary) -> String {
             ms(f.dark_untouched_p99),
             ms(f.dark_untouched_max)
         );
+    }
+    if !s.bgp_converge.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## BGP: heal until the router's routes match the table (ms)\n\n| kind | heals | p50 / p99 / max |\n|---|---|---|"
+        );
+        for (kind, [n, p50, p99, max]) in &s.bgp_converge {
+            let _ = writeln!(
+                out,
+                "| {kind} | {} | {} / {} / {} |",
+                ms(*n),
+                ms(*p50),
+                ms(*p99),
+                ms(*max)
+            );
+        }
     }
     let _ = writeln!(out, "\n## Workload\n\n| operation | count |\n|---|---|");
     for (k, n) in &s.workload {

@@ -269,11 +269,11 @@ fn html_escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::campaign::check::{Invariant, Violation};
-    use crate::campaign::plan::{FaultKind, Profile, Role};
+    use crate::campaign::plan::{FaultKind, Mode, Profile, Role};
 
     #[test]
     fn the_page_carries_every_lane_the_faults_and_the_violation() {
-        let plan = Plan::generate(1, 1, Profile::Fast, &[FaultKind::Kill]);
+        let plan = Plan::generate(1, 1, Profile::Fast, Mode::L2, &[FaultKind::Kill]);
         let events = vec![
             Event::FaultStart {
                 t: 1_000_000,
