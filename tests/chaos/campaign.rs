@@ -2,12 +2,14 @@
 //! the allocation workload running, must find no violation; and three negative controls must be
 //! flagged (a checker that never fires proves nothing): answerers that ignore the lease, with
 //! the owner partitioned away; a log store that acknowledges without flushing, with every node
-//! killed at once; and one node's clock at half speed, cut off while it owns the VIPs.
+//! killed at once; and one node's clock at half speed, cut off while it owns the VIPs. Then a
+//! short BGP-mode campaign (with BFD) against BIRD: after every heal the router's routes
+//! match the table.
 //!
 //! Each run's `timeline.html` is opened in headless Chromium: every lane drawn, and the
 //! negative control's violation marked.
 //!
-//! Needs root, nftables, tc and chromium (installed by .ci/run). Longer campaigns: `bash chaos/campaign.sh`.
+//! Needs root, nftables, tc, BIRD, libfaketime and chromium (installed by .ci/run). Longer campaigns: `bash chaos/campaign.sh`.
 
 use std::process::Command;
 
@@ -245,6 +247,31 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
         summary["verdicts"]["single-answerer"]
             .as_str()
             .is_some_and(|v| v.ends_with("violations")),
+        "{summary}"
+    );
+
+    // BGP mode with BFD: every kind once, session cuts included; after each heal BIRD's
+    // routes for both VIPs are every node again.
+    let (code, text, summary, _dir) = campaign(&[
+        "--seed", "4", "--faults", "13", "--chunk", "13", "--mode", "bgp-bfd",
+    ])?;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0\n"), "{text}");
+    assert!(text.contains("bgp-routes: ok"), "{text}");
+    assert!(
+        text.contains("single-answerer: not applicable (BGP mode"),
+        "{text}"
+    );
+    assert_eq!(summary["faults"].as_object().map_or(0, |o| o.len()), 13);
+    let heals: u64 = summary["bgp_converge"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v[0].as_u64())
+        .sum();
+    assert_eq!(
+        heals,
+        summary["faults_total"].as_u64().unwrap_or(0),
         "{summary}"
     );
     Ok(())
