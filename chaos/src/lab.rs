@@ -1296,14 +1296,9 @@ impl Background {
         if let Some(mut c) = self.child.take() {
             c.wait()?;
         }
-        Ok(std::fs::read_to_string(&self.out)?
-            .lines()
-            .map(str::to_string)
-            .collect())
+        self.lines()
     }
-}
 
-impl Background {
     /// Asks it to stop (SIGTERM), waits up to `within` for it to finish what it is doing,
     /// then kills it; returns the lines it wrote.
     pub fn stop_within(mut self, within: Duration) -> anyhow::Result<Vec<String>> {
@@ -1318,10 +1313,7 @@ impl Background {
             let _ = c.kill();
             c.wait()?;
         }
-        Ok(std::fs::read_to_string(&self.out)?
-            .lines()
-            .map(str::to_string)
-            .collect())
+        self.lines()
     }
 
     /// Stops it now and returns the lines it wrote (each is flushed as it is written).
@@ -1330,6 +1322,10 @@ impl Background {
             let _ = c.kill();
             c.wait()?;
         }
+        self.lines()
+    }
+
+    fn lines(&self) -> anyhow::Result<Vec<String>> {
         Ok(std::fs::read_to_string(&self.out)?
             .lines()
             .map(str::to_string)

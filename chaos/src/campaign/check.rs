@@ -961,21 +961,7 @@ mod tests {
     }
 
     fn op(t: u64, f: &str, key: &str, outcome: &str, index: u64, ips: &[&str]) -> Event {
-        Event::Op {
-            t,
-            end: t + 5,
-            client: 0,
-            id: None,
-            f: f.into(),
-            key: Some(key.into()),
-            outcome: outcome.into(),
-            log_index: (outcome == "ok").then_some(index),
-            applied_index: None,
-            linearizable: false,
-            ips: ips.iter().map(|i| i.to_string()).collect(),
-            holders: vec![],
-            error: None,
-        }
+        crate::campaign::history::testing::write(t, None, f, key, outcome, index, ips)
     }
 
     fn final_read(t: u64, holders: Vec<Holder>) -> Event {

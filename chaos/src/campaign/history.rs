@@ -190,3 +190,36 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Event>> {
     out.sort_by_key(|e| e.time().unwrap_or(u64::MAX));
     Ok(out)
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Event;
+
+    /// A workload write as the history records it: invoked at `t`, answered 5 µs later, its
+    /// log index kept only when acknowledged.
+    pub fn write(
+        t: u64,
+        id: Option<&str>,
+        f: &str,
+        key: &str,
+        outcome: &str,
+        index: u64,
+        ips: &[&str],
+    ) -> Event {
+        Event::Op {
+            t,
+            end: t + 5,
+            client: 0,
+            id: id.map(str::to_string),
+            f: f.into(),
+            key: Some(key.into()),
+            outcome: outcome.into(),
+            log_index: (outcome == "ok").then_some(index),
+            applied_index: None,
+            linearizable: false,
+            ips: ips.iter().map(|i| i.to_string()).collect(),
+            holders: vec![],
+            error: None,
+        }
+    }
+}

@@ -247,21 +247,7 @@ mod tests {
         index: u64,
         ips: &[&str],
     ) -> Event {
-        Event::Op {
-            t,
-            end: t + 5,
-            client: 0,
-            id: Some(id.into()),
-            f: f.into(),
-            key: Some(key.into()),
-            outcome: outcome.into(),
-            log_index: (outcome == "ok").then_some(index),
-            applied_index: None,
-            linearizable: false,
-            ips: ips.iter().map(|i| i.to_string()).collect(),
-            holders: vec![],
-            error: None,
-        }
+        crate::campaign::history::testing::write(t, Some(id), f, key, outcome, index, ips)
     }
 
     fn held(key: &str, op: &str, ips: &[&str]) -> Holder {
