@@ -238,16 +238,8 @@ pub fn replay(events: &[Event]) -> Replay {
 mod tests {
     use super::*;
 
-    fn write(
-        t: u64,
-        id: &str,
-        f: &str,
-        key: &str,
-        outcome: &str,
-        index: u64,
-        ips: &[&str],
-    ) -> Event {
-        crate::campaign::history::testing::write(t, Some(id), f, key, outcome, index, ips)
+    fn write(t: u64, id: &str, f: &str, key: &str, outcome: &str, i: u64, ips: &[&str]) -> Event {
+        crate::campaign::history::testing::write(t, Some(id), f, key, outcome, i, ips)
     }
 
     fn held(key: &str, op: &str, ips: &[&str]) -> Holder {
