@@ -554,6 +554,36 @@ pub fn logs(events: &[Event]) -> Vec<Violation> {
         .collect()
 }
 
+/// Events with a completion time and an index: the highest index among those completed
+/// before a given time.
+struct DoneBefore {
+    /// Completion times, sorted.
+    done: Vec<u64>,
+    /// The highest index among the first k.
+    maxes: Vec<u64>,
+}
+
+impl DoneBefore {
+    fn new(items: impl IntoIterator<Item = (u64, u64)>) -> DoneBefore {
+        let mut items: Vec<(u64, u64)> = items.into_iter().collect();
+        items.sort_unstable();
+        let mut max = 0;
+        let (done, maxes) = items
+            .into_iter()
+            .map(|(end, i)| {
+                max = max.max(i);
+                (end, max)
+            })
+            .unzip();
+        DoneBefore { done, maxes }
+    }
+
+    fn max_before(&self, at: u64) -> Option<u64> {
+        let n = self.done.partition_point(|e| *e < at);
+        (n > 0).then(|| self.maxes[n - 1])
+    }
+}
+
 /// One acknowledged write of the workload: (invoked, completed, log index).
 type Write = (u64, u64, u64);
 
@@ -584,24 +614,37 @@ pub fn allocation(events: &[Event]) -> Vec<Violation> {
             }
         }
     }
-    // Per chunk: writes by completion, and the highest log index among the first k of them.
-    let mut prefix: BTreeMap<usize, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
-    for (chunk, w) in &mut writes {
-        w.sort_by_key(|w| w.1);
-        let mut max = 0;
-        let (done, maxes) = prefix.entry(*chunk).or_default();
-        for (_, end, i) in w.iter() {
-            max = max.max(*i);
-            done.push(*end);
-            maxes.push(max);
+    // Per chunk, the highest log index of a write acknowledged before a time; and the highest
+    // index a linearizable read answered at before a time.
+    let acked: BTreeMap<usize, DoneBefore> = writes
+        .iter()
+        .map(|(c, w)| (*c, DoneBefore::new(w.iter().map(|(_, end, i)| (*end, *i)))))
+        .collect();
+    let mut lin_reads: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    for e in events {
+        if let Event::Op {
+            t,
+            end,
+            f,
+            outcome,
+            applied_index: Some(a),
+            linearizable: true,
+            ..
+        } = e
+        {
+            if outcome == "ok" && f == "read" {
+                lin_reads
+                    .entry(chunk_at(*t, &ends))
+                    .or_default()
+                    .push((*end, *a));
+            }
         }
     }
-    // The highest log index of a write acknowledged before `at`, in `chunk`.
-    let before = |chunk: usize, at: u64| -> Option<u64> {
-        let (done, maxes) = prefix.get(&chunk)?;
-        let n = done.partition_point(|e| *e < at);
-        (n > 0).then(|| maxes[n - 1])
-    };
+    let lin_reads: BTreeMap<usize, DoneBefore> = lin_reads
+        .into_iter()
+        .map(|(c, r)| (c, DoneBefore::new(r)))
+        .collect();
+    let before = |chunk: usize, at: u64| acked.get(&chunk)?.max_before(at);
     for (chunk, w) in &writes {
         for (t, _, i) in w {
             if let Some(m) = before(*chunk, *t).filter(|m| m >= i) {
@@ -635,6 +678,17 @@ pub fn allocation(events: &[Event]) -> Vec<Violation> {
                 out.push(fail(
                     *t,
                     format!("client {client}: a linearizable read answered at index {a}, but a write acknowledged before it began was applied at index {m}"),
+                ));
+            }
+            // Reads never go back in time (etcd #14370, "revision decreasing").
+            if let Some(m) = lin_reads
+                .get(&chunk)
+                .and_then(|r| r.max_before(*t))
+                .filter(|m| m > a)
+            {
+                out.push(fail(
+                    *t,
+                    format!("client {client}: a linearizable read answered at index {a}, but one that completed before it began answered at index {m}"),
                 ));
             }
         }
@@ -1048,6 +1102,22 @@ mod tests {
             read(40, 3, true, vec![]),
         ];
         assert!(allocation(&chunks).is_empty());
+    }
+
+    #[test]
+    fn linearizable_reads_never_go_back() {
+        // Overlapping reads may answer in either order; a read begun after another ended may not
+        // answer at a lower index. Plain reads may (a lagging follower).
+        let ok = [
+            read(0, 9, true, vec![]),
+            read(0, 8, true, vec![]),
+            read(5, 7, false, vec![]),
+        ];
+        assert!(allocation(&ok).is_empty());
+        let back = [read(0, 9, true, vec![]), read(5, 8, true, vec![])];
+        let v = allocation(&back);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("answered at index 9"), "{v:?}");
     }
 
     #[test]

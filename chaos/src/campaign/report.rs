@@ -89,6 +89,9 @@ pub struct Summary {
     /// BGP mode, per fault kind: heals, and ms from the heal until the router's routes
     /// matched the table again, p50 / p99 / max.
     pub bgp_converge: BTreeMap<String, [Option<u64>; 4]>,
+    /// Whether the run is a full campaign (shared/CHAOS-SECURITY.md: at least 1000 faults, 50
+    /// of each kind, 10 on each targeted role, 100 failovers), and what it had.
+    pub coverage: String,
     pub mode: Mode,
     pub first_violation: Option<Violation>,
     pub wall_s: Option<u64>,
@@ -291,7 +294,9 @@ fn summarize(
         .into_iter()
         .map(|(k, v)| (k.to_string(), figures(&v)))
         .collect();
+    let coverage = coverage(plan.mode, &faults, &findings.samples);
     Summary {
+        coverage,
         seed: plan.seed,
         commit: commit(),
         profile: plan.profile,
@@ -309,6 +314,68 @@ fn summarize(
         wall_s: wall.map(|w| w.as_secs()),
         negative_control: plan.negative_control.map(|c| c.as_str().to_string()),
         workload,
+    }
+}
+
+/// The coverage line: what a full campaign needs, against what this one had.
+fn coverage(
+    mode: Mode,
+    faults: &BTreeMap<String, BTreeMap<String, usize>>,
+    samples: &[Sample],
+) -> String {
+    let total: usize = faults.values().flat_map(|m| m.values()).sum();
+    let per_kind: BTreeMap<&str, usize> = faults
+        .iter()
+        .map(|(k, roles)| (k.as_str(), roles.values().sum()))
+        .collect();
+    let per_role = |role: &str| -> usize { faults.values().filter_map(|m| m.get(role)).sum() };
+    let fewest = per_kind.iter().min_by_key(|(_, n)| **n);
+    let roles: &[&str] = if mode.bgp() {
+        &["leader", "follower"]
+    } else {
+        &["leader", "owner", "follower"]
+    };
+    // A failover: a watched VIP moved off a node a fault took out.
+    let failovers = samples.iter().filter(|s| s.moved_ms.is_some()).count();
+    let mut short = Vec::new();
+    if total < 1000 {
+        short.push(format!("{total} faults < 1000"));
+    }
+    let kinds = FaultKind::defaults(mode).len();
+    if per_kind.len() < kinds {
+        short.push(format!("{} of {kinds} kinds", per_kind.len()));
+    }
+    if let Some((k, n)) = fewest.filter(|(_, n)| **n < 50) {
+        short.push(format!("{k} only {n} times < 50"));
+    }
+    for role in roles {
+        let n = per_role(role);
+        if n < 10 {
+            short.push(format!("{role} targeted {n} times < 10"));
+        }
+    }
+    if !mode.bgp() && failovers < 100 {
+        short.push(format!("{failovers} VIP failovers < 100"));
+    }
+    let had = format!(
+        "{total} faults, {} kinds (fewest: {}), {}{}",
+        per_kind.len(),
+        fewest.map_or("-".to_string(), |(k, n)| format!("{k} {n}")),
+        roles
+            .iter()
+            .map(|r| format!("{r} {}", per_role(r)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if mode.bgp() {
+            String::new()
+        } else {
+            format!(", {failovers} VIP failovers")
+        }
+    );
+    if short.is_empty() {
+        format!("full ({had})")
+    } else {
+        format!("short of a full campaign: {} ({had})", short.join("; "))
     }
 }
 
@@ -353,6 +420,7 @@ fn markdown(s: &Summary) -> String {
     for (k, v) in &s.verdicts {
         let _ = writeln!(out, "| {k} | {v} |");
     }
+    let _ = writeln!(out, "\ncoverage: {}", s.coverage);
     let _ = writeln!(
         out,
         "\n## Faults\n\n| kind | leader | owner | follower | cluster |\n|---|---|---|---|---|"
@@ -448,6 +516,7 @@ fn console(s: &Summary, f: &Findings, events: &[Event], plan: &Plan) -> String {
     for (k, v) in &s.verdicts {
         let _ = writeln!(out, "{k}: {v}");
     }
+    let _ = writeln!(out, "coverage: {}", s.coverage);
     let Some(first) = f.violations.first() else {
         return out;
     };
