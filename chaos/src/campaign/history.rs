@@ -140,6 +140,36 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The same event `by` µs later (a resumed campaign's history continues after the one it
+    /// resumes, also across a reboot, which restarts the monotonic clock).
+    pub fn shifted(mut self, by: u64) -> Event {
+        match &mut self {
+            Event::FaultStart { t, .. }
+            | Event::FaultEnd { t, .. }
+            | Event::Skipped { t, .. }
+            | Event::Probe { t, .. }
+            | Event::Answer { t, .. }
+            | Event::Routes { t, .. }
+            | Event::Final { t, .. }
+            | Event::Liveness { t, .. }
+            | Event::ChunkEnd { t, .. } => *t += by,
+            Event::Audit { t, deadline, .. } => {
+                *t += by;
+                if let Some(d) = deadline {
+                    *d += by;
+                }
+            }
+            Event::Op { t, end, .. } => {
+                *t += by;
+                *end += by;
+            }
+            Event::BadLog { .. } => {}
+        }
+        self
+    }
+}
+
 /// Appends events to `history.jsonl`.
 pub struct Writer {
     file: std::io::BufWriter<std::fs::File>,

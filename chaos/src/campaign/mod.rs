@@ -65,25 +65,52 @@ pub const BGP_CONVERGE_WITHIN: Duration = Duration::from_secs(20);
 pub const DISK_MIB: u64 = 64;
 
 /// Runs the campaign, writing `plan.json` and `history.jsonl` into `out`, then checks and
-/// reports. `stop` ends it early (after the current cycle), still checked and reported.
+/// reports. `stop` ends it early (after the current cycle), still checked and reported; the
+/// same command with `--from` at the next cycle not run resumes it.
 pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let mut plan = Plan::generate(opts.seed, opts.faults, opts.profile, opts.mode, &opts.kinds);
     plan.negative_control = opts.negative_control;
+    let history_path = opts.out.join("history.jsonl");
+    // `--from K` into the directory of the same plan resumes it: the history goes on, its
+    // chunks numbered after the ones there, its times after theirs.
+    let (first_chunk, shift) = match resumable(opts, &plan, &history_path)? {
+        Some(earlier) => {
+            let last_t = earlier.iter().filter_map(Event::time).max().unwrap_or(0);
+            let next_chunk = earlier
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ChunkEnd { chunk, .. } => Some(chunk + 1),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let shift = (last_t + 60_000_000).saturating_sub(now_us());
+            println!(
+                "resuming: {} events there, {next_chunk} chunks; this run's times +{} s",
+                earlier.len(),
+                shift / 1_000_000
+            );
+            (next_chunk, shift)
+        }
+        None => {
+            let _ = std::fs::remove_file(&history_path);
+            (0, 0)
+        }
+    };
     std::fs::write(
         opts.out.join("plan.json"),
         serde_json::to_string_pretty(&plan)?,
     )?;
-    let history_path = opts.out.join("history.jsonl");
-    let _ = std::fs::remove_file(&history_path);
     let mut history = history::Writer::append(&history_path)?;
     let started = Instant::now();
     let todo = &plan.cycles[opts.from.min(plan.cycles.len())..];
-    for (chunk, cycles) in todo.chunks(opts.chunk.max(1)).enumerate() {
+    for (i, cycles) in todo.chunks(opts.chunk.max(1)).enumerate() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        let chunk = first_chunk + i;
         println!(
             "chunk {chunk}: cycles {}..{} on a fresh {}-node cluster",
             cycles[0].index,
@@ -91,11 +118,49 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome>
             opts.nodes
         );
         let events = run_chunk(opts, chunk, cycles, stop)?;
+        let events: Vec<Event> = events.into_iter().map(|e| e.shifted(shift)).collect();
         history.write_all(&events)?;
     }
     drop(history);
     let wall = started.elapsed();
     report::check_and_write(&opts.out, Some(wall))
+}
+
+/// The history already in `out`, when this run resumes it: `--from` past 0 into a directory
+/// holding the same plan. Another plan there, or cycles from `--from` on already run, is an
+/// error rather than a history thrown away.
+fn resumable(
+    opts: &Options,
+    plan: &Plan,
+    history_path: &std::path::Path,
+) -> anyhow::Result<Option<Vec<Event>>> {
+    let plan_path = opts.out.join("plan.json");
+    if opts.from == 0 || !plan_path.exists() || !history_path.exists() {
+        return Ok(None);
+    }
+    let there: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)?;
+    if there != *plan {
+        anyhow::bail!(
+            "{} holds another plan's history: give another --out to start afresh",
+            opts.out.display()
+        );
+    }
+    let earlier = history::read(history_path)?;
+    let ran = earlier
+        .iter()
+        .filter_map(|e| match e {
+            Event::FaultStart { cycle, .. } | Event::Skipped { cycle, .. } => Some(*cycle),
+            _ => None,
+        })
+        .max();
+    if let Some(c) = ran.filter(|c| *c >= opts.from) {
+        anyhow::bail!(
+            "{}: cycle {c} has run already; resume with --from {}",
+            opts.out.display(),
+            c + 1
+        );
+    }
+    Ok(Some(earlier))
 }
 
 /// One lab cluster through `cycles`, then healed and judged for liveness and agreement.
