@@ -6,6 +6,12 @@
 //! nodes' windows for one VIP may overlap, and no reply may go out after its own lease ended.
 //! Unlike the client's view ([`super::check::single_answerer`]), this sees replies that were
 //! lost on the way and windows in which nobody happened to ask.
+//!
+//! The table view: every audited reply by a node falls where the table's ownership history
+//! (`get vips --history`) names that node the VIP's owner, give or take [`TABLE_SLACK_US`]
+//! (the history's times are the leader's wall clock in milliseconds, put on the monotonic
+//! clock). A release in between does not end it: the owner answers until it has applied the
+//! release, and nobody else may be named before it confirmed.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +31,9 @@ struct Window {
     start: u64,
     end: u64,
 }
+
+/// How far a reply may fall from the table's time of an ownership change.
+pub const TABLE_SLACK_US: u64 = 5_000;
 
 pub fn windows(events: &[Event]) -> Audited {
     let ends = chunk_ends(events);
@@ -55,6 +64,57 @@ pub fn windows(events: &[Event]) -> Audited {
             .entry(node)
             .or_default()
             .push(line);
+    }
+    // (chunk, VIP) -> the table's assignments in time order: (time, owner).
+    let mut assigned: BTreeMap<(usize, &str), Vec<(u64, &str)>> = BTreeMap::new();
+    for e in events {
+        if let Event::Move {
+            t,
+            vip,
+            to: Some(to),
+            ..
+        } = e
+        {
+            assigned
+                .entry((chunk_at(*t, &ends), vip))
+                .or_default()
+                .push((*t, to));
+        }
+    }
+    for list in assigned.values_mut() {
+        list.sort_unstable();
+    }
+    for ((chunk, vip), nodes) in &by_vip {
+        let Some(owners) = assigned.get(&(*chunk, *vip)) else {
+            continue;
+        };
+        // The node the table last named before `t`.
+        let owner_at = |t: u64| {
+            let n = owners.partition_point(|(at, _)| *at <= t);
+            (n > 0).then(|| owners[n - 1].1)
+        };
+        for (node, lines) in nodes {
+            for (t, _) in lines.iter().filter(|(_, d)| d.is_some()) {
+                // Before the first change the history kept: nothing to hold it against.
+                if *t < owners[0].0 {
+                    continue;
+                }
+                let (early, late) = (
+                    owner_at(t.saturating_sub(TABLE_SLACK_US)),
+                    owner_at(t + TABLE_SLACK_US),
+                );
+                if early != Some(*node) && late != Some(*node) {
+                    out.violations.push(Violation {
+                        invariant: Invariant::AnswerWindows,
+                        t: Some(*t),
+                        detail: format!(
+                            "chunk {chunk}: {node} replied for {vip} at {t}, where the table names {} the owner",
+                            early.unwrap_or("nobody")
+                        ),
+                    });
+                }
+            }
+        }
     }
     for ((chunk, vip), nodes) in by_vip {
         // Each node's windows, merged where they touch.
@@ -160,6 +220,45 @@ mod tests {
         let a = windows(&h);
         assert!(a.violations.is_empty(), "{:?}", a.violations);
         assert_eq!(a.replies, 5);
+    }
+
+    fn assigned(t: u64, node: &str) -> Event {
+        Event::Move {
+            t: t * MS,
+            vip: "10.77.0.240".into(),
+            epoch: t,
+            to: Some(node.into()),
+        }
+    }
+
+    #[test]
+    fn replies_follow_the_tables_ownership_history() {
+        let ok = vec![
+            assigned(50, "n1"),
+            reply(100, "n1", 600),
+            // Released at 650 (n1 may answer until it applied it), n2 named at 760.
+            Event::Move {
+                t: 650 * MS,
+                vip: "10.77.0.240".into(),
+                epoch: 2,
+                to: None,
+            },
+            reply(700, "n1", 900),
+            withdraw(702, "n1"),
+            assigned(760, "n2"),
+            reply(762, "n2", 1400),
+        ];
+        let a = windows(&ok);
+        assert!(a.violations.is_empty(), "{:?}", a.violations);
+        // n1 still answering 20 ms after the table named n2.
+        let mut late = ok.clone();
+        late.push(reply(780, "n1", 900));
+        let v = windows(&late).violations;
+        assert!(
+            v.iter()
+                .any(|v| v.detail.contains("where the table names n2 the owner")),
+            "{v:?}"
+        );
     }
 
     #[test]

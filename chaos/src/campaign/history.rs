@@ -71,6 +71,15 @@ pub enum Event {
         converged_ms: Option<u64>,
         detail: String,
     },
+    /// One change of a watched VIP's owner as the table's history has it at the chunk's end:
+    /// the leader's wall-clock time of the change, put on the lab's monotonic clock.
+    Move {
+        t: u64,
+        vip: String,
+        epoch: u64,
+        /// The new owner; None: released.
+        to: Option<String>,
+    },
     /// A node's state after a chunk's final heal: applied index and table digest (None: it
     /// did not answer). Each chunk runs its own cluster.
     Final {
@@ -131,6 +140,7 @@ impl Event {
             | Event::Answer { t, .. }
             | Event::Audit { t, .. }
             | Event::Routes { t, .. }
+            | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
             | Event::ChunkEnd { t, .. }
@@ -151,6 +161,7 @@ impl Event {
             | Event::Probe { t, .. }
             | Event::Answer { t, .. }
             | Event::Routes { t, .. }
+            | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
             | Event::ChunkEnd { t, .. } => *t += by,

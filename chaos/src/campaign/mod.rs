@@ -278,6 +278,8 @@ fn run_chunk(
     let ops = churn.stop_within(Duration::from_secs(8))?;
     nemesis::heal_all(&mut lab);
     events.extend(final_checks(&mut lab, router, chunk));
+    // The table's history of the watched VIPs' owners, for the audit's table view.
+    events.extend(ownership_history(&lab));
     // The table's Services as a linearizable read gives them: every acknowledged write is
     // held against it.
     match lab.final_read() {
@@ -345,6 +347,36 @@ fn run_chunk(
     }
     events.sort_by_key(|e| e.time().unwrap_or(u64::MAX));
     Ok(events)
+}
+
+/// The table's record of who owned each watched VIP from when (`get vips --history`), its
+/// wall-clock times put on the monotonic clock (both read from this host's clocks at once).
+fn ownership_history(lab: &Lab) -> Vec<Event> {
+    let Ok(listing) = lab.ctl(&["get", "vips", "--history", "--linearizable"]) else {
+        println!("  the ownership history could not be read");
+        return Vec::new();
+    };
+    let realtime_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let offset = realtime_us.saturating_sub(now_us());
+    listing["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["vip"].as_str().is_some_and(|v| WATCHED.contains(&v)))
+        .filter_map(|m| {
+            Some(Event::Move {
+                t: (m["timeMs"].as_u64()? * 1000).checked_sub(offset)?,
+                vip: m["vip"].as_str()?.to_string(),
+                epoch: m["epoch"].as_u64()?,
+                to: m["to"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            })
+        })
+        .collect()
 }
 
 /// A node's audit file ([`raftlb_actors::responder::AUDIT_FILE`]) as history events.
