@@ -160,6 +160,48 @@ async fn an_expired_lease_silences_answers_and_announcements() {
 }
 
 #[actix::test]
+async fn an_announcement_held_back_for_want_of_a_lease_goes_out_when_it_returns() {
+    // No repeats: the takeover's own announcement is the only one.
+    let r = rig(vec![]);
+    let a = Ipv4Addr::new(10, 77, 0, 200);
+    // The node takes the VIP over while its lease has run out (it was just cut off).
+    r.clock.0.store(r.lease.deadline_ns(), Ordering::SeqCst);
+    r.announcer.send(owned(&[IpAddr::V4(a)])).await.unwrap();
+    settle().await;
+    actix::clock::sleep(Duration::from_millis(60)).await;
+    assert!(
+        r.sent.lock().unwrap().is_empty(),
+        "announced without a lease"
+    );
+    // The renewal comes: the clients hear about the new owner within a check.
+    r.lease.extend_to(r.lease.deadline_ns() + 1_000_000);
+    actix::clock::sleep(crate::responder::HELD_BACK_CHECK * 3).await;
+    assert_eq!(
+        *r.sent.lock().unwrap(),
+        vec![wire::gratuitous_arp(MAC, a)],
+        "the held-back announcement, once"
+    );
+    // A VIP withdrawn while held back is never announced.
+    let b = Ipv4Addr::new(10, 77, 0, 201);
+    r.clock.0.store(r.lease.deadline_ns(), Ordering::SeqCst);
+    r.announcer
+        .send(owned(&[IpAddr::V4(a), IpAddr::V4(b)]))
+        .await
+        .unwrap();
+    r.announcer.send(owned(&[IpAddr::V4(a)])).await.unwrap();
+    settle().await;
+    r.lease.extend_to(r.lease.deadline_ns() + 1_000_000);
+    actix::clock::sleep(crate::responder::HELD_BACK_CHECK * 3).await;
+    assert!(
+        !r.sent
+            .lock()
+            .unwrap()
+            .contains(&wire::gratuitous_arp(MAC, b)),
+        "a withdrawn VIP was announced"
+    );
+}
+
+#[actix::test]
 async fn losing_ownership_withdraws_before_the_sync_returns() {
     let r = rig(vec![]);
     let v4: IpAddr = "10.77.0.200".parse().unwrap();

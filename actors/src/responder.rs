@@ -296,10 +296,18 @@ impl Family for Ndp {
     }
 }
 
+/// How often a responder looks whether the lease is back for announcements it held back.
+pub const HELD_BACK_CHECK: Duration = Duration::from_millis(20);
+
 /// Registers VIPs of one family on one interface and sends their announcements.
 pub struct Responder<F: Family> {
     answerer: Arc<Answerer>,
     sink: SharedSink,
+    /// Announcements held back for want of a lease, sent as soon as it is back: a new owner
+    /// whose lease was not valid at the takeover (it had just been cut off) must still tell
+    /// the clients, or those that cached the previous owner's MAC keep sending there (their
+    /// own traffic keeps the entry confirmed).
+    held_back: BTreeSet<IpAddr>,
     family: PhantomData<F>,
 }
 
@@ -311,6 +319,7 @@ impl<F: Family> Responder<F> {
         Responder {
             answerer,
             sink,
+            held_back: BTreeSet::new(),
             family: PhantomData,
         }
     }
@@ -318,6 +327,20 @@ impl<F: Family> Responder<F> {
 
 impl<F: Family> Actor for Responder<F> {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HELD_BACK_CHECK, |act, _| {
+            if act.held_back.is_empty() || !act.answerer.lease_valid() {
+                return;
+            }
+            for vip in std::mem::take(&mut act.held_back) {
+                if act.answerer.is_registered(&vip) {
+                    debug!(%vip, family = F::NAME, "lease back: held-back announcement sent");
+                    act.announce(&vip);
+                }
+            }
+        });
+    }
 }
 
 /// Start answering for a VIP and announce it (gratuitous ARP / unsolicited NA).
@@ -336,9 +359,10 @@ pub struct Reannounce(pub IpAddr);
 pub struct Withdraw(pub IpAddr);
 
 impl<F: Family> Responder<F> {
-    fn announce(&self, vip: &IpAddr) {
+    fn announce(&mut self, vip: &IpAddr) {
         if !self.answerer.lease_valid() {
             debug!(%vip, family = F::NAME, "no lease: announcement held back");
+            self.held_back.insert(*vip);
             return;
         }
         if let Some(frame) = F::announcement(self.answerer.mac, vip) {
@@ -369,6 +393,7 @@ impl<F: Family> Handler<Reannounce> for Responder<F> {
 impl<F: Family> Handler<Withdraw> for Responder<F> {
     type Result = ();
     fn handle(&mut self, Withdraw(vip): Withdraw, _: &mut Context<Self>) {
+        self.held_back.remove(&vip);
         self.answerer.withdraw(&vip);
     }
 }
