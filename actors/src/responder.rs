@@ -167,20 +167,20 @@ impl Answerer {
     pub fn answer_with(&self, frame: &[u8], send: impl FnOnce(&[u8])) -> bool {
         if let Some(q) = wire::arp_question(frame) {
             let registered = read(&self.v4);
-            let now_ns = self.clock.now_ns();
-            if !registered.contains(&q.target) || !self.lease_ok(now_ns) {
+            let decided = self.decide();
+            if !registered.contains(&q.target) || !self.lease_ok(decided) {
                 return false;
             }
             send(&wire::arp_reply(self.mac, q.target, &q));
-            self.audit_reply(IpAddr::V4(q.target), now_ns);
+            self.audit_reply(IpAddr::V4(q.target), decided);
         } else if let Some(q) = wire::ndp_question(frame) {
             let registered = read(&self.v6);
-            let now_ns = self.clock.now_ns();
-            if !registered.contains(&q.target) || !self.lease_ok(now_ns) {
+            let decided = self.decide();
+            if !registered.contains(&q.target) || !self.lease_ok(decided) {
                 return false;
             }
             send(&wire::ndp_reply(self.mac, q.target, &q));
-            self.audit_reply(IpAddr::V6(q.target), now_ns);
+            self.audit_reply(IpAddr::V6(q.target), decided);
         } else {
             return false;
         }
@@ -188,16 +188,15 @@ impl Answerer {
         true
     }
 
-    /// The audit line of a reply just sent: when it was decided (the lease checked at
-    /// `decided_ns` on the answerer's clock) and the lease deadline it was decided under,
-    /// both on `CLOCK_MONOTONIC`.
-    fn audit_reply(&self, vip: IpAddr, decided_ns: u64) {
+    /// The audit line of a reply just sent: when it was decided and the lease deadline it was
+    /// decided under ([`Answerer::decide`], on the answerer's clock), both put on
+    /// `CLOCK_MONOTONIC`.
+    fn audit_reply(&self, vip: IpAddr, (decided_ns, deadline_ns): (u64, u64)) {
         let Some(audit) = &self.audit else {
             return;
         };
         let since_us = self.clock.now_ns().saturating_sub(decided_ns) / 1_000;
         let t = monotonic_us().saturating_sub(since_us);
-        let deadline_ns = self.lease.deadline_ns();
         let deadline = if deadline_ns >= decided_ns {
             t + (deadline_ns - decided_ns) / 1_000
         } else {
@@ -212,9 +211,15 @@ impl Answerer {
         }
     }
 
-    /// Whether the lease holds at `now_ns` (counted when it does not).
-    fn lease_ok(&self, now_ns: u64) -> bool {
-        if self.unsafe_no_lease || self.lease.valid_at(now_ns) {
+    /// The time and the lease deadline a reply is decided at, read once: the audit line
+    /// records the deadline the decision saw, not one revoked or extended since.
+    fn decide(&self) -> (u64, u64) {
+        (self.clock.now_ns(), self.lease.deadline_ns())
+    }
+
+    /// Whether the lease held when `(now_ns, deadline_ns)` was read (counted when not).
+    fn lease_ok(&self, (now_ns, deadline_ns): (u64, u64)) -> bool {
+        if self.unsafe_no_lease || now_ns < deadline_ns {
             return true;
         }
         self.stats.refused_no_lease.fetch_add(1, Ordering::Relaxed);

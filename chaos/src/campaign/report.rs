@@ -94,6 +94,8 @@ pub struct Summary {
     pub coverage: String,
     pub mode: Mode,
     pub first_violation: Option<Violation>,
+    /// The first [`LISTED_VIOLATIONS`] violations, in time order.
+    pub violations_listed: Vec<Violation>,
     pub wall_s: Option<u64>,
     /// A negative control: the product broken on purpose; it must be flagged.
     pub negative_control: Option<String>,
@@ -311,6 +313,12 @@ fn summarize(
         bgp_converge,
         mode: plan.mode,
         first_violation: findings.violations.first().cloned(),
+        violations_listed: findings
+            .violations
+            .iter()
+            .take(LISTED_VIOLATIONS)
+            .cloned()
+            .collect(),
         wall_s: wall.map(|w| w.as_secs()),
         negative_control: plan.negative_control.map(|c| c.as_str().to_string()),
         workload,
@@ -379,6 +387,9 @@ fn coverage(
     }
 }
 
+/// How many violations summary.json and summary.md list.
+pub const LISTED_VIOLATIONS: usize = 50;
+
 fn ms(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
@@ -421,6 +432,23 @@ fn markdown(s: &Summary) -> String {
         let _ = writeln!(out, "| {k} | {v} |");
     }
     let _ = writeln!(out, "\ncoverage: {}", s.coverage);
+    if !s.violations_listed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Violations (the first {} of {})\n",
+            s.violations_listed.len(),
+            s.violations
+        );
+        for v in &s.violations_listed {
+            let _ = writeln!(
+                out,
+                "- {} at {}: {}",
+                v.invariant.as_str(),
+                v.t.map_or("-".to_string(), |t| t.to_string()),
+                v.detail
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\n## Faults\n\n| kind | leader | owner | follower | cluster |\n|---|---|---|---|---|"
