@@ -72,11 +72,18 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> anyhow::Result<report::Outcome>
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let mut plan = Plan::generate(opts.seed, opts.faults, opts.profile, opts.mode, &opts.kinds);
     plan.negative_control = opts.negative_control;
+    plan.commit = Some(report::commit());
     let history_path = opts.out.join("history.jsonl");
     // `--from K` into the directory of the same plan resumes it: the history goes on, its
     // chunks numbered after the ones there, its times after theirs.
     let (first_chunk, shift) = match resumable(opts, &plan, &history_path)? {
-        Some(earlier) => {
+        Some((earlier, earlier_commit)) => {
+            // The report names every commit that ran part of it.
+            if let (Some(old), Some(now)) = (earlier_commit, plan.commit.as_mut()) {
+                if old != *now {
+                    *now = format!("{old}, resumed at {now}");
+                }
+            }
             let last_t = earlier.iter().filter_map(Event::time).max().unwrap_or(0);
             let next_chunk = earlier
                 .iter()
@@ -133,12 +140,14 @@ fn resumable(
     opts: &Options,
     plan: &Plan,
     history_path: &std::path::Path,
-) -> anyhow::Result<Option<Vec<Event>>> {
+) -> anyhow::Result<Option<(Vec<Event>, Option<String>)>> {
     let plan_path = opts.out.join("plan.json");
     if opts.from == 0 || !plan_path.exists() || !history_path.exists() {
         return Ok(None);
     }
-    let there: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)?;
+    let mut there: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)?;
+    // The same plan, whatever commit ran it.
+    let earlier_commit = std::mem::replace(&mut there.commit, plan.commit.clone());
     if there != *plan {
         anyhow::bail!(
             "{} holds another plan's history: give another --out to start afresh",
@@ -160,7 +169,7 @@ fn resumable(
             c + 1
         );
     }
-    Ok(Some(earlier))
+    Ok(Some((earlier, earlier_commit)))
 }
 
 /// One lab cluster through `cycles`, then healed and judged for liveness and agreement.

@@ -328,6 +328,9 @@ pub struct Plan {
     /// Set when the run is a negative control: then violations are the expected outcome.
     #[serde(default)]
     pub negative_control: Option<NegativeControl>,
+    /// The commit the campaign's binaries were built from, recorded when it started.
+    #[serde(default)]
+    pub commit: Option<String>,
 }
 
 impl Plan {
@@ -384,6 +387,7 @@ impl Plan {
             mode,
             cycles,
             negative_control: None,
+            commit: None,
         }
     }
 }

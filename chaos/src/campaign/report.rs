@@ -121,7 +121,8 @@ impl Outcome {
     }
 }
 
-fn commit() -> String {
+/// The checkout's commit now.
+pub fn commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -300,7 +301,10 @@ fn summarize(
     Summary {
         coverage,
         seed: plan.seed,
-        commit: commit(),
+        commit: plan
+            .commit
+            .clone()
+            .unwrap_or_else(|| format!("{} (at check time)", commit())),
         profile: plan.profile,
         planned: plan.cycles.len(),
         faults,
