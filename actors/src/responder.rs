@@ -54,8 +54,8 @@ pub const UNSAFE_ANSWER_WITHOUT_LEASE: &str = "RAFTLB_UNSAFE_ANSWER_WITHOUT_LEAS
 /// two overlap.
 pub const AUDIT_FILE: &str = "RAFTLB_AUDIT_FILE";
 
-/// `CLOCK_MONOTONIC` now, in microseconds.
-fn monotonic_us() -> u64 {
+/// `CLOCK_MONOTONIC` now, in microseconds: the audit's clock, and the chaos lab's.
+pub fn monotonic_us() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0)
@@ -246,18 +246,13 @@ impl Answerer {
     }
 
     pub(crate) fn register(&self, vip: &IpAddr) {
-        // Audited first: the window opens no later than the first reply can go out.
-        let registered = match vip {
-            IpAddr::V4(a) => read(&self.v4).contains(a),
-            IpAddr::V6(a) => read(&self.v6).contains(a),
-        };
-        if !registered {
-            self.audit("register", vip);
-        }
-        match vip {
+        let new = match vip {
             IpAddr::V4(a) => write(&self.v4).insert(*a),
             IpAddr::V6(a) => write(&self.v6).insert(*a),
         };
+        if new {
+            self.audit("register", vip);
+        }
     }
 
     fn lease_valid(&self) -> bool {

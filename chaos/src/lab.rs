@@ -21,10 +21,9 @@ pub const PORT: u16 = 8080;
 
 /// The lab's one clock, in microseconds: CLOCK_MONOTONIC, which every process on the machine
 /// (the harness, `raftlb-labd` in each namespace) reads alike and which never jumps.
+/// The nodes' audit lines are timed by the same function.
 pub fn now_us() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
-        .unwrap_or(0)
+    raftlb_actors::responder::monotonic_us()
 }
 
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -907,28 +906,32 @@ impl Lab {
         )
     }
 
-    /// The chaos workload in the client namespace for `ms` milliseconds: `clients` clients
-    /// against every node's admin endpoint, one operation every `every_ms` each.
+    /// Every node's admin URL, comma-separated (the workload's `--endpoints`).
+    fn admin_endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://{}:7471", n.ip))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The workload's Services as one linearizable read gives them (asked of each node in
     /// turn for up to 10 s): a `final-read` history line.
     pub fn final_read(&self) -> anyhow::Result<String> {
-        let endpoints: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("http://{}:7471", n.ip))
-            .collect();
         run(&mut self.labd(
             &self.client_ns,
             &[
                 "final-read",
                 "--endpoints",
-                &endpoints.join(","),
+                &self.admin_endpoints(),
                 "--within-ms",
                 "10000",
             ],
         ))
     }
 
+    /// The chaos workload in the client namespace for `ms` milliseconds: `clients` clients
+    /// against every node's admin endpoint, one operation every `every_ms` each.
     pub fn workload(
         &mut self,
         clients: usize,
@@ -936,11 +939,7 @@ impl Lab {
         every_ms: u64,
         ms: u64,
     ) -> anyhow::Result<Background> {
-        let endpoints: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("http://{}:7471", n.ip))
-            .collect();
+        let endpoints = self.admin_endpoints();
         let (clients, seed, every, ms) = (
             clients.to_string(),
             seed.to_string(),
@@ -952,7 +951,7 @@ impl Lab {
             &[
                 "workload",
                 "--endpoints",
-                &endpoints.join(","),
+                &endpoints,
                 "--clients",
                 &clients,
                 "--seed",

@@ -286,23 +286,21 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         keeper.lease.set(0);
         // Routers first move traffic away (GRACEFUL_SHUTDOWN, RFC 8326), then the sessions
         // end with a Cease that says why, rather than letting routers wait out their hold
-        // timers.
-        if let Some(e) = fatal {
-            app.bgp
-                .lock()
-                .await
-                .shutdown("raftlb: node failed (storage)");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return Err(PeerError::Runtime(anyhow::anyhow!(
-                "the Raft core stopped: {e}"
-            )));
-        }
-        if app.bgp.lock().await.mark_graceful_shutdown() {
+        // timers. A peer that failed does not linger over the first step.
+        if fatal.is_none() && app.bgp.lock().await.mark_graceful_shutdown() {
             tokio::time::sleep(SHUTDOWN_MARK).await;
         }
-        app.bgp.lock().await.shutdown("raftlb: node shutting down");
+        app.bgp.lock().await.shutdown(match fatal {
+            None => "raftlb: node shutting down",
+            Some(_) => "raftlb: node failed (storage)",
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Ok(())
+        match fatal {
+            None => Ok(()),
+            Some(e) => Err(PeerError::Runtime(anyhow::anyhow!(
+                "the Raft core stopped: {e}"
+            ))),
+        }
     }
     .await;
 

@@ -330,7 +330,7 @@ pub async fn run(
 pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
     let t = now_us();
     let deadline = tokio::time::Instant::now() + within;
-    let mut error = None;
+    let mut answer = Err(String::from("no endpoint"));
     for url in endpoints.iter().cycle() {
         if tokio::time::Instant::now() > deadline {
             break;
@@ -346,26 +346,13 @@ pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
                 .into_inner();
             anyhow::Ok(list)
         };
-        match tokio::time::timeout(OP_TIMEOUT, read).await {
-            Ok(Ok(list)) => {
-                return Event::Op {
-                    t,
-                    end: now_us(),
-                    client: 0,
-                    id: None,
-                    f: FINAL_READ.into(),
-                    key: None,
-                    outcome: "ok".into(),
-                    log_index: None,
-                    applied_index: Some(list.applied_index),
-                    linearizable: true,
-                    ips: Vec::new(),
-                    holders: holders(&list.services),
-                    error: None,
-                }
-            }
-            Ok(Err(e)) => error = Some(format!("{url}: {e:#}")),
-            Err(_) => error = Some(format!("{url}: timeout")),
+        answer = match tokio::time::timeout(OP_TIMEOUT, read).await {
+            Ok(Ok(list)) => Ok(list),
+            Ok(Err(e)) => Err(format!("{url}: {e:#}")),
+            Err(_) => Err(format!("{url}: timeout")),
+        };
+        if answer.is_ok() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -376,12 +363,12 @@ pub async fn final_read(endpoints: Vec<String>, within: Duration) -> Event {
         id: None,
         f: FINAL_READ.into(),
         key: None,
-        outcome: "fail".into(),
+        outcome: if answer.is_ok() { "ok" } else { "fail" }.into(),
         log_index: None,
-        applied_index: None,
+        applied_index: answer.as_ref().ok().map(|l| l.applied_index),
         linearizable: true,
         ips: Vec::new(),
-        holders: Vec::new(),
-        error,
+        holders: answer.as_ref().map_or(Vec::new(), |l| holders(&l.services)),
+        error: answer.err(),
     }
 }
