@@ -1,10 +1,13 @@
 //! A cluster of `raftlb run` processes on 127.0.0.1 in a temporary directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use raftlb_node::tls::material::Files;
+use raftlb_node::tls::net::{dial_with, ClientTls};
+use raftlb_node::tls::Tls;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{ApplyRequest, ListRequest, Service, StatusReply, StatusRequest};
 use tonic::transport::Channel;
@@ -132,12 +135,20 @@ pub struct Peer {
     /// `/metrics`, unless the cluster's flags name a port of their own.
     pub metrics_port: u16,
     pub dir: PathBuf,
+    /// mTLS (`--tls-dir DIR/tls`) instead of `--insecure`.
+    pub secure: bool,
     child: Option<Child>,
 }
 
 impl Peer {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Where its certificate files are, with mTLS.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
     }
 
     pub fn raft_addr(&self) -> String {
@@ -163,12 +174,64 @@ pub struct Cluster {
     /// Extra flags for every `raftlb run`.
     pub args: Vec<String>,
     peers_flag: String,
+    /// With mTLS: the CA (`ca.crt`, `ca.key`) and the admin's certificate the test's clients
+    /// show.
+    pub tls: Option<ClusterTls>,
     _dir: tempfile::TempDir,
 }
 
+pub struct ClusterTls {
+    /// `ca.crt`, `ca.key`, `client.admin.crt`/`.key`.
+    pub dir: PathBuf,
+    pub admin: ClientTls,
+}
+
+impl ClusterTls {
+    /// Makes a CA, a certificate per peer (in each peer's `tls/`) and an admin's.
+    fn mint(dir: &Path, peers: &[Peer]) -> anyhow::Result<ClusterTls> {
+        use raftlb_node::tls::identity::Role;
+        use raftlb_node::tls::mint::{Ca, Validity};
+        use raftlb_node::tls::{store, DEFAULT_CLUSTER};
+        let e = |e: String| anyhow!(e);
+        let ca_dir = dir.join("tls");
+        let ca = Ca::create("test", Validity::days(1)).map_err(e)?;
+        store::write_ca(&ca_dir, &ca, false).map_err(e)?;
+        let admin = ca
+            .client("admin", Role::Admin, Validity::days(1))
+            .map_err(e)?;
+        store::write_leaf(&ca_dir, "client.admin", &admin, &ca, false).map_err(e)?;
+        for p in peers {
+            let node = ca
+                .node(
+                    DEFAULT_CLUSTER,
+                    p.id,
+                    &["localhost".into()],
+                    &[std::net::IpAddr::from([127, 0, 0, 1])],
+                    Validity::days(1),
+                )
+                .map_err(e)?;
+            store::write_leaf(&p.tls_dir(), "node", &node, &ca, false).map_err(e)?;
+        }
+        let files = Files::client_in(&ca_dir, Some("admin")).map_err(e)?;
+        Ok(ClusterTls {
+            admin: ClientTls::Given(Tls::load(files, DEFAULT_CLUSTER).map_err(e)?),
+            dir: ca_dir,
+        })
+    }
+}
+
 impl Cluster {
-    /// Starts `n` voters and waits for a leader.
+    /// Starts `n` voters with `--insecure` and waits for a leader.
     pub async fn start(n: u64, args: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with(n, args, false).await
+    }
+
+    /// Starts `n` voters with mTLS (certificates from a fresh CA) and waits for a leader.
+    pub async fn start_secure(n: u64, args: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with(n, args, true).await
+    }
+
+    async fn start_with(n: u64, args: &[&str], secure: bool) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("raftlb-cluster-")
             .tempdir()?;
@@ -179,9 +242,15 @@ impl Cluster {
                 admin_port: free_port(),
                 metrics_port: free_port(),
                 dir: dir.path().join(format!("node-{id}")),
+                secure,
                 child: None,
             })
             .collect();
+        let tls = if secure {
+            Some(ClusterTls::mint(dir.path(), &peers)?)
+        } else {
+            None
+        };
         let peers_flag = peers
             .iter()
             .map(|p| format!("{}@{}", p.id, p.raft_addr()))
@@ -192,6 +261,7 @@ impl Cluster {
             peers,
             args: args.iter().map(|s| s.to_string()).collect(),
             peers_flag,
+            tls,
             _dir: dir,
         };
         for id in 1..=n {
@@ -252,8 +322,14 @@ impl Cluster {
         } else {
             &["--bgp-port", "0"]
         };
+        let security = if peer.secure {
+            vec!["--tls-dir".into(), peer.tls_dir().display().to_string()]
+        } else {
+            vec!["--insecure".to_string()]
+        };
         let child = Command::new(bin)
             .arg("run")
+            .args(&security)
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(&peer.dir)
@@ -317,12 +393,29 @@ impl Cluster {
         urls.join(",")
     }
 
+    /// An admin client of peer `id` (with mTLS, as the admin).
     pub async fn client(&self, id: u64) -> anyhow::Result<AdminClient<Channel>> {
-        let ch = tonic::transport::Endpoint::from_shared(self.peer(id).endpoint())?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await?;
+        let tls = self
+            .tls
+            .as_ref()
+            .map_or(ClientTls::Insecure, |t| t.admin.clone());
+        self.client_as(id, &tls).await
+    }
+
+    /// An admin client of peer `id` that shows `tls`'s certificate.
+    pub async fn client_as(
+        &self,
+        id: u64,
+        tls: &ClientTls,
+    ) -> anyhow::Result<AdminClient<Channel>> {
+        let ch = dial_with(
+            &self.peer(id).endpoint(),
+            tls,
+            Duration::from_secs(1),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|e| anyhow!(e))?;
         Ok(AdminClient::new(ch).max_decoding_message_size(256 << 20))
     }
 

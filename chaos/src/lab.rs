@@ -324,7 +324,7 @@ impl Lab {
                     .map(|(j, n)| format!("{}@{}:7470", j + 1, n.ip))
                     .collect();
                 in_ns(&node.ns, self.raftlb.to_str().unwrap_or("raftlb"))
-                    .args(["run", "--id", &(i + 1).to_string()])
+                    .args(["run", "--insecure", "--id", &(i + 1).to_string()])
                     .args(["--listen", &node.ip, "--profile", &profile])
                     .arg("--data-dir")
                     .arg(self.data_dir(name))

@@ -13,6 +13,7 @@ use raftlb_raft_store::table::objects::Object;
 use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse};
 use raftlb_raft_store::NodeId;
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use crate::app::App;
 use crate::clock::wall_ms;
@@ -20,6 +21,7 @@ use crate::fence::{lease_report, LeaseView};
 use crate::manifest;
 use crate::raft::leader::{LeaderReply, MembershipChange};
 use crate::render::{pool_messages, service_message, service_outcome, vip_messages};
+use crate::tls::identity::{self, Need, Principal};
 use crate::watch;
 
 /// How long a write may wait for a leader.
@@ -54,6 +56,27 @@ pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
 }
 
 impl AdminService {
+    /// The caller, if it may do what `need` names; else `PermissionDenied`, logged and counted.
+    fn allow<T>(&self, req: &Request<T>, need: Need, rpc: &str) -> Result<Principal, Status> {
+        let refuse = |why: String| {
+            self.app.security.denied();
+            warn!(rpc, reason = %why, "admin RPC refused");
+            Status::permission_denied(why)
+        };
+        let caller = identity::caller(req, self.app.security.cluster())
+            .map_err(|s| refuse(s.message().to_string()))?;
+        if caller.may(need) {
+            return Ok(caller);
+        }
+        Err(refuse(match need {
+            Need::Join(id) => format!(
+                "{caller} may not {rpc} node {id}: a node certificate adds or promotes only its own node, anything else needs {}",
+                identity::ADMIN_GROUP
+            ),
+            _ => format!("{caller} may not {rpc}: it needs {}", identity::ADMIN_GROUP),
+        }))
+    }
+
     /// For a linearizable read: waits until this peer has applied the leader's read index.
     async fn read_barrier(&self, linearizable: bool) -> Result<(), Status> {
         if linearizable {
@@ -137,6 +160,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        self.allow(&req, Need::Read, "status")?;
         let req = req.into_inner();
         self.read_barrier(req.linearizable).await?;
         let leases = self.leases().await;
@@ -203,6 +227,7 @@ impl Admin for AdminService {
     }
 
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
+        self.allow(&req, Need::Write, "apply")?;
         let req = req.into_inner();
         let source = if req.source.is_empty() {
             "-".to_string()
@@ -268,6 +293,7 @@ impl Admin for AdminService {
     }
 
     async fn list_pools(&self, req: Request<ListRequest>) -> Result<Response<PoolList>, Status> {
+        self.allow(&req, Need::Read, "list-pools")?;
         self.read_barrier(req.into_inner().linearizable).await?;
         let t = self.read_table();
         Ok(Response::new(PoolList {
@@ -280,6 +306,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ListRequest>,
     ) -> Result<Response<ServiceList>, Status> {
+        self.allow(&req, Need::Read, "list-services")?;
         self.read_barrier(req.into_inner().linearizable).await?;
         let t = self.read_table();
         let services = t
@@ -295,6 +322,7 @@ impl Admin for AdminService {
     }
 
     async fn list_vips(&self, req: Request<VipsRequest>) -> Result<Response<VipList>, Status> {
+        self.allow(&req, Need::Read, "list-vips")?;
         let req = req.into_inner();
         self.read_barrier(req.linearizable).await?;
         let leases = self.leases().await;
@@ -339,6 +367,7 @@ impl Admin for AdminService {
         &self,
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.allow(&req, Need::Read, "watch")?;
         let req = req.into_inner();
         let resource = watch::Resource::parse(&req.resource).ok_or_else(|| {
             Status::invalid_argument(format!(
@@ -356,6 +385,7 @@ impl Admin for AdminService {
     }
 
     async fn bgp_sessions(&self, req: Request<BgpRequest>) -> Result<Response<BgpReply>, Status> {
+        self.allow(&req, Need::Read, "bgp-sessions")?;
         use crate::bgp::BgpSessionView;
         let prefixes = req.into_inner().prefixes;
         let mut views = crate::bgp::local_views(&self.app, prefixes).await;
@@ -381,7 +411,7 @@ impl Admin for AdminService {
             let channels = self.app.channels.clone();
             async move {
                 let ask = async {
-                    let mut client = channels.client(&addr).ok()?;
+                    let mut client = channels.client(id, &addr).ok()?;
                     let req =
                         crate::raft::transport::payload(&prefixes, Duration::from_secs(1)).ok()?;
                     let reply = client.bgp_sessions(req).await.ok()?;
@@ -443,6 +473,7 @@ impl Admin for AdminService {
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Write, "drain")?;
         let req = req.into_inner();
         let cmd = Command::Drain {
             node: req.node.clone(),
@@ -464,6 +495,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MoveVipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Write, "move-vip")?;
         let req = req.into_inner();
         let vip: std::net::IpAddr = req.vip.parse().map_err(|_| {
             Status::invalid_argument(format!("vip: {:?} is not an IP address", req.vip))
@@ -481,6 +513,7 @@ impl Admin for AdminService {
         &self,
         req: Request<EventsRequest>,
     ) -> Result<Response<EventList>, Status> {
+        self.allow(&req, Need::Read, "list-events")?;
         let req = req.into_inner();
         self.read_barrier(req.linearizable).await?;
         let t = self.read_table();
@@ -508,6 +541,7 @@ impl Admin for AdminService {
         &self,
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Join(req.get_ref().id), "add-learner")?;
         let req = req.into_inner();
         if req.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(Status::invalid_argument(format!(
@@ -526,6 +560,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Join(req.get_ref().id), "promote")?;
         self.membership(MembershipChange::Promote {
             id: req.into_inner().id,
         })
@@ -536,6 +571,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Write, "remove-member")?;
         self.membership(MembershipChange::Remove {
             id: req.into_inner().id,
         })
@@ -546,6 +582,7 @@ impl Admin for AdminService {
         &self,
         req: Request<MemberRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.allow(&req, Need::Write, "transfer-leader")?;
         self.membership(MembershipChange::TransferLeader {
             to: req.into_inner().id,
         })
@@ -554,8 +591,9 @@ impl Admin for AdminService {
 
     async fn trigger_snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotReply>, Status> {
+        self.allow(&req, Need::Write, "trigger-snapshot")?;
         let applied = self
             .app
             .raft

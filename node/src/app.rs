@@ -13,6 +13,7 @@ use crate::raft::leader::{to_leader, LeaderReply, Leading, MembershipChange};
 use crate::raft::membership::TransferGuard;
 use crate::raft::transport::Channels;
 use crate::stats::Stats;
+use crate::tls::Security;
 
 #[derive(Clone)]
 pub struct App {
@@ -26,6 +27,8 @@ pub struct App {
     pub channels: Channels,
     /// This node's BGP sessions and what it told them.
     pub bgp: Arc<tokio::sync::Mutex<crate::bgp::Bridge>>,
+    /// mTLS (whose certificates, which cluster) or `--insecure`.
+    pub security: Security,
 }
 
 /// Wakes its holder each time the applied index moves (the first call returns at once).

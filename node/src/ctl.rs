@@ -10,6 +10,8 @@ use raftlb_proto::admin::*;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
+use crate::tls::net::{dial, ClientTls};
+
 use crate::clock::wall_ms;
 use crate::render::{age, table};
 
@@ -173,40 +175,39 @@ fn endpoint_urls(endpoints: &str) -> Vec<&str> {
 }
 
 /// Connects to the first endpoint that answers.
-pub async fn connect(endpoints: &str) -> anyhow::Result<AdminClient<Channel>> {
-    connect_first(&endpoint_urls(endpoints))
+pub async fn connect(endpoints: &str, tls: &ClientTls) -> anyhow::Result<AdminClient<Channel>> {
+    connect_first(&endpoint_urls(endpoints), tls)
         .await
         .map(|(client, _)| client)
 }
 
 /// Connects to the first of `urls` that answers; returns its position too.
-async fn connect_first(urls: &[&str]) -> anyhow::Result<(AdminClient<Channel>, usize)> {
+async fn connect_first(
+    urls: &[&str],
+    tls: &ClientTls,
+) -> anyhow::Result<(AdminClient<Channel>, usize)> {
     let mut errors = Vec::new();
     for (i, url) in urls.iter().enumerate() {
-        let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)),
-            Err(e) => {
-                errors.push(format!("{url}: not a URL ({e})"));
-                continue;
-            }
-        };
-        match endpoint.connect().await {
+        match dial(url, tls, Duration::from_secs(2)).await {
             Ok(ch) => {
                 let client = AdminClient::new(ch)
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20);
                 return Ok((client, i));
             }
-            Err(e) => errors.push(format!(
-                "{url}: {}",
-                std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
-            )),
+            Err(e) => errors.push(format!("{url}: {e}")),
         }
     }
     bail!("no admin endpoint answered: {}", errors.join("; "))
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
+    if s.message() == "transport error" {
+        // What a plaintext client sees from a TLS port (and the reverse).
+        return anyhow!(
+            "transport error: the connection broke; if the endpoint serves TLS, give it as https:// or HOST:PORT with a client certificate (--tls-dir)"
+        );
+    }
     anyhow!("{}", s.message())
 }
 
@@ -301,7 +302,12 @@ fn nodes_table(nodes: &[NodeStatus]) -> String {
     )
 }
 
-pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow::Result<()> {
+pub async fn run(
+    endpoints: &str,
+    tls: &ClientTls,
+    output: Output,
+    command: CtlCommand,
+) -> anyhow::Result<()> {
     if let CtlCommand::Get {
         what,
         name,
@@ -315,9 +321,9 @@ pub async fn run(endpoints: &str, output: Output, command: CtlCommand) -> anyhow
             bail!("--watch takes one resource type");
         };
         let filter = Filter::new(kind, name, namespace.clone());
-        return watch(endpoints, output, kind, &filter).await;
+        return watch(endpoints, tls, output, kind, &filter).await;
     }
-    let mut client = connect(endpoints).await?;
+    let mut client = connect(endpoints, tls).await?;
     match command {
         CtlCommand::Status {
             linearizable,
@@ -1009,13 +1015,18 @@ async fn get(
 
 /// `get bgp -w`: sessions are live state, not log entries, so the listing is asked for again
 /// every second and each session that changed is printed.
-async fn watch_bgp(endpoints: &str, output: Output, filter: &Filter) -> anyhow::Result<()> {
+async fn watch_bgp(
+    endpoints: &str,
+    tls: &ClientTls,
+    output: Output,
+    filter: &Filter,
+) -> anyhow::Result<()> {
     let wide = output == Output::Wide;
     let urls = endpoint_urls(endpoints);
     let mut shown: std::collections::BTreeMap<String, Row> = Default::default();
     let mut header_printed = false;
     loop {
-        if let Ok((mut client, _)) = connect_first(&urls).await {
+        if let Ok((mut client, _)) = connect_first(&urls, tls).await {
             if let Ok(reply) = client.bgp_sessions(BgpRequest { prefixes: false }).await {
                 let now = wall_ms();
                 let rows: Vec<Row> = reply
@@ -1059,13 +1070,14 @@ async fn watch_bgp(endpoints: &str, output: Output, filter: &Filter) -> anyhow::
 /// with what was printed, so nothing is printed twice and the state after the gap is shown.
 async fn watch(
     endpoints: &str,
+    tls: &ClientTls,
     output: Output,
     kind: GetWhat,
     filter: &Filter,
 ) -> anyhow::Result<()> {
     let resource = match kind {
         GetWhat::Events | GetWhat::Routes => bail!("--watch takes pools, services, vips or bgp"),
-        GetWhat::Bgp => return watch_bgp(endpoints, output, filter).await,
+        GetWhat::Bgp => return watch_bgp(endpoints, tls, output, filter).await,
         other => other.plural(),
     };
     let wide = output == Output::Wide;
@@ -1076,7 +1088,7 @@ async fn watch(
     let mut header_printed = false;
     let mut failures = 0;
     loop {
-        let (mut client, at) = match connect_first(&urls).await {
+        let (mut client, at) = match connect_first(&urls, tls).await {
             Ok(c) => c,
             // Every endpoint refused: give up only after a while (a rolling restart).
             Err(e) if failures >= 20 => return Err(e),

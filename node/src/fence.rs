@@ -302,7 +302,7 @@ pub async fn lease_report(
     if leader? == me {
         return Some(k.report());
     }
-    let mut client = channels.client(&addr?).ok()?;
+    let mut client = channels.client(leader?, &addr?).ok()?;
     let mut req = tonic::Request::new(Empty {});
     req.set_timeout(timeout);
     match reply(client.lease_report(req).await.ok()?).ok()? {
@@ -328,7 +328,7 @@ pub async fn renew_with_leader(raft: Raft, k: Arc<LeaseKeeper>, channels: Channe
         if leader == me {
             continue;
         }
-        let Ok(client) = channels.client(&addr) else {
+        let Ok(client) = channels.client(leader, &addr) else {
             continue;
         };
         let req = RenewRequest {

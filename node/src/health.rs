@@ -307,6 +307,59 @@ pub fn render(
             out.sample(name, &node, value);
         }
     }
+    if let Some(tls) = app.security.tls() {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let node = [("node", app.fence.name.as_str())];
+        let facts = tls.facts();
+        out.family(
+            "raftlb_tls_cert_not_after_seconds",
+            "gauge",
+            "When the certificate this peer presents expires (Unix time)",
+        );
+        out.sample(
+            "raftlb_tls_cert_not_after_seconds",
+            &[("node", app.fence.name.as_str()), ("serial", &facts.serial)],
+            facts.not_after,
+        );
+        out.family(
+            "raftlb_tls_ca_not_after_seconds",
+            "gauge",
+            "When each CA of the bundle in force expires (Unix time)",
+        );
+        for ca in tls.cas() {
+            out.sample(
+                "raftlb_tls_ca_not_after_seconds",
+                &[("node", app.fence.name.as_str()), ("serial", &ca.serial)],
+                ca.not_after,
+            );
+        }
+        let rows: [(&str, &str, u64); 4] = [
+            (
+                "raftlb_tls_reloads_total",
+                "Certificate reloads that took effect (SIGHUP or changed files)",
+                load(&tls.reloads),
+            ),
+            (
+                "raftlb_tls_reload_errors_total",
+                "New certificate files refused (the old ones stayed in force)",
+                load(&tls.reload_errors),
+            ),
+            (
+                "raftlb_tls_handshake_failures_total",
+                "TLS handshakes on the Raft and admin ports that failed or timed out",
+                load(&tls.handshake_failures),
+            ),
+            (
+                "raftlb_tls_denied_total",
+                "RPCs refused for the caller's certificate (identity or role)",
+                load(&tls.denied),
+            ),
+        ];
+        for (name, help, value) in rows {
+            out.family(name, "counter", help);
+            out.sample(name, &node, value);
+        }
+    }
     {
         let k = &app.fence;
         let left = k.lease.remaining(k.clock.now_ns()).as_secs_f64();

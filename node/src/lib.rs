@@ -21,5 +21,6 @@ pub mod render;
 pub mod rpc;
 pub mod stats;
 pub mod timing;
+pub mod tls;
 pub mod up;
 pub mod watch;

@@ -14,6 +14,9 @@ use raftlb_node::ctl::{self, CtlCommand, Output};
 use raftlb_node::interfaces::Choice;
 use raftlb_node::manifest;
 use raftlb_node::peer::{self, PeerConfig, Timing, DEFAULT_ADMIN_PORT, DEFAULT_RAFT_PORT};
+use raftlb_node::tls::material::Files;
+use raftlb_node::tls::net::ClientTls;
+use raftlb_node::tls::{Security, Tls, DEFAULT_CLUSTER};
 use raftlb_node::up::{self, UpConfig};
 use raftlb_raft_store::table::ownership::NodeFacts;
 
@@ -128,6 +131,22 @@ enum Cmd {
         /// so a launcher killed with SIGKILL leaves no peer behind.
         #[arg(long, hide = true)]
         exit_with_parent: Option<u32>,
+        /// Mutual TLS on the Raft and admin ports with the certificates in DIR: ca.crt and
+        /// node.crt/node.key (`raftlb cert`), or tls.crt/tls.key (a cert-manager Secret).
+        /// Reloaded on SIGHUP and when the files change.
+        #[arg(long, env = "RAFTLB_TLS_DIR", required_unless_present = "insecure")]
+        tls_dir: Option<PathBuf>,
+        /// The cluster name in the peers' certificates (SAN node-ID.CLUSTER.raftlb).
+        #[arg(long, env = "RAFTLB_CLUSTER", default_value = DEFAULT_CLUSTER)]
+        cluster: String,
+        /// Plaintext on the Raft and admin ports: nobody is authenticated.
+        #[arg(long, conflicts_with = "tls_dir")]
+        insecure: bool,
+    },
+    /// Make certificates for a cluster (no openssl needed).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
     },
     /// Start a local cluster of N peers on 127.0.0.1 and apply the given manifests.
     Up {
@@ -142,17 +161,24 @@ enum Cmd {
         base_port: u16,
         #[arg(long, default_value = "default")]
         profile: String,
+        /// Plaintext peers (by default `up` makes a CA and certificates in the data dir).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Talk to a running cluster.
     Ctl {
-        /// Admin URLs; the first that answers is used.
+        /// Admin URLs; the first that answers is used. `http://` is plaintext; `https://` and
+        /// a bare HOST:PORT use TLS when a client certificate is known for them (given, or
+        /// the one `raftlb up` made for its endpoints).
         #[arg(
             long,
             global = true,
             env = "RAFTLB_ENDPOINT",
-            default_value = "http://127.0.0.1:7471,http://127.0.0.1:7473,http://127.0.0.1:7475"
+            default_value = "127.0.0.1:7471,127.0.0.1:7473,127.0.0.1:7475"
         )]
         endpoint: String,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// table, wide, json or yaml; accepted anywhere on the line, as kubectl does.
         #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
         output: Output,
@@ -166,6 +192,171 @@ enum Cmd {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
     },
+}
+
+/// How `ctl` authenticates.
+#[derive(clap::Args)]
+struct ClientTlsArgs {
+    /// A directory with ca.crt and a client certificate (client.USER.crt/.key, or
+    /// tls.crt/tls.key).
+    #[arg(long, global = true, env = "RAFTLB_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Which client.USER.crt of --tls-dir, when it holds several.
+    #[arg(long, global = true, env = "RAFTLB_USER")]
+    user: Option<String>,
+    /// The CA bundle, client certificate and key, one by one (instead of --tls-dir).
+    #[arg(long, global = true, env = "RAFTLB_CA", requires_all = ["cert", "key"], conflicts_with = "tls_dir")]
+    ca: Option<PathBuf>,
+    #[arg(long, global = true, env = "RAFTLB_CERT", requires = "ca")]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "RAFTLB_KEY", requires = "ca")]
+    key: Option<PathBuf>,
+    /// Plaintext only.
+    #[arg(long, global = true, conflicts_with_all = ["tls_dir", "ca"])]
+    insecure: bool,
+}
+
+impl ClientTlsArgs {
+    fn choice(&self) -> Result<ClientTls, String> {
+        if self.insecure {
+            return Ok(ClientTls::Insecure);
+        }
+        let files = match (&self.tls_dir, &self.ca, &self.cert, &self.key) {
+            (Some(dir), ..) => Files::client_in(dir, self.user.as_deref())?,
+            (None, Some(ca), Some(cert), Some(key)) => Files {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => return Ok(ClientTls::Auto),
+        };
+        Tls::load(files, DEFAULT_CLUSTER).map(ClientTls::Given)
+    }
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A new cluster CA: DIR/ca.crt and DIR/ca.key (mode 0600).
+    CreateCa {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Replace files that exist.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// A peer's certificate, signed by the CA in --certs-dir: OUT/node.crt, OUT/node.key and a
+    /// copy of ca.crt.
+    CreateNode {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        /// Raft id the certificate names (SAN node-ID.CLUSTER.raftlb).
+        #[arg(long)]
+        id: u64,
+        #[arg(long, default_value = DEFAULT_CLUSTER)]
+        cluster: String,
+        /// DNS names peers and operators dial, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// IP addresses peers and operators dial, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<IpAddr>,
+        /// Where to write (default: --certs-dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// An operator's certificate: CN=NAME, O=raftlb:ROLE; DIR/client.NAME.crt and .key.
+    CreateClient {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Print a certificate's subject, names, serial and validity.
+    Show { file: PathBuf },
+}
+
+fn cert_command(cmd: CertCommand) -> Result<(), String> {
+    use raftlb_node::tls::mint::{Ca, Validity};
+    use raftlb_node::tls::store;
+    match cmd {
+        CertCommand::CreateCa {
+            certs_dir,
+            days,
+            overwrite,
+        } => {
+            let ca = Ca::create("raftlb", Validity::days(days))?;
+            store::write_ca(&certs_dir, &ca, overwrite)?;
+            println!("wrote {}/ca.crt and ca.key", certs_dir.display());
+        }
+        CertCommand::CreateNode {
+            certs_dir,
+            id,
+            cluster,
+            dns,
+            ip,
+            out,
+            days,
+            overwrite,
+        } => {
+            if id == 0 {
+                return Err("--id: Raft ids start at 1".into());
+            }
+            let ca = store::read_ca(&certs_dir)?;
+            let node = ca.node(&cluster, id, &dns, &ip, Validity::days(days))?;
+            let out = out.unwrap_or(certs_dir);
+            store::write_leaf(&out, "node", &node, &ca, overwrite)?;
+            println!(
+                "wrote {}/node.crt and node.key (node-{id}.{cluster}.raftlb)",
+                out.display()
+            );
+        }
+        CertCommand::CreateClient {
+            name,
+            role,
+            certs_dir,
+            out,
+            days,
+            overwrite,
+        } => {
+            let role = raftlb_node::tls::identity::Role::parse(&role)
+                .map_err(|e| format!("--role: {e}"))?;
+            let ca = store::read_ca(&certs_dir)?;
+            let client = ca.client(&name, role, Validity::days(days))?;
+            let out = out.unwrap_or(certs_dir);
+            store::write_leaf(&out, &format!("client.{name}"), &client, &ca, overwrite)?;
+            println!(
+                "wrote {}/client.{name}.crt and .key ({})",
+                out.display(),
+                role.group()
+            );
+        }
+        CertCommand::Show { file } => {
+            let pem = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let der = raftlb_node::tls::material::first_cert(&pem)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let f = raftlb_node::tls::identity::facts(&der)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("subject: {}", f.subject);
+            println!("names: {}", f.sans.join(", "));
+            println!("serial: {}", f.serial);
+            println!("not before: {}", f.not_before);
+            println!("not after: {}", f.not_after);
+        }
+    }
+    Ok(())
 }
 
 fn read_manifests(files: &[String]) -> Result<Vec<(String, String)>, String> {
@@ -325,6 +516,9 @@ fn main() {
                 bgp_port,
                 bgp_drain_wait_ms,
                 exit_with_parent,
+                tls_dir,
+                cluster,
+                insecure,
             } => {
                 if let Some(parent) = exit_with_parent {
                     exit_with(parent);
@@ -349,7 +543,7 @@ fn main() {
                             peers.insert(1, SocketAddr::new(listen, raft_port).to_string());
                         } else if peers.is_empty() && join.is_none() {
                             join = Some(format!(
-                                "http://{set}-0.{peer_service}.{kube_namespace}.svc:{admin_port}"
+                                "{set}-0.{peer_service}.{kube_namespace}.svc:{admin_port}"
                             ));
                         }
                         ordinal + 1
@@ -379,6 +573,23 @@ fn main() {
                 let manifests = parse_manifests(&files).unwrap_or_else(|e| usage_error(e));
                 let interfaces = Choice::from_flags(&interfaces, exclude_interfaces.as_deref())
                     .unwrap_or_else(|e| usage_error(e));
+                let security = match (insecure, tls_dir) {
+                    (true, _) => Security::Insecure,
+                    (false, Some(dir)) => {
+                        let tls = Tls::load(Files::node_in(&dir), &cluster)
+                            .unwrap_or_else(|e| usage_error(format!("--tls-dir: {e}")));
+                        let facts = tls.facts();
+                        let own = raftlb_node::tls::identity::node_name(&cluster, id);
+                        if !facts.sans.contains(&own) {
+                            usage_error(format!(
+                                "--tls-dir: the certificate (serial {}) names {:?}, not {own:?} (node {id} of cluster {cluster:?})",
+                                facts.serial, facts.sans
+                            ));
+                        }
+                        Security::Mtls(tls)
+                    }
+                    (false, None) => usage_error("give --tls-dir DIR or --insecure".into()),
+                };
                 let cfg = PeerConfig {
                     id,
                     data_dir,
@@ -400,6 +611,7 @@ fn main() {
                     }),
                     metrics_addr: metrics_port.map(|p| SocketAddr::new(listen, p)),
                     bgp,
+                    security,
                 };
                 match peer::run(cfg).await {
                     Ok(()) => 0,
@@ -415,6 +627,7 @@ fn main() {
                 files,
                 base_port,
                 profile,
+                insecure,
             } => {
                 if Timing::profile(&profile).is_none() {
                     usage_error(format!("--profile: {profile:?} is not default or fast"));
@@ -430,6 +643,7 @@ fn main() {
                     files,
                     base_port,
                     profile,
+                    insecure,
                 };
                 match up::up(cfg).await {
                     Ok(()) => 0,
@@ -439,11 +653,24 @@ fn main() {
                     }
                 }
             }
+            Cmd::Cert { command } => match cert_command(command) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            },
             Cmd::Ctl {
                 endpoint,
+                tls,
                 output,
                 command,
-            } => match ctl::run(&endpoint, output, command).await {
+            } => match async {
+                let tls = tls.choice().map_err(|e| anyhow::anyhow!("{e}"))?;
+                ctl::run(&endpoint, &tls, output, command).await
+            }
+            .await
+            {
                 Ok(()) => 0,
                 Err(e) => {
                     let msg = format!("{e:#}");

@@ -19,7 +19,6 @@ use raftlb_proto::admin::{AddLearnerRequest, MemberRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
 use raftlb_raft_store::table::{Command, Response};
 use raftlb_raft_store::{store, NodeId, Raft};
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -33,6 +32,8 @@ use crate::raft::leader::LeaderReply;
 use crate::raft::membership::TransferGuard;
 use crate::raft::transport::{Channels, NetworkFactory};
 use crate::rpc::RaftService;
+use crate::tls::net::{dial, serve, ClientTls};
+use crate::tls::Security;
 
 /// Default ports: Raft transport and admin API.
 pub const DEFAULT_RAFT_PORT: u16 = 7470;
@@ -68,6 +69,8 @@ pub struct PeerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// What this node brings to its BGP sessions (router ID).
     pub bgp: crate::bgp::NodeBgp,
+    /// mTLS on the Raft and admin ports, or `--insecure`.
+    pub security: Security,
 }
 
 /// Why a peer stopped: the process exit code tells them apart.
@@ -154,8 +157,17 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         None => None,
     };
     info!(raft = %cfg.raft_addr, admin = %cfg.admin_addr, metrics = ?cfg.metrics_addr, data_dir = %cfg.data_dir.display(), "listening");
+    match cfg.security.tls() {
+        Some(tls) => {
+            let f = tls.facts();
+            info!(cluster = %tls.cluster, serial = %f.serial, names = ?f.sans, not_after = f.not_after, "mutual TLS on the Raft and admin ports");
+        }
+        None => warn!(
+            "--insecure: the Raft and admin ports speak plaintext and authenticate nobody; anyone who reaches them can change the table"
+        ),
+    }
 
-    let channels = Channels::default();
+    let channels = Channels::new(cfg.security.clone());
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
@@ -173,6 +185,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
         stats: Arc::default(),
         channels: channels.clone(),
         bgp: Arc::default(),
+        security: cfg.security.clone(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -185,24 +198,28 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     // and lease renewals would wait for a reconnect (the chaos campaign saw a new owner's
     // lease return 1.4 s after the heal). Peers are known members, so the guard is wide here;
     // the admin port keeps h2's default.
-    let raft_server = Server::builder()
+    let raft_router = Server::builder()
         .http2_max_pending_accept_reset_streams(Some(RAFT_MAX_PENDING_RESETS))
         .add_service(
             RaftServer::new(RaftService { app: app.clone() }).max_decoding_message_size(64 << 20),
-        )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
         );
-    let admin_server = Server::builder()
-        .add_service(
-            AdminServer::new(AdminService { app: app.clone() }).max_decoding_message_size(64 << 20),
-        )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
-    let servers = tokio::spawn(async move { tokio::try_join!(raft_server, admin_server) });
+    let admin_router = Server::builder().add_service(
+        AdminServer::new(AdminService { app: app.clone() }).max_decoding_message_size(64 << 20),
+    );
+    let servers = {
+        let (security, stop) = (cfg.security.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            tokio::try_join!(
+                serve(raft_router, raft_listener, &security, stopped(stop.clone())),
+                serve(admin_router, admin_listener, &security, stopped(stop)),
+            )
+        })
+    };
+    let tls_watch = cfg
+        .security
+        .tls()
+        .cloned()
+        .map(|t| tokio::spawn(crate::tls::watch(t)));
     if let Some(listener) = metrics_listener {
         let stop = stopped(stop_rx.clone());
         let app = app.clone();
@@ -276,6 +293,9 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
             ),
         }
         background.abort();
+        if let Some(t) = &tls_watch {
+            t.abort();
+        }
         if let Some(t) = kube_task {
             t.abort();
         }
@@ -353,24 +373,22 @@ async fn join(raft: &Raft, cfg: &PeerConfig, url: &str) -> Result<(), PeerError>
         info!("already a voter; not joining again");
         return Ok(());
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| PeerError::Join(format!("{url:?} is not a URL: {e}")))?
-        .connect_timeout(Duration::from_secs(2));
+    // With mTLS the joining peer shows its node certificate, which may add and promote
+    // only its own node.
+    let tls = match cfg.security.tls() {
+        Some(t) => ClientTls::Given(t.clone()),
+        None => ClientTls::Insecure,
+    };
     let mut client = None;
     let mut last_error = String::new();
     for _ in 0..10 {
-        match endpoint.connect().await {
+        match dial(url, &tls, Duration::from_secs(2)).await {
             Ok(ch) => {
                 client = Some(AdminClient::new(ch));
                 break;
             }
             Err(e) => {
-                last_error = format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                );
+                last_error = e;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -10,6 +10,9 @@ use anyhow::{bail, Context};
 use raftlb_proto::admin::{ApplyRequest, StatusRequest};
 
 use crate::ctl;
+use crate::tls::material::Files;
+use crate::tls::net::{remember, ClientTls};
+use crate::tls::{Tls, DEFAULT_CLUSTER};
 
 pub struct UpConfig {
     pub nodes: u64,
@@ -17,6 +20,8 @@ pub struct UpConfig {
     pub files: Vec<(String, String)>,
     pub base_port: u16,
     pub profile: String,
+    /// Plaintext peers instead of the mTLS `up` sets up by default.
+    pub insecure: bool,
 }
 
 /// Raft and admin ports of peer `id` (1-based).
@@ -61,6 +66,51 @@ impl Drop for Children {
     }
 }
 
+/// The CA and the operator's certificate: `DATA/tls`; node N's: `DATA/node-N/tls`.
+fn node_tls_dir(data: &Path, id: u64) -> PathBuf {
+    data.join(format!("node-{id}/tls"))
+}
+
+/// Makes what is missing of a CA, one certificate per node (for 127.0.0.1 and localhost)
+/// and an admin client certificate, all under the data dir; a second `up` reuses them.
+fn mint_certificates(cfg: &UpConfig) -> anyhow::Result<PathBuf> {
+    use crate::tls::identity::Role;
+    use crate::tls::mint::{Ca, Validity};
+    use crate::tls::{store, DEFAULT_CLUSTER};
+    let dir = cfg.data_dir.join("tls");
+    let fail = |e: String| anyhow::anyhow!("certificates: {e}");
+    let ca = if dir.join("ca.crt").exists() {
+        store::read_ca(&dir).map_err(fail)?
+    } else {
+        let ca = Ca::create("raftlb up", Validity::days(3650)).map_err(fail)?;
+        store::write_ca(&dir, &ca, false).map_err(fail)?;
+        ca
+    };
+    if !dir.join("client.admin.crt").exists() {
+        let admin = ca
+            .client("admin", Role::Admin, Validity::days(365))
+            .map_err(fail)?;
+        store::write_leaf(&dir, "client.admin", &admin, &ca, false).map_err(fail)?;
+    }
+    for id in 1..=cfg.nodes {
+        let node_dir = node_tls_dir(&cfg.data_dir, id);
+        if node_dir.join("node.crt").exists() {
+            continue;
+        }
+        let node = ca
+            .node(
+                DEFAULT_CLUSTER,
+                id,
+                &["localhost".to_string()],
+                &[std::net::IpAddr::from([127, 0, 0, 1])],
+                Validity::days(365),
+            )
+            .map_err(fail)?;
+        store::write_leaf(&node_dir, "node", &node, &ca, false).map_err(fail)?;
+    }
+    Ok(dir)
+}
+
 fn spawn_peer(exe: &Path, cfg: &UpConfig, id: u64, peers: &str) -> anyhow::Result<Child> {
     let dir = cfg.data_dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -71,9 +121,15 @@ fn spawn_peer(exe: &Path, cfg: &UpConfig, id: u64, peers: &str) -> anyhow::Resul
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let (raft_port, admin_port) = ports(cfg.base_port, id);
-    Command::new(exe)
-        .arg("run")
-        .args(["--id", &id.to_string()])
+    let mut cmd = Command::new(exe);
+    if cfg.insecure {
+        cmd.arg("run").arg("--insecure");
+    } else {
+        cmd.arg("run")
+            .arg("--tls-dir")
+            .arg(node_tls_dir(&cfg.data_dir, id));
+    }
+    cmd.args(["--id", &id.to_string()])
         .arg("--data-dir")
         .arg(&dir)
         .args(["--listen", "127.0.0.1"])
@@ -103,10 +159,25 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         .map(|id| format!("{id}@127.0.0.1:{}", ports(cfg.base_port, id).0))
         .collect();
     let peers = peers.join(",");
+    let scheme = if cfg.insecure { "http" } else { "https" };
     let endpoints: Vec<String> = (1..=cfg.nodes)
-        .map(|id| format!("http://127.0.0.1:{}", ports(cfg.base_port, id).1))
+        .map(|id| format!("{scheme}://127.0.0.1:{}", ports(cfg.base_port, id).1))
         .collect();
     let endpoints = endpoints.join(",");
+    // `ctl` finds the admin certificate for these endpoints without flags.
+    let tls = if cfg.insecure {
+        ClientTls::Insecure
+    } else {
+        let dir = mint_certificates(&cfg)?;
+        for id in 1..=cfg.nodes {
+            let authority = format!("127.0.0.1:{}", ports(cfg.base_port, id).1);
+            if let Err(e) = remember(&authority, &dir) {
+                eprintln!("raftlb: cannot note the certificates for {authority}: {e}; give ctl --tls-dir {}", dir.display());
+            }
+        }
+        let files = Files::client_in(&dir, Some("admin")).map_err(|e| anyhow::anyhow!(e))?;
+        ClientTls::Given(Tls::load(files, DEFAULT_CLUSTER).map_err(|e| anyhow::anyhow!(e))?)
+    };
 
     let mut children = Children(Vec::new());
     for id in 1..=cfg.nodes {
@@ -130,7 +201,7 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
                 );
             }
         }
-        if let Ok(mut client) = ctl::connect(&endpoints).await {
+        if let Ok(mut client) = ctl::connect(&endpoints, &tls).await {
             if let Ok(s) = client.status(StatusRequest::default()).await {
                 let s = s.into_inner();
                 if let Some(l) = s.leader_id {
@@ -141,7 +212,7 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let mut client = ctl::connect(&endpoints).await?;
+    let mut client = ctl::connect(&endpoints, &tls).await?;
     for (name, text) in &cfg.files {
         let reply = client
             .apply(ApplyRequest {
@@ -195,6 +266,14 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
     );
     println!("admin endpoints: {endpoints}");
     println!("logs: {}/node-N/raftlb.log", cfg.data_dir.display());
+    if cfg.insecure {
+        println!("plaintext (--insecure): anyone who reaches these ports can change the table");
+    } else {
+        println!(
+            "mutual TLS: CA and admin certificate in {0}/tls, each node's in {0}/node-N/tls",
+            cfg.data_dir.display()
+        );
+    }
     println!("try:");
     let ctl = format!("{} ctl --endpoint {endpoints}", exe.display());
     for cmd in [

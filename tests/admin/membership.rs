@@ -23,6 +23,7 @@ async fn a_peer_joins_catches_up_and_is_removed() -> anyhow::Result<()> {
     let mut child = Command::new(&cluster.bin)
         .args([
             "run",
+            "--insecure",
             "--id",
             "4",
             "--listen",
@@ -108,6 +109,7 @@ fn an_unreachable_join_url_fails_clearly() -> anyhow::Result<()> {
     let out = Command::new(bin)
         .args([
             "run",
+            "--insecure",
             "--id",
             "9",
             "--listen",

@@ -80,11 +80,7 @@ pub fn start_up(dir: &std::path::Path, base: u16) -> anyhow::Result<(Up, String)
 
 pub fn ctl(base: u16, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(raftlb_binary()?)
-        .args([
-            "ctl",
-            "--endpoint",
-            &format!("http://127.0.0.1:{}", base + 1),
-        ])
+        .args(["ctl", "--endpoint", &format!("127.0.0.1:{}", base + 1)])
         .args(args)
         .output()?;
     anyhow::ensure!(

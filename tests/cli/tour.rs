@@ -37,7 +37,7 @@ fn tour_lines() -> Vec<String> {
 
 fn endpoints(base: u16) -> String {
     (0..3)
-        .map(|i| format!("http://127.0.0.1:{}", base + 1 + 2 * i))
+        .map(|i| format!("127.0.0.1:{}", base + 1 + 2 * i))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -156,7 +156,7 @@ fn watch_resumes_on_another_peer_without_repeating_or_losing_a_change() -> anyho
             .args(["-KILL", &victim.to_string()])
             .status()?;
         std::fs::write(&file, service("after-kill"))?;
-        let second = format!("http://127.0.0.1:{}", base + 3);
+        let second = format!("127.0.0.1:{}", base + 3);
         let out = Command::new(raftlb_binary()?)
             .args(["ctl", "--endpoint", &second, "apply", "-f"])
             .arg(&file)

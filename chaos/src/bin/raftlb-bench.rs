@@ -60,7 +60,8 @@ async fn apply(
 async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     let endpoint = cluster.peer(leader).endpoint();
-    let mut client = raftlb_node::ctl::connect(&endpoint).await?;
+    let mut client =
+        raftlb_node::ctl::connect(&endpoint, &raftlb_node::tls::net::ClientTls::Auto).await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench}\nspec: {addresses: [198.18.0.0/15]}\n".into()).await?;
     let mut lat = Vec::with_capacity(LATENCY_WRITES);
     for i in 0..LATENCY_WRITES {
@@ -78,7 +79,9 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
     let throughput = throughput(|w| {
         let endpoint = endpoint.clone();
         async move {
-            let mut client = raftlb_node::ctl::connect(&endpoint).await?;
+            let mut client =
+                raftlb_node::ctl::connect(&endpoint, &raftlb_node::tls::net::ClientTls::Auto)
+                    .await?;
             for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
                 apply(&mut client, service_yaml("tput", &format!("s{i}"))).await?;
             }
@@ -257,7 +260,11 @@ async fn batched_services(
     offset: usize,
 ) -> anyhow::Result<Duration> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
+    let mut client = raftlb_node::ctl::connect(
+        &cluster.peer(leader).endpoint(),
+        &raftlb_node::tls::net::ClientTls::Auto,
+    )
+    .await?;
     let start = Instant::now();
     for b in (0..total).step_by(batch) {
         let docs: Vec<String> = (b..(b + batch).min(total))
@@ -310,7 +317,11 @@ async fn owned(cluster: &Cluster, leader: u64) -> anyhow::Result<Vec<(u64, u64, 
 async fn scale_row(n: usize, ticks: f64) -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, &[]).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
+    let mut client = raftlb_node::ctl::connect(
+        &cluster.peer(leader).endpoint(),
+        &raftlb_node::tls::net::ClientTls::Auto,
+    )
+    .await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n---\napiVersion: raftlb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all}\n".into()).await?;
     let t_apply = batched_services(&mut cluster, n, 1000, "scale", 0).await?;
     let t_owned = Instant::now();
@@ -557,7 +568,11 @@ async fn main() -> anyhow::Result<()> {
     // 2. 10,000 Services in batches; RSS at 10,000; then 100,000 and restart-to-ready.
     let mut cluster = Cluster::start(3, &[]).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
-    let mut client = raftlb_node::ctl::connect(&cluster.peer(leader).endpoint()).await?;
+    let mut client = raftlb_node::ctl::connect(
+        &cluster.peer(leader).endpoint(),
+        &raftlb_node::tls::net::ClientTls::Auto,
+    )
+    .await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: big}\nspec: {addresses: [10.0.0.0/8]}\n".into()).await?;
     let t10k = batched_services(&mut cluster, 10_000, 500, "bulk", 0).await?;
     println!("## bulk");

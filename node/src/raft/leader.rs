@@ -189,9 +189,9 @@ pub async fn to_leader<J: LeaderJob>(
         let known = KnownLeader::of(&at.raft);
         match known.leader {
             Some(l) if l == known.me => last = job.clone().here(at).await,
-            Some(_) => {
+            Some(leader) => {
                 if let Some(addr) = known.addr {
-                    let client = match at.channels.client(&addr) {
+                    let client = match at.channels.client(leader, &addr) {
                         Ok(c) => c,
                         Err(e) => return LeaderReply::Failed(e),
                     };

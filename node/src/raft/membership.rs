@@ -54,7 +54,7 @@ pub async fn transfer_leader(
     // The guard stops the leader lease loop's rounds, which are the heartbeats.
     guard.set(true);
     tokio::time::sleep(lease).await;
-    let asked = match channels.client(&addr) {
+    let asked = match channels.client(to, &addr) {
         Ok(mut client) => {
             let mut req = tonic::Request::new(Empty {});
             req.set_timeout(Duration::from_secs(1));

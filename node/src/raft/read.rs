@@ -36,7 +36,7 @@ pub async fn barrier(raft: &Raft, channels: &Channels, timeout: Duration) -> Res
         leader_read_index(raft).await
     } else {
         let addr = addr.ok_or("the leader's address is unknown")?;
-        let mut client = channels.client(&addr)?;
+        let mut client = channels.client(leader, &addr)?;
         let mut req = tonic::Request::new(Empty {});
         req.set_timeout(timeout);
         let r = client

@@ -20,36 +20,39 @@ use raftlb_raft_store::codec;
 use raftlb_raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-/// A lazily connected channel to a peer's Raft port. Private: every connection to a peer is
-/// made through [`Channels`], so none is dialled per request again.
-fn channel(addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .connect_lazy()
-        })
+use crate::tls::net::peer_channel;
+use crate::tls::Security;
+
+/// One channel (one HTTP/2 connection) per peer, shared by everything this peer sends to
+/// that peer: replication, heartbeat rounds, forwarded writes, renewals, reads. Made once per
+/// (id, address); a tonic channel reconnects by itself. Without it every heartbeat round of a
+/// read-index or lease check, and every forwarded write, dialled a new TCP connection. With
+/// mTLS each channel checks that the peer's certificate names the id it is dialled as.
+#[derive(Clone)]
+pub struct Channels {
+    security: Security,
+    known: Arc<Mutex<BTreeMap<(NodeId, String), Channel>>>,
 }
 
-/// One channel (one HTTP/2 connection) per peer address, shared by everything this peer sends
-/// to that peer: replication, heartbeat rounds, forwarded writes, renewals, reads. Made once
-/// per address; a tonic channel reconnects by itself. Without it every heartbeat round of a
-/// read-index or lease check, and every forwarded write, dialled a new TCP connection.
-#[derive(Clone, Default)]
-pub struct Channels(Arc<Mutex<BTreeMap<String, Channel>>>);
-
 impl Channels {
-    /// A Raft client for the peer at `addr`.
-    pub fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
-        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = known.get(addr) {
+    pub fn new(security: Security) -> Channels {
+        Channels {
+            security,
+            known: Arc::default(),
+        }
+    }
+
+    /// A Raft client for peer `id` at `addr`.
+    pub fn client(&self, id: NodeId, addr: &str) -> Result<RaftClient<Channel>, String> {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (id, addr.to_string());
+        if let Some(c) = known.get(&key) {
             return Ok(RaftClient::new(c.clone()));
         }
-        let c = channel(addr)?;
-        known.insert(addr.to_string(), c.clone());
+        let c = peer_channel(&self.security, id, addr)?;
+        known.insert(key, c.clone());
         Ok(RaftClient::new(c))
     }
 }
@@ -72,7 +75,7 @@ pub fn reply<T: DeserializeOwned>(reply: tonic::Response<Payload>) -> Result<T, 
 
 /// Makes one [`Network`] per target peer (openraft keeps it for the life of a replication
 /// stream, and makes a short-lived one per heartbeat round), all over the peer's shared channel.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NetworkFactory(pub Channels);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -81,7 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         Network {
             target,
-            client: self.0.client(&node.addr),
+            client: self.0.client(target, &node.addr),
         }
     }
 }
