@@ -178,6 +178,49 @@ pub fn unsolicited_advert(mac: MacAddr, vip: Ipv6Addr) -> Vec<u8> {
     neighbor_advert(mac, vip, all_nodes_mac, ALL_NODES, false)
 }
 
+/// Everything the ARP responder does with a frame from the segment, for the `arp_frame` fuzz
+/// target and its replay test: parse it, and answer what is a question. The answer must be an
+/// ARP reply to the asker that names the VIP it asked for. Returns whether it was a question.
+pub fn fuzz_arp(frame: &[u8]) -> bool {
+    let Some(q) = arp_question(frame) else {
+        return false;
+    };
+    let mac = MacAddr::new(0x02, 0, 0, 0, 0, 1);
+    let reply = arp_reply(mac, q.target, &q);
+    let eth = EthernetPacket::new(&reply).expect("a reply is a whole frame");
+    assert_eq!(eth.get_destination(), q.sender_mac);
+    let arp = ArpPacket::new(eth.payload()).expect("a reply carries ARP");
+    assert_eq!(arp.get_operation(), ArpOperations::Reply);
+    assert_eq!(arp.get_sender_proto_addr(), q.target);
+    assert_eq!(arp.get_target_proto_addr(), q.sender_ip);
+    assert!(arp_question(&reply).is_none(), "a reply is no question");
+    true
+}
+
+/// The same for the NDP responder (`ndp_frame`): parse, answer a solicitation with an
+/// advertisement of the target that is itself well formed (checksum included).
+pub fn fuzz_ndp(frame: &[u8]) -> bool {
+    let Some(q) = ndp_question(frame) else {
+        return false;
+    };
+    let mac = MacAddr::new(0x02, 0, 0, 0, 0, 1);
+    let reply = ndp_reply(mac, q.target, &q);
+    let eth = EthernetPacket::new(&reply).expect("a reply is a whole frame");
+    let ip = Ipv6Packet::new(eth.payload()).expect("a reply carries IPv6");
+    assert_eq!(ip.get_source(), q.target);
+    let icmp = Icmpv6Packet::new(ip.payload()).expect("a reply carries ICMPv6");
+    assert_eq!(icmp.get_icmpv6_type(), Icmpv6Types::NeighborAdvert);
+    assert_eq!(
+        pnet_packet::icmpv6::checksum(&icmp, &ip.get_source(), &ip.get_destination()),
+        icmp.get_checksum()
+    );
+    assert!(
+        ndp_question(&reply).is_none(),
+        "an advertisement is no question"
+    );
+    true
+}
+
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;

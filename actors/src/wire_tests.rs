@@ -170,3 +170,47 @@ fn bad_solicitations_are_ignored() {
     zero[opt + 1] = 0;
     assert_eq!(ndp_question(&zero), None);
 }
+
+/// Replays the `arp_frame` and `ndp_frame` fuzz corpora (and their regressions) under stable
+/// `cargo test`, plus every truncation and single-byte change of the hand-written frames.
+#[test]
+fn the_parsers_survive_the_fuzz_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    for (target, body) in [
+        ("arp_frame", fuzz_arp as fn(&[u8]) -> bool),
+        ("ndp_frame", fuzz_ndp),
+    ] {
+        let mut questions = 0;
+        let mut inputs = 0;
+        for dir in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                inputs += 1;
+                questions += usize::from(body(&bytes));
+            }
+        }
+        assert!(
+            inputs >= 4,
+            "no corpus for {target} under {}",
+            root.display()
+        );
+        assert!(questions >= 1, "no question in the {target} corpus");
+    }
+    for frame in [who_has(), solicitation(255, false)] {
+        for len in 0..frame.len() {
+            fuzz_arp(&frame[..len]);
+            fuzz_ndp(&frame[..len]);
+        }
+        for i in 0..frame.len() {
+            for bit in 0..8 {
+                let mut f = frame.clone();
+                f[i] ^= 1 << bit;
+                fuzz_arp(&f);
+                fuzz_ndp(&f);
+            }
+        }
+    }
+}

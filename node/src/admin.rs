@@ -13,7 +13,7 @@ use raftlb_raft_store::table::objects::Object;
 use raftlb_raft_store::table::{ApplyBatch, Command, Response as TableResponse};
 use raftlb_raft_store::NodeId;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::clock::wall_ms;
@@ -55,6 +55,17 @@ pub fn operator_batch(objects: Vec<(u32, Object)>) -> ApplyBatch {
     }
 }
 
+/// `cmd` as written by `caller`: with mTLS the events it causes name the operator.
+fn by(caller: &Principal, cmd: Command) -> Command {
+    match caller {
+        Principal::Anonymous => cmd,
+        who => Command::By {
+            user: who.user(),
+            command: Box::new(cmd),
+        },
+    }
+}
+
 impl AdminService {
     /// The caller, if it may do what `need` names; else `PermissionDenied`, logged and counted.
     fn allow<T>(&self, req: &Request<T>, need: Need, rpc: &str) -> Result<Principal, Status> {
@@ -66,6 +77,9 @@ impl AdminService {
         let caller = identity::caller(req, self.app.security.cluster())
             .map_err(|s| refuse(s.message().to_string()))?;
         if caller.may(need) {
+            if need != Need::Read {
+                info!(rpc, caller = %caller, "admin write");
+            }
             return Ok(caller);
         }
         Err(refuse(match need {
@@ -227,7 +241,7 @@ impl Admin for AdminService {
     }
 
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
-        self.allow(&req, Need::Write, "apply")?;
+        let caller = self.allow(&req, Need::Write, "apply")?;
         let req = req.into_inner();
         let source = if req.source.is_empty() {
             "-".to_string()
@@ -257,7 +271,11 @@ impl Admin for AdminService {
         } else {
             operator_batch(objects)
         };
-        match self.app.write(Command::Apply(batch), WRITE_DEADLINE).await {
+        match self
+            .app
+            .write(by(&caller, Command::Apply(batch)), WRITE_DEADLINE)
+            .await
+        {
             LeaderReply::Done(TableResponse::Applied(outcome)) => {
                 // The committed answer per Service, not a newer state read afterwards.
                 let services = outcome
@@ -473,7 +491,7 @@ impl Admin for AdminService {
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<MembershipReply>, Status> {
-        self.allow(&req, Need::Write, "drain")?;
+        let caller = self.allow(&req, Need::Write, "drain")?;
         let req = req.into_inner();
         let cmd = Command::Drain {
             node: req.node.clone(),
@@ -488,14 +506,14 @@ impl Admin for AdminService {
                 req.node
             )
         };
-        self.operator_write(cmd, done).await
+        self.operator_write(by(&caller, cmd), done).await
     }
 
     async fn move_vip(
         &self,
         req: Request<MoveVipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        self.allow(&req, Need::Write, "move-vip")?;
+        let caller = self.allow(&req, Need::Write, "move-vip")?;
         let req = req.into_inner();
         let vip: std::net::IpAddr = req.vip.parse().map_err(|_| {
             Status::invalid_argument(format!("vip: {:?} is not an IP address", req.vip))
@@ -506,7 +524,7 @@ impl Admin for AdminService {
             node: req.node,
             now_ms: wall_ms(),
         };
-        self.operator_write(cmd, done).await
+        self.operator_write(by(&caller, cmd), done).await
     }
 
     async fn list_events(

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod control;
 pub mod ctl;
 pub mod fence;
+pub mod fuzz;
 pub mod health;
 pub mod interfaces;
 pub mod kube;

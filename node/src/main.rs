@@ -352,8 +352,23 @@ fn cert_command(cmd: CertCommand) -> Result<(), String> {
             println!("subject: {}", f.subject);
             println!("names: {}", f.sans.join(", "));
             println!("serial: {}", f.serial);
-            println!("not before: {}", f.not_before);
-            println!("not after: {}", f.not_after);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let days = |t: i64| match (t - now) / 86_400 {
+                d if d >= 0 => format!("in {d} days"),
+                d => format!("{} days ago", -d),
+            };
+            println!(
+                "not before: {} (Unix time, {})",
+                f.not_before,
+                days(f.not_before)
+            );
+            println!(
+                "not after: {} (Unix time, {})",
+                f.not_after,
+                days(f.not_after)
+            );
         }
     }
     Ok(())

@@ -22,8 +22,8 @@ use raftlb_node::tls::mint::{Ca, Validity};
 use raftlb_node::tls::net::{peer_channel, server_certificate, ClientTls};
 use raftlb_node::tls::{store, Security, Tls, DEFAULT_CLUSTER};
 use raftlb_proto::admin::{
-    ApplyRequest, DrainRequest, ListRequest, MoveVipRequest, StatusRequest, VipsRequest,
-    WatchRequest,
+    ApplyRequest, DrainRequest, EventsRequest, ListRequest, MoveVipRequest, StatusRequest,
+    VipsRequest, WatchRequest,
 };
 use raftlb_proto::raft::raft_client::RaftClient;
 use raftlb_proto::raft::{Empty, Payload};
@@ -311,6 +311,20 @@ async fn only_the_right_certificates_get_in_and_each_does_only_what_it_may() -> 
         node: format!("node-{other}"),
     })
     .await?;
+    // The event log names the operator of each write.
+    let events = a
+        .list_events(EventsRequest {
+            linearizable: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .events;
+    let drained = events
+        .iter()
+        .find(|e| e.reason == "NodeDrained")
+        .expect("the drain's event");
+    assert!(drained.message.ends_with("(by admin)"), "{drained:?}");
     Ok(())
 }
 

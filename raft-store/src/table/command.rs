@@ -36,6 +36,9 @@ pub enum Command {
     /// The Kubernetes writer has published every event up to this sequence number (a new
     /// leader's writer resumes after it).
     EventsPublished { upto: u64 },
+    /// `command`, written by operator `user` (the CN of their certificate): the events it
+    /// causes name them. Last, so that entries written before it existed decode unchanged.
+    By { user: String, command: Box<Command> },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

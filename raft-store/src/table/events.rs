@@ -36,7 +36,10 @@ impl AllocationTable {
             object: object.to_string(),
             kind: kind.to_string(),
             reason: reason.to_string(),
-            message: message.to_string(),
+            message: match &self.actor {
+                Some(user) => format!("{message} (by {user})"),
+                None => message.to_string(),
+            },
         });
         while self.events.len() > MAX_EVENTS {
             self.events.pop_front();

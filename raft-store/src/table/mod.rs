@@ -114,6 +114,9 @@ pub struct AllocationTable {
     /// Derived from the above and the entries applied; not in snapshots (see [`index`]).
     #[serde(skip)]
     index: index::Indexes,
+    /// The operator whose command is being applied ([`Command::By`]); its events name them.
+    #[serde(skip)]
+    actor: Option<String>,
 }
 
 /// Config keys ignore the namespace: MetalLB's CRs all live in one namespace and refer to each
@@ -143,6 +146,12 @@ impl AllocationTable {
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
         self.log_index = index;
         match command {
+            Command::By { user, command } => {
+                let outer = self.actor.replace(user.clone());
+                let response = self.apply(index, command);
+                self.actor = outer;
+                response
+            }
             Command::RegisterNode { facts, now_ms } => self.register_node(facts, *now_ms),
             Command::Ownership(batch) => self.apply_ownership(batch),
             Command::Drain {

@@ -772,3 +772,65 @@ fn a_vip_record_with_boxed_rare_fields_encodes_as_before() {
     assert_eq!(crate::codec::encode(&now).unwrap(), bytes);
     assert_eq!(crate::codec::decode::<VipRecord>(&bytes).unwrap(), now);
 }
+
+#[test]
+fn an_operators_command_names_them_in_its_events_and_acts_as_itself() {
+    let drain = Command::Drain {
+        node: "b".into(),
+        drain: true,
+        now_ms: 5,
+    };
+    let mut plain = cluster(3);
+    let mut signed = cluster(3);
+    let a = plain.apply(90, &drain);
+    let b = signed.apply(
+        90,
+        &Command::By {
+            user: "alice".into(),
+            command: Box::new(drain.clone()),
+        },
+    );
+    assert_eq!(a, b);
+    assert_eq!(a, Response::Ok);
+    let messages = |t: &AllocationTable| -> Vec<String> {
+        t.events().iter().map(|e| e.message.clone()).collect()
+    };
+    let (p, s) = (messages(&plain), messages(&signed));
+    assert_eq!(p.len(), s.len());
+    // The events before the command are alike; each the drain caused names alice.
+    let named = p
+        .iter()
+        .zip(&s)
+        .filter(|(p, s)| {
+            if p != s {
+                assert_eq!(**s, format!("{p} (by alice)"));
+            }
+            p != s
+        })
+        .count();
+    assert!(named >= 1, "the drain caused no event");
+    let drained = signed
+        .events()
+        .iter()
+        .rev()
+        .find(|e| e.reason == "NodeDrained")
+        .expect("the node's event");
+    assert!(drained.message.ends_with(" (by alice)"), "{drained:?}");
+    // Later commands that are not the operator's carry no name.
+    let n = signed.events().len();
+    ok(&mut signed, drain_undo());
+    assert!(signed.events().len() > n);
+    assert!(signed
+        .events()
+        .iter()
+        .skip(n)
+        .all(|e| !e.message.contains("(by ")));
+}
+
+fn drain_undo() -> Command {
+    Command::Drain {
+        node: "b".into(),
+        drain: false,
+        now_ms: 6,
+    }
+}
