@@ -109,8 +109,11 @@ pub fn admin_request(data: &[u8]) -> usize {
     decoded
 }
 
+/// A target's name and body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets by name, for the replay test and anyone who wants to run an input by hand.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [Target; 4] = [
     ("raft_payload", |d| {
         raft_payload(d);
     }),
