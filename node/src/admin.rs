@@ -74,7 +74,7 @@ impl AdminService {
             warn!(rpc, reason = %why, "admin RPC refused");
             Status::permission_denied(why)
         };
-        let caller = identity::caller(req, self.app.security.cluster())
+        let caller = identity::caller(req, self.app.security.naming())
             .map_err(|s| refuse(s.message().to_string()))?;
         if caller.may(need) {
             if need != Need::Read {

@@ -14,6 +14,7 @@ use raftlb_node::ctl::{self, CtlCommand, Output};
 use raftlb_node::interfaces::Choice;
 use raftlb_node::manifest;
 use raftlb_node::peer::{self, PeerConfig, Timing, DEFAULT_ADMIN_PORT, DEFAULT_RAFT_PORT};
+use raftlb_node::tls::identity::{Naming, Pods};
 use raftlb_node::tls::material::Files;
 use raftlb_node::tls::net::ClientTls;
 use raftlb_node::tls::{Security, Tls, DEFAULT_CLUSTER};
@@ -591,14 +592,25 @@ fn main() {
                 let security = match (insecure, tls_dir) {
                     (true, _) => Security::Insecure,
                     (false, Some(dir)) => {
-                        let tls = Tls::load(Files::node_in(&dir), &cluster)
+                        // In a StatefulSet a pod's certificate may name it by its stable DNS
+                        // name (cert-manager's csi-driver), which gives its ordinal.
+                        let naming = Naming {
+                            cluster: cluster.clone(),
+                            pods: set_name.clone().map(|set| Pods {
+                                set,
+                                service: peer_service.clone(),
+                                namespace: kube_namespace.clone(),
+                            }),
+                        };
+                        let tls = Tls::load_named(Files::node_in(&dir), naming)
                             .unwrap_or_else(|e| usage_error(format!("--tls-dir: {e}")));
                         let facts = tls.facts();
-                        let own = raftlb_node::tls::identity::node_name(&cluster, id);
-                        if !facts.sans.contains(&own) {
+                        if !facts.sans.iter().any(|s| tls.naming.node_id(s) == Some(id)) {
                             usage_error(format!(
-                                "--tls-dir: the certificate (serial {}) names {:?}, not {own:?} (node {id} of cluster {cluster:?})",
-                                facts.serial, facts.sans
+                                "--tls-dir: the certificate (serial {}) names {:?}, none of them node {id} ({:?})",
+                                facts.serial,
+                                facts.sans,
+                                tls.naming.peer_name(id)
                             ));
                         }
                         Security::Mtls(tls)

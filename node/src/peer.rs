@@ -160,7 +160,7 @@ pub async fn run(cfg: PeerConfig) -> Result<(), PeerError> {
     match cfg.security.tls() {
         Some(tls) => {
             let f = tls.facts();
-            info!(cluster = %tls.cluster, serial = %f.serial, names = ?f.sans, not_after = f.not_after, "mutual TLS on the Raft and admin ports");
+            info!(naming = ?tls.naming, serial = %f.serial, names = ?f.sans, not_after = f.not_after, "mutual TLS on the Raft and admin ports");
         }
         None => warn!(
             "--insecure: the Raft and admin ports speak plaintext and authenticate nobody; anyone who reaches them can change the table"

@@ -46,7 +46,7 @@ impl RaftService {
 
     /// The peer the caller's certificate names (None without mTLS); anyone else is refused.
     fn caller<T>(&self, rpc: &str, req: &Request<T>) -> Result<Option<NodeId>, Status> {
-        match identity::caller(req, self.app.security.cluster()) {
+        match identity::caller(req, self.app.security.naming()) {
             Ok(Principal::Anonymous) => Ok(None),
             Ok(Principal::Node(id)) => Ok(Some(id)),
             Ok(other) => Err(self.deny(rpc, format!("{other} is not a raftlb peer"))),

@@ -129,6 +129,8 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     let mut statefulset = None;
     let mut pdb = None;
     let mut cluster_role = None;
+    let mut certificates = Vec::new();
+    let mut issuers = Vec::new();
     for file in &resources {
         for doc in documents(file)? {
             let kind = doc["kind"].as_str().unwrap_or("").to_string();
@@ -145,6 +147,11 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
                 "CustomResourceDefinition" => {
                     drop(round_trip::<CustomResourceDefinition>(file, &doc)?)
                 }
+                // cert-manager's kinds (no Rust type here): checked below as JSON.
+                "Certificate" if doc["apiVersion"] == "cert-manager.io/v1" => {
+                    certificates.push(doc.clone())
+                }
+                "Issuer" if doc["apiVersion"] == "cert-manager.io/v1" => issuers.push(doc.clone()),
                 other => anyhow::bail!("{file}: unexpected kind {other}"),
             }
             seen.push(kind);
@@ -164,6 +171,7 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
 
     let sts = statefulset.expect("a StatefulSet");
     let spec = sts.spec.expect("spec");
+    let service_name = spec.service_name.clone().unwrap_or_default();
     let replicas = spec.replicas.expect("replicas");
     assert_eq!(replicas, 3);
     let pod = spec.template.spec.expect("pod spec");
@@ -200,6 +208,57 @@ fn every_object_deserialises_into_its_kubernetes_type() -> anyhow::Result<()> {
     assert!(
         !spec.volume_claim_templates.unwrap_or_default().is_empty(),
         "a PVC for sled"
+    );
+
+    // mTLS: the pod's own certificate from the csi-driver, signed by the cluster CA's Issuer,
+    // naming the pod by the DNS name that gives its Raft id; an admin certificate with the
+    // admin role.
+    let args = c.args.clone().unwrap_or_default();
+    assert!(!args.iter().any(|a| a == "--insecure"), "plaintext peers");
+    let tls_dir = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--tls-dir="))
+        .expect("--tls-dir");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == tls_dir)
+        .expect("the TLS volume is mounted at --tls-dir");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.csi.clone())
+        .expect("a csi volume");
+    assert_eq!(volume.driver, "csi.cert-manager.io");
+    let attrs = volume.volume_attributes.unwrap_or_default();
+    let issuer = attrs["csi.cert-manager.io/issuer-name"].clone();
+    assert!(
+        issuers
+            .iter()
+            .any(|i| i["metadata"]["name"] == issuer.as_str() && i["spec"]["ca"].is_object()),
+        "the pods' issuer is a CA Issuer"
+    );
+    let identity = format!("${{POD_NAME}}.{service_name}.${{POD_NAMESPACE}}.svc");
+    assert_eq!(
+        attrs["csi.cert-manager.io/dns-names"].split(',').next(),
+        Some(identity.as_str()),
+        "the pod's identity comes first"
+    );
+    let usages = &attrs["csi.cert-manager.io/key-usages"];
+    assert!(usages.contains("server auth") && usages.contains("client auth"));
+    let admin = certificates
+        .iter()
+        .find(|c| c["spec"]["subject"]["organizations"][0] == "raftlb:admin")
+        .expect("an admin certificate");
+    assert_eq!(admin["spec"]["issuerRef"]["name"], issuer.as_str());
+    assert!(
+        certificates
+            .iter()
+            .any(|c| c["spec"]["isCA"] == true && c["spec"]["secretName"] == "raftlb-ca"),
+        "a CA certificate behind the CA Issuer"
     );
 
     // The PDB keeps a quorum of the voters.

@@ -133,6 +133,23 @@ async fn only_the_right_certificates_get_in_and_each_does_only_what_it_may() -> 
     })
     .await?;
 
+    // A client that connects and says nothing is dropped once the handshake deadline passes.
+    refused_at_handshake(&cluster, 1, "a silent client", || async {
+        use tokio::io::AsyncReadExt;
+        let mut tcp = tokio::net::TcpStream::connect(cluster.peer(1).raft_addr()).await?;
+        let mut buf = [0u8; 1];
+        let started = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                eprintln!("a silent client was dropped after {:?}", started.elapsed());
+                anyhow::bail!("dropped")
+            }
+            other => Ok(other.map(|r| r.map(|_| ()))),
+        }
+    })
+    .await?;
+
     // A certificate from a foreign CA (the client trusts the cluster's CA too, so only the
     // server's check stands between it and the port).
     let foreign = Ca::create("foreign", Validity::days(1)).map_err(err)?;

@@ -25,6 +25,66 @@ pub fn node_name(cluster: &str, id: NodeId) -> String {
     format!("node-{id}.{cluster}.raftlb")
 }
 
+/// How certificates name peers: `node-ID.CLUSTER.raftlb` always; in a StatefulSet also the
+/// pod's stable DNS name `SET-ORDINAL.SERVICE.NAMESPACE.svc` (the Raft id is the ordinal + 1),
+/// which cert-manager's csi-driver writes into each pod's own certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    pub cluster: String,
+    pub pods: Option<Pods>,
+}
+
+/// A StatefulSet's pods and the headless Service that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pods {
+    pub set: String,
+    pub service: String,
+    pub namespace: String,
+}
+
+impl Naming {
+    pub fn cluster(cluster: &str) -> Naming {
+        Naming {
+            cluster: cluster.to_string(),
+            pods: None,
+        }
+    }
+
+    /// The name peer `id`'s certificate must prove to a peer that dials it.
+    pub fn peer_name(&self, id: NodeId) -> String {
+        match &self.pods {
+            Some(p) => format!(
+                "{}-{}.{}.{}.svc",
+                p.set,
+                id.saturating_sub(1),
+                p.service,
+                p.namespace
+            ),
+            None => node_name(&self.cluster, id),
+        }
+    }
+
+    /// The Raft id a SAN names, if any.
+    pub fn node_id(&self, san: &str) -> Option<NodeId> {
+        node_id_of(san, &self.cluster).or_else(|| {
+            let p = self.pods.as_ref()?;
+            let (ordinal, domain) = san.strip_prefix(&format!("{}-", p.set))?.split_once('.')?;
+            let svc = format!("{}.{}.svc", p.service, p.namespace);
+            if domain != svc && !domain.starts_with(&format!("{svc}.")) {
+                return None;
+            }
+            // No sign, no leading zeros: one spelling per ordinal.
+            if ordinal.is_empty()
+                || !ordinal.bytes().all(|b| b.is_ascii_digit())
+                || (ordinal.len() > 1 && ordinal.starts_with('0'))
+            {
+                return None;
+            }
+            ordinal.parse::<NodeId>().ok()?.checked_add(1)
+        })
+    }
+}
+
 /// The Raft id a SAN names, if it is a node name of `cluster`.
 fn node_id_of(san: &str, cluster: &str) -> Option<NodeId> {
     let rest = san.strip_prefix("node-")?;
@@ -171,12 +231,13 @@ pub fn facts(der: &[u8]) -> Result<CertFacts, String> {
     })
 }
 
-/// Who a (verified) certificate names, for a connection to a peer of `cluster`.
-pub fn principal(der: &[u8], cluster: &str) -> Result<Principal, String> {
+/// Who a (verified) certificate names, for a connection to a peer named by `naming`.
+pub fn principal(der: &[u8], naming: &Naming) -> Result<Principal, String> {
     let cert = parse(der)?;
-    if let Some(id) = sans(&cert)?.iter().find_map(|s| node_id_of(s, cluster)) {
+    if let Some(id) = sans(&cert)?.iter().find_map(|s| naming.node_id(s)) {
         return Ok(Principal::Node(id));
     }
+    let cluster = &naming.cluster;
     let texts = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
         it.filter_map(|a| a.as_str().ok().map(str::to_string))
             .collect::<Vec<_>>()
@@ -202,8 +263,8 @@ pub fn principal(der: &[u8], cluster: &str) -> Result<Principal, String> {
 
 /// The caller of `req`: with mTLS, from the certificate the handshake verified; without,
 /// [`Principal::Anonymous`].
-pub fn caller<T>(req: &tonic::Request<T>, cluster: Option<&str>) -> Result<Principal, Status> {
-    let Some(cluster) = cluster else {
+pub fn caller<T>(req: &tonic::Request<T>, naming: Option<&Naming>) -> Result<Principal, Status> {
+    let Some(naming) = naming else {
         return Ok(Principal::Anonymous);
     };
     let certs = req
@@ -212,7 +273,7 @@ pub fn caller<T>(req: &tonic::Request<T>, cluster: Option<&str>) -> Result<Princ
     let leaf = certs
         .first()
         .ok_or_else(|| Status::permission_denied("no client certificate"))?;
-    principal(leaf, cluster).map_err(Status::permission_denied)
+    principal(leaf, naming).map_err(Status::permission_denied)
 }
 
 #[cfg(test)]
@@ -233,8 +294,11 @@ mod tests {
             )
             .unwrap();
         let der = crate::tls::material::first_cert(node.cert_pem.as_bytes()).unwrap();
-        assert_eq!(principal(&der, "blue").unwrap(), Principal::Node(3));
-        let other = principal(&der, "green").unwrap_err();
+        assert_eq!(
+            principal(&der, &Naming::cluster("blue")).unwrap(),
+            Principal::Node(3)
+        );
+        let other = principal(&der, &Naming::cluster("green")).unwrap_err();
         assert!(other.contains("no node of cluster \"green\""), "{other}");
     }
 
@@ -245,7 +309,7 @@ mod tests {
             let c = ca.client("alice", role, Validity::days(1)).unwrap();
             let der = crate::tls::material::first_cert(c.cert_pem.as_bytes()).unwrap();
             assert_eq!(
-                principal(&der, "blue").unwrap(),
+                principal(&der, &Naming::cluster("blue")).unwrap(),
                 Principal::User {
                     name: "alice".into(),
                     role: want
@@ -280,5 +344,40 @@ mod tests {
         assert_eq!(node_id_of("node-x.c.raftlb", "c"), None);
         assert_eq!(node_id_of("node-1.c.raftlb.evil", "c"), None);
         assert_eq!(node_id_of("node-1.d.raftlb", "c"), None);
+    }
+
+    #[test]
+    fn a_statefulset_pod_name_names_its_ordinal_plus_one() {
+        let naming = Naming {
+            cluster: "c".into(),
+            pods: Some(Pods {
+                set: "raftlb".into(),
+                service: "raftlb".into(),
+                namespace: "raftlb-system".into(),
+            }),
+        };
+        let id = |s: &str| naming.node_id(s);
+        assert_eq!(id("raftlb-0.raftlb.raftlb-system.svc"), Some(1));
+        assert_eq!(
+            id("raftlb-2.raftlb.raftlb-system.svc.cluster.local"),
+            Some(3)
+        );
+        assert_eq!(id("node-5.c.raftlb"), Some(5));
+        assert_eq!(naming.peer_name(3), "raftlb-2.raftlb.raftlb-system.svc");
+        for bad in [
+            "raftlb-02.raftlb.raftlb-system.svc",
+            "raftlb-+1.raftlb.raftlb-system.svc",
+            "raftlb-1.raftlb.other.svc",
+            "raftlb-1.raftlb.raftlb-system.svcx",
+            "raftlb-1.raftlb.raftlb-system",
+            "other-1.raftlb.raftlb-system.svc",
+            "raftlb-.raftlb.raftlb-system.svc",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
+        assert_eq!(
+            Naming::cluster("c").node_id("raftlb-0.raftlb.raftlb-system.svc"),
+            None
+        );
     }
 }

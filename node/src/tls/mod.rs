@@ -24,7 +24,7 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 use tracing::{error, info};
 
-use self::identity::CertFacts;
+use self::identity::{CertFacts, Naming};
 use self::material::{Files, Material};
 
 /// The cluster name in node certificates (`node-ID.CLUSTER.raftlb`) unless `--cluster` says.
@@ -45,8 +45,8 @@ struct Current {
 
 /// One identity's TLS, reloadable.
 pub struct Tls {
-    /// The cluster whose node names (`node-ID.CLUSTER.raftlb`) peers are checked against.
-    pub cluster: String,
+    /// How peers' certificates name them (`node-ID.CLUSTER.raftlb`, a StatefulSet's pods).
+    pub naming: Naming,
     files: Files,
     current: RwLock<Current>,
     /// Reloads that took effect.
@@ -74,10 +74,15 @@ fn from_material(m: Material, bytes: [Vec<u8>; 3]) -> Result<Current, String> {
 }
 
 impl Tls {
-    /// Loads and checks `files`.
+    /// Loads and checks `files`, for peers of `cluster`.
     pub fn load(files: Files, cluster: &str) -> Result<Arc<Tls>, String> {
+        Tls::load_named(files, Naming::cluster(cluster))
+    }
+
+    /// Loads and checks `files`, for peers named by `naming`.
+    pub fn load_named(files: Files, naming: Naming) -> Result<Arc<Tls>, String> {
         let current = build(&files, files.read()?)?;
-        Ok(Tls::with(files, cluster, current))
+        Ok(Tls::with(files, naming, current))
     }
 
     /// Loads `files` without checking them ([`Material::unchecked`]): only for a client that
@@ -85,12 +90,12 @@ impl Tls {
     pub fn load_unchecked(files: Files, cluster: &str) -> Result<Arc<Tls>, String> {
         let bytes = files.read()?;
         let current = from_material(Material::unchecked(&files, &bytes)?, bytes)?;
-        Ok(Tls::with(files, cluster, current))
+        Ok(Tls::with(files, Naming::cluster(cluster), current))
     }
 
-    fn with(files: Files, cluster: &str, current: Current) -> Arc<Tls> {
+    fn with(files: Files, naming: Naming, current: Current) -> Arc<Tls> {
         Arc::new(Tls {
-            cluster: cluster.to_string(),
+            naming,
             files,
             current: RwLock::new(current),
             reloads: AtomicU64::new(0),
@@ -177,7 +182,7 @@ pub async fn watch(tls: Arc<Tls>) {
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("cluster", &self.cluster)
+            .field("naming", &self.naming)
             .field("files", &self.files)
             .field("serial", &self.facts().serial)
             .finish()
@@ -200,9 +205,9 @@ impl Security {
         }
     }
 
-    /// The cluster peers' names are checked against, with mTLS.
-    pub fn cluster(&self) -> Option<&str> {
-        self.tls().map(|t| t.cluster.as_str())
+    /// How peers' certificates name them, with mTLS.
+    pub fn naming(&self) -> Option<&Naming> {
+        self.tls().map(|t| &t.naming)
     }
 
     /// Counts a refusal (for `/metrics`).

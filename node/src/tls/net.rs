@@ -173,7 +173,7 @@ pub fn peer_channel(
     Ok(match security.tls() {
         None => endpoint.connect_lazy(),
         Some(tls) => {
-            let name = super::identity::node_name(&tls.cluster, target);
+            let name = tls.naming.peer_name(target);
             let name = ServerName::try_from(name.clone())
                 .map_err(|e| format!("{name:?} is not a server name: {e}"))?;
             endpoint.connect_with_connector_lazy(Connector {
