@@ -202,13 +202,7 @@ impl ClusterTls {
         store::write_leaf(&ca_dir, "client.admin", &admin, &ca, false).map_err(e)?;
         for p in peers {
             let node = ca
-                .node(
-                    DEFAULT_CLUSTER,
-                    p.id,
-                    &["localhost".into()],
-                    &[std::net::IpAddr::from([127, 0, 0, 1])],
-                    Validity::days(1),
-                )
+                .loopback_node(DEFAULT_CLUSTER, p.id, Validity::days(1))
                 .map_err(e)?;
             store::write_leaf(&p.tls_dir(), "node", &node, &ca, false).map_err(e)?;
         }

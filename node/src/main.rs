@@ -235,6 +235,19 @@ impl ClientTlsArgs {
     }
 }
 
+/// Where and for how long a node or client certificate is made.
+#[derive(clap::Args)]
+struct LeafArgs {
+    /// Where to write (default: --certs-dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// Replace files that exist.
+    #[arg(long)]
+    overwrite: bool,
+}
+
 #[derive(Subcommand)]
 enum CertCommand {
     /// A new cluster CA: DIR/ca.crt and DIR/ca.key (mode 0600).
@@ -263,13 +276,8 @@ enum CertCommand {
         /// IP addresses peers and operators dial, comma-separated.
         #[arg(long, value_delimiter = ',')]
         ip: Vec<IpAddr>,
-        /// Where to write (default: --certs-dir).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        #[arg(long)]
-        overwrite: bool,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
     /// An operator's certificate: CN=NAME, O=raftlb:ROLE; DIR/client.NAME.crt and .key.
     CreateClient {
@@ -278,12 +286,8 @@ enum CertCommand {
         role: String,
         #[arg(long)]
         certs_dir: PathBuf,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        #[arg(long)]
-        overwrite: bool,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
     /// Print a certificate's subject, names, serial and validity.
     Show { file: PathBuf },
@@ -308,9 +312,12 @@ fn cert_command(cmd: CertCommand) -> Result<(), String> {
             cluster,
             dns,
             ip,
-            out,
-            days,
-            overwrite,
+            leaf:
+                LeafArgs {
+                    out,
+                    days,
+                    overwrite,
+                },
         } => {
             if id == 0 {
                 return Err("--id: Raft ids start at 1".into());
@@ -328,9 +335,12 @@ fn cert_command(cmd: CertCommand) -> Result<(), String> {
             name,
             role,
             certs_dir,
-            out,
-            days,
-            overwrite,
+            leaf:
+                LeafArgs {
+                    out,
+                    days,
+                    overwrite,
+                },
         } => {
             let role = raftlb_node::tls::identity::Role::parse(&role)
                 .map_err(|e| format!("--role: {e}"))?;

@@ -98,13 +98,7 @@ fn mint_certificates(cfg: &UpConfig) -> anyhow::Result<PathBuf> {
             continue;
         }
         let node = ca
-            .node(
-                DEFAULT_CLUSTER,
-                id,
-                &["localhost".to_string()],
-                &[std::net::IpAddr::from([127, 0, 0, 1])],
-                Validity::days(365),
-            )
+            .loopback_node(DEFAULT_CLUSTER, id, Validity::days(365))
             .map_err(fail)?;
         store::write_leaf(&node_dir, "node", &node, &ca, false).map_err(fail)?;
     }

@@ -430,13 +430,7 @@ async fn certificates_and_the_ca_rotate_without_a_restart_or_a_lost_write() -> a
                 .await
                 .map_err(err)?;
             let fresh = ca1
-                .node(
-                    DEFAULT_CLUSTER,
-                    1,
-                    &["localhost".into()],
-                    &[std::net::IpAddr::from([127, 0, 0, 1])],
-                    Validity::days(1),
-                )
+                .loopback_node(DEFAULT_CLUSTER, 1, Validity::days(1))
                 .map_err(err)?;
             let new_serial = raftlb_node::tls::identity::facts(
                 &raftlb_node::tls::material::first_cert(fresh.cert_pem.as_bytes()).map_err(err)?,
@@ -486,13 +480,7 @@ async fn certificates_and_the_ca_rotate_without_a_restart_or_a_lost_write() -> a
             //    Every node and the admin move to certificates of the new CA.
             for id in 1..=3 {
                 let leaf = ca2
-                    .node(
-                        DEFAULT_CLUSTER,
-                        id,
-                        &["localhost".into()],
-                        &[std::net::IpAddr::from([127, 0, 0, 1])],
-                        Validity::days(1),
-                    )
+                    .loopback_node(DEFAULT_CLUSTER, id, Validity::days(1))
                     .map_err(err)?;
                 replace(
                     &cluster.peer(id).tls_dir(),

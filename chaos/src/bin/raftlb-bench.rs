@@ -60,8 +60,14 @@ async fn apply(
 async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     let endpoint = cluster.peer(leader).endpoint();
-    let mut client =
-        raftlb_node::ctl::connect(&endpoint, &raftlb_node::tls::net::ClientTls::Auto).await?;
+    // With mTLS, the admin's certificate; otherwise plaintext.
+    let tls = cluster
+        .tls
+        .as_ref()
+        .map_or(raftlb_node::tls::net::ClientTls::Insecure, |t| {
+            t.admin.clone()
+        });
+    let mut client = raftlb_node::ctl::connect(&endpoint, &tls).await?;
     apply(&mut client, "apiVersion: raftlb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench}\nspec: {addresses: [198.18.0.0/15]}\n".into()).await?;
     let mut lat = Vec::with_capacity(LATENCY_WRITES);
     for i in 0..LATENCY_WRITES {
@@ -77,11 +83,9 @@ async fn raftlb_commit_figures(cluster: &mut Cluster) -> anyhow::Result<Figures>
     }
     lat.sort();
     let throughput = throughput(|w| {
-        let endpoint = endpoint.clone();
+        let (endpoint, tls) = (endpoint.clone(), tls.clone());
         async move {
-            let mut client =
-                raftlb_node::ctl::connect(&endpoint, &raftlb_node::tls::net::ClientTls::Auto)
-                    .await?;
+            let mut client = raftlb_node::ctl::connect(&endpoint, &tls).await?;
             for i in (w..THROUGHPUT_WRITES).step_by(CONCURRENCY) {
                 apply(&mut client, service_yaml("tput", &format!("s{i}"))).await?;
             }
@@ -114,6 +118,27 @@ impl Figures {
             p99: percentile(sorted_latencies, 0.99),
             throughput,
         }
+    }
+
+    fn row(&self, system: &str) {
+        println!(
+            "{:<10} {:>12} {:>12} {:>12.0} op/s",
+            system,
+            ms(self.p50),
+            ms(self.p99),
+            self.throughput
+        );
+    }
+
+    /// This run's figures divided by `other`'s.
+    fn ratio(&self, label: &str, other: &Figures) {
+        println!(
+            "{:<10} {:>12.2} {:>12.2} {:>16.2}",
+            label,
+            self.p50.as_secs_f64() / other.p50.as_secs_f64(),
+            self.p99.as_secs_f64() / other.p99.as_secs_f64(),
+            self.throughput / other.throughput
+        );
     }
 }
 
@@ -499,48 +524,36 @@ async fn scale_table() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commit latency at concurrency 1 and throughput at concurrency 16, raftlb next to etcd.
+/// Commit latency at concurrency 1 and throughput at concurrency 16, raftlb next to etcd, and
+/// raftlb with mutual TLS on both ports next to the same run in plaintext.
 async fn commit_table() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3, &[]).await?;
     let ours = raftlb_commit_figures(&mut cluster).await?;
+    drop(cluster);
+    let mut cluster = Cluster::start_secure(3, &[]).await?;
+    let secure = raftlb_commit_figures(&mut cluster).await?;
     drop(cluster);
     println!("## commit latency (one Service per request, concurrency 1, {LATENCY_WRITES} writes) and throughput (concurrency {CONCURRENCY}, {THROUGHPUT_WRITES} writes)");
     println!(
         "{:<10} {:>12} {:>12} {:>16}",
         "system", "p50", "p99", "throughput"
     );
-    println!(
-        "{:<10} {:>12} {:>12} {:>12.0} op/s",
-        "raftlb",
-        ms(ours.p50),
-        ms(ours.p99),
-        ours.throughput
-    );
+    ours.row("raftlb");
+    secure.row("raftlb+TLS");
+    secure.ratio("TLS/plain", &ours);
     #[cfg(feature = "etcd")]
     {
         match etcd::figures().await {
             Ok(e) => {
-                println!(
-                    "{:<10} {:>12} {:>12} {:>12.0} op/s",
-                    "etcd 3.4",
-                    ms(e.p50),
-                    ms(e.p99),
-                    e.throughput
-                );
-                println!(
-                    "{:<10} {:>12.2} {:>12.2} {:>16.2}",
-                    "raftlb/etcd",
-                    ours.p50.as_secs_f64() / e.p50.as_secs_f64(),
-                    ours.p99.as_secs_f64() / e.p99.as_secs_f64(),
-                    ours.throughput / e.throughput
-                );
+                e.row("etcd 3.4");
+                ours.ratio("raftlb/etcd", &e);
             }
             Err(e) => println!("etcd: not measured ({e:#})"),
         }
     }
     #[cfg(not(feature = "etcd"))]
     println!("etcd: not measured (build with --features etcd; chaos/bench.sh does)");
-    println!("(raftlb's figure includes YAML parsing, validation and allocation; etcd's is a plain put of a value of the same size)");
+    println!("(raftlb's figure includes YAML parsing, validation and allocation; etcd's is a plain put of a value of the same size; raftlb+TLS: mutual TLS 1.3 on the Raft and admin ports, etcd in plaintext)");
     println!();
 
     Ok(())

@@ -153,6 +153,23 @@ impl Ca {
         self.leaf(params, validity)
     }
 
+    /// Node `id`'s certificate for peers on one machine: dialled at 127.0.0.1 or localhost
+    /// (`raftlb up`, the test labs).
+    pub fn loopback_node(
+        &self,
+        cluster: &str,
+        id: u64,
+        validity: Validity,
+    ) -> Result<Minted, String> {
+        self.node(
+            cluster,
+            id,
+            &["localhost".to_string()],
+            &[IpAddr::from([127, 0, 0, 1])],
+            validity,
+        )
+    }
+
     /// An operator's certificate: CN = `user`, O = the role's group.
     pub fn client(&self, user: &str, role: Role, validity: Validity) -> Result<Minted, String> {
         if user.is_empty() {
