@@ -289,11 +289,14 @@ pub async fn dial_with(
     })
 }
 
-/// Where `raftlb up` notes, per admin endpoint, the directory with its client certificate.
+/// Where `raftlb up` notes, per admin endpoint, the directory with its client certificate:
+/// under `$XDG_STATE_HOME`, else `$HOME/.local/state`, else the temporary directory (an image
+/// with no home).
 fn registry() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
     Some(base.join("raftlb/endpoints"))
 }
 
@@ -303,7 +306,7 @@ fn registry_entry(authority: &str) -> Option<PathBuf> {
 
 /// Notes that the endpoint `authority` (host:port) takes the client certificate in `dir`.
 pub fn remember(authority: &str, dir: &std::path::Path) -> Result<(), String> {
-    let entry = registry_entry(authority).ok_or("neither XDG_STATE_HOME nor HOME is set")?;
+    let entry = registry_entry(authority).ok_or("no directory to note it in")?;
     if let Some(parent) = entry.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     }
