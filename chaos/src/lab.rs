@@ -104,6 +104,8 @@ pub struct Lab {
     pub node_env_of: BTreeMap<String, Vec<(String, String)>>,
     /// Size-limited file systems mounted on node data directories ([`Lab::small_disks`]).
     mounts: Vec<PathBuf>,
+    /// With mTLS ([`Lab::secure`]): the CA and the admin's certificate.
+    tls: Option<PathBuf>,
 }
 
 /// One answer for a VIP seen from the client namespace.
@@ -141,6 +143,7 @@ impl Lab {
             node_env: Vec::new(),
             node_env_of: BTreeMap::new(),
             mounts: Vec::new(),
+            tls: None,
         };
         lab.topology(nodes)?;
         Ok(lab)
@@ -163,6 +166,48 @@ impl Lab {
 
     fn data_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    fn tls_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-tls"))
+    }
+
+    /// Runs the raftlb nodes started from now on with mutual TLS: a fresh CA, a certificate per
+    /// node for its lab address, and an admin certificate `ctl` shows.
+    pub fn secure(&mut self) -> anyhow::Result<()> {
+        use raftlb_node::tls::identity::Role;
+        use raftlb_node::tls::mint::{Ca, Validity};
+        use raftlb_node::tls::{store, DEFAULT_CLUSTER};
+        let e = |e: String| anyhow!(e);
+        let dir = self.dir.path().join("tls");
+        let ca = Ca::create("lab", Validity::days(1)).map_err(e)?;
+        store::write_ca(&dir, &ca, false).map_err(e)?;
+        let admin = ca
+            .client("admin", Role::Admin, Validity::days(1))
+            .map_err(e)?;
+        store::write_leaf(&dir, "client.admin", &admin, &ca, false).map_err(e)?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let ip: std::net::IpAddr = n.ip.parse()?;
+            let leaf = ca
+                .node(DEFAULT_CLUSTER, i as u64 + 1, &[], &[ip], Validity::days(1))
+                .map_err(e)?;
+            store::write_leaf(&self.tls_dir(&n.name), "node", &leaf, &ca, false).map_err(e)?;
+        }
+        self.tls = Some(dir);
+        Ok(())
+    }
+
+    /// `ctl`'s flags for node `n`'s admin endpoint: plaintext, or TLS as the admin.
+    fn ctl_flags(&self, n: &LabNode) -> Vec<String> {
+        match &self.tls {
+            None => vec!["--endpoint".into(), format!("http://{}:7471", n.ip)],
+            Some(dir) => vec![
+                "--endpoint".into(),
+                format!("https://{}:7471", n.ip),
+                "--tls-dir".into(),
+                dir.display().to_string(),
+            ],
+        }
     }
 
     /// Fills node `name`'s data directory to the last byte (it must be on
@@ -323,8 +368,17 @@ impl Lab {
                     .enumerate()
                     .map(|(j, n)| format!("{}@{}:7470", j + 1, n.ip))
                     .collect();
+                let security = match &self.tls {
+                    Some(_) => vec![
+                        "--tls-dir".to_string(),
+                        self.tls_dir(name).display().to_string(),
+                    ],
+                    None => vec!["--insecure".to_string()],
+                };
                 in_ns(&node.ns, self.raftlb.to_str().unwrap_or("raftlb"))
-                    .args(["run", "--insecure", "--id", &(i + 1).to_string()])
+                    .arg("run")
+                    .args(&security)
+                    .args(["--id", &(i + 1).to_string()])
                     .args(["--listen", &node.ip, "--profile", &profile])
                     .arg("--data-dir")
                     .arg(self.data_dir(name))
@@ -590,12 +644,13 @@ impl Lab {
 
     /// `raftlb ctl ARGS -o json` in node `n`'s namespace against its own admin endpoint.
     fn ctl_on(&self, n: &LabNode, args: &[&str]) -> anyhow::Result<Value> {
-        let endpoint = format!("http://{}:7471", n.ip);
         // A stopped (SIGSTOP) or stuck peer accepts the connection and never answers.
         let out = in_ns(&n.ns, "timeout")
             .arg("10")
             .arg(&self.raftlb)
-            .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
+            .arg("ctl")
+            .args(self.ctl_flags(n))
+            .args(["-o", "json"])
             .args(args)
             .output()?;
         if !out.status.success() {
@@ -646,9 +701,10 @@ impl Lab {
             .enumerate()
             .find(|(i, _)| self.procs.contains_key(i))
             .ok_or_else(|| anyhow!("no raftlb node is running"))?;
-        let endpoint = format!("http://{}:7471", n.ip);
         let mut child = in_ns(&n.ns, self.raftlb.to_str().unwrap_or("raftlb"))
-            .args(["ctl", "--endpoint", &endpoint, "-o", "json"])
+            .arg("ctl")
+            .args(self.ctl_flags(n))
+            .args(["-o", "json"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -7,7 +7,8 @@
 //!   client reaches it; were there two answerers?
 //! * ARP reply latency of raftlb's responder vs the kernel's reply for a node address.
 //!
-//! `raftlb-l2bench [--trials N] [--only raftlb-default,raftlb-fast,ka-v2,ka-v3,arp]`
+//! `raftlb-l2bench [--trials N] [--only raftlb-default,raftlb-fast,ka-v2,ka-v3,arp]`; add
+//! `raftlb-default-tls,raftlb-fast-tls` for the same with mutual TLS between the peers.
 
 use std::time::Duration;
 
@@ -99,6 +100,7 @@ fn failover(
     announcer: Announcer,
     trials: usize,
     stop: &AtomicBool,
+    tls: bool,
 ) -> anyhow::Result<()> {
     let raftlb = matches!(announcer, Announcer::Raftlb { .. });
     let window = match &announcer {
@@ -106,6 +108,9 @@ fn failover(
         Announcer::Raftlb { .. } => 3000,
     };
     let mut lab = Lab::build(3, announcer)?;
+    if tls {
+        lab.secure()?;
+    }
     if raftlb {
         lab.start_raftlb()?;
     } else {
@@ -232,6 +237,7 @@ fn main() -> anyhow::Result<()> {
             },
             trials,
             &stop,
+            false,
         )?;
     }
     if want("raftlb-fast") {
@@ -242,7 +248,24 @@ fn main() -> anyhow::Result<()> {
             },
             trials,
             &stop,
+            false,
         )?;
+    }
+    for (key, profile) in [
+        ("raftlb-default-tls", "default"),
+        ("raftlb-fast-tls", "fast"),
+    ] {
+        if want(key) {
+            failover(
+                &format!("raftlb {profile} profile, mutual TLS"),
+                Announcer::Raftlb {
+                    profile: profile.into(),
+                },
+                trials,
+                &stop,
+                true,
+            )?;
+        }
     }
     if want("ka-v2") {
         failover(
@@ -253,6 +276,7 @@ fn main() -> anyhow::Result<()> {
             },
             trials,
             &stop,
+            false,
         )?;
     }
     if want("ka-v3") {
@@ -264,6 +288,7 @@ fn main() -> anyhow::Result<()> {
             },
             trials,
             &stop,
+            false,
         )?;
     }
     if want("ka-partition") {
