@@ -115,6 +115,9 @@ pub struct Answer {
     /// The observer's request it answers; None for an unsolicited announcement.
     pub request: Option<u64>,
     pub mac: String,
+    /// For an announcement: the newest request the observer had sent when it arrived (None in
+    /// recordings made before it was kept).
+    pub sent_before: Option<u64>,
 }
 
 impl Lab {
@@ -1402,10 +1405,13 @@ pub fn answers(lines: &[String]) -> Vec<Answer> {
         .iter()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
+            let garp = *f.get(1)? == "garp";
+            let number = f.get(2)?.parse().ok();
             Some(Answer {
                 time_us: f.first()?.parse().ok()?,
-                request: f.get(2)?.parse().ok(),
+                request: if garp { None } else { number },
                 mac: f.get(3)?.to_lowercase(),
+                sent_before: if garp { number } else { None },
             })
         })
         .collect()
@@ -1414,7 +1420,10 @@ pub fn answers(lines: &[String]) -> Vec<Answer> {
 /// Split-brain evidence: one request answered by two MACs (two answerers reply to every
 /// request, so asking every 10 ms catches any overlap longer than that), or a request answered
 /// by one MAC up to 20 ms *after* another MAC announced the VIP (the new owner started while
-/// the old one still answered). An answer shortly *before* an announcement is a handover.
+/// the old one still answered), to a request sent after the announcement arrived. An answer
+/// shortly *before* an announcement is a handover; an answer after it to a request sent before
+/// it may have been decided before it and held up on the way (a squeezed link): the nodes'
+/// audit, which knows when each reply was decided and under which lease, judges those.
 ///
 /// A reply that arrives after a reply to a later request was held up on the way (a squeezed
 /// link queues frames for hundreds of milliseconds): it was decided when its request came in,
@@ -1457,8 +1466,13 @@ pub fn dual_answers(answers: &[Answer]) -> Vec<(u64, String)> {
         }
     }
     for g in answers.iter().filter(|a| a.request.is_none()) {
+        let asked_after = |a: &Answer| match (a.request, g.sent_before) {
+            (Some(r), Some(sent)) => r > sent,
+            (r, None) => r.is_some(),
+            (None, _) => false,
+        };
         if let Some(other) = answers.iter().find(|a| {
-            a.request.is_some()
+            asked_after(a)
                 && a.mac != g.mac
                 && a.time_us >= g.time_us
                 && a.time_us - g.time_us < 20_000
@@ -1554,7 +1568,52 @@ mod tests {
             time_us: t,
             request: r,
             mac: mac.into(),
+            sent_before: None,
         }
+    }
+
+    /// An announcement that arrived when request `sent` was the newest one sent.
+    fn garp(t: u64, sent: u64, mac: &str) -> Answer {
+        Answer {
+            sent_before: Some(sent),
+            ..a(t, None, mac)
+        }
+    }
+
+    #[test]
+    fn a_reply_to_a_request_sent_before_the_announcement_is_left_to_the_audit() {
+        // Seen in the fast campaign (seed 3000, cycle 590): x's link squeezed, its reply to
+        // request 40 (decided under its lease) arrived 4 ms after y's announcement.
+        let in_flight = [
+            a(0, Some(33), "x"),
+            garp(70_000, 41, "y"),
+            a(74_400, Some(40), "x"),
+            a(80_000, Some(42), "y"),
+        ];
+        assert!(dual_answers(&in_flight).is_empty());
+        // The same reply to a request sent after the announcement arrived is the old owner
+        // answering beside the new one.
+        let late = [
+            a(0, Some(33), "x"),
+            garp(70_000, 41, "y"),
+            a(74_400, Some(42), "x"),
+        ];
+        assert_eq!(dual_answers(&late).len(), 1, "{:?}", dual_answers(&late));
+    }
+
+    #[test]
+    fn observer_lines_parse_with_and_without_the_request_count_of_an_announcement() {
+        let lines: Vec<String> = [
+            "100 req 7 AA:bb:cc:dd:ee:01",
+            "200 garp 9 aa:bb:cc:dd:ee:02",
+            "300 garp - aa:bb:cc:dd:ee:03",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got = answers(&lines);
+        assert_eq!(got[0], a(100, Some(7), "aa:bb:cc:dd:ee:01"));
+        assert_eq!(got[1], garp(200, 9, "aa:bb:cc:dd:ee:02"));
+        assert_eq!(got[2], a(300, None, "aa:bb:cc:dd:ee:03"));
     }
 
     #[test]

@@ -372,7 +372,14 @@ fn observe(iface: &str, vip: IpAddr, every_ms: u64, for_ms: u64) {
                     let s = cur - ((cur + 64 - n) % 64);
                     format!("{} req {} {}\n", now_us(), s, mac)
                 }
-                None => format!("{} garp - {}\n", now_us(), mac),
+                // With the newest request sent when it arrived: an answer to a request up to
+                // that one may have been decided before the announcement (in flight).
+                None => format!(
+                    "{} garp {} {}\n",
+                    now_us(),
+                    seq.load(std::sync::atomic::Ordering::SeqCst),
+                    mac
+                ),
             };
             let _ = out.write_all(line.as_bytes());
             let _ = out.flush();

@@ -178,6 +178,7 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
             vip,
             request,
             mac,
+            sent_before,
             ..
         } = e
         {
@@ -188,6 +189,7 @@ pub fn single_answerer(events: &[Event]) -> Vec<Violation> {
                     time_us: *t,
                     request: *request,
                     mac: mac.clone(),
+                    sent_before: *sent_before,
                 });
         }
     }
@@ -784,6 +786,7 @@ mod tests {
             request,
             mac: mac.into(),
             node: None,
+            sent_before: None,
         }
     }
 

@@ -52,6 +52,9 @@ pub enum Event {
         request: Option<u64>,
         mac: String,
         node: Option<String>,
+        /// For an announcement: the newest request the observer had sent when it arrived.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_before: Option<u64>,
     },
     /// A node's own audit line ([`raftlb_actors::responder::AUDIT_FILE`]): `what` is reply,
     /// register or withdraw; a reply carries the lease deadline it was sent under.

@@ -332,6 +332,7 @@ fn run_chunk(
                 request: a.request,
                 node: lab.node_of_mac(&a.mac).map(str::to_string),
                 mac: a.mac,
+                sent_before: a.sent_before,
             })),
         }
     }

@@ -296,6 +296,7 @@ mod tests {
                 request: None,
                 mac: "aa".into(),
                 node: Some("n3".into()),
+                sent_before: None,
             },
             Event::FaultEnd {
                 t: 1_500_000,
