@@ -12,12 +12,11 @@ use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{ApplyRequest, ListRequest, Service, StatusReply, StatusRequest};
 use tonic::transport::Channel;
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+/// A free TCP port on 127.0.0.1, below the ephemeral range: a port the kernel handed out for
+/// port 0 can be taken again by any outgoing connection before the process meant to listen on
+/// it binds it (seen in CI: a peer failed to bind its Raft port and the cluster never formed).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    free_port_block(1)
 }
 
 /// The first of `count` consecutive loopback ports that are free now, below the ephemeral range
@@ -261,8 +260,27 @@ impl Cluster {
         for id in 1..=n {
             cluster.spawn(id)?;
         }
-        cluster.wait_leader(Duration::from_secs(20)).await?;
+        if let Err(e) = cluster.wait_leader(Duration::from_secs(20)).await {
+            return Err(e.context(cluster.exited_logs()));
+        }
         Ok(cluster)
+    }
+
+    /// The log tail of every peer that has exited, for an error that says why.
+    fn exited_logs(&mut self) -> String {
+        let mut out = String::from("peers that exited:");
+        for p in self.peers.iter_mut() {
+            if p.is_running() {
+                continue;
+            }
+            let log = p.log();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            out += &format!("\n  node {}:", p.id);
+            for line in tail.into_iter().rev() {
+                out += &format!("\n    {line}");
+            }
+        }
+        out
     }
 
     fn peer_mut(&mut self, id: u64) -> &mut Peer {
