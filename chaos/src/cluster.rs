@@ -188,23 +188,21 @@ pub struct ClusterTls {
 impl ClusterTls {
     /// Makes a CA, a certificate per peer (in each peer's `tls/`) and an admin's.
     fn mint(dir: &Path, peers: &[Peer]) -> anyhow::Result<ClusterTls> {
-        use raftlb_node::tls::identity::Role;
-        use raftlb_node::tls::mint::{Ca, Validity};
-        use raftlb_node::tls::{store, DEFAULT_CLUSTER};
+        use raftlb_node::tls::mint::Validity;
+        use raftlb_node::tls::store::{mint_cluster, NodeFiles};
+        use raftlb_node::tls::DEFAULT_CLUSTER;
         let e = |e: String| anyhow!(e);
         let ca_dir = dir.join("tls");
-        let ca = Ca::create("test", Validity::days(1)).map_err(e)?;
-        store::write_ca(&ca_dir, &ca, false).map_err(e)?;
-        let admin = ca
-            .client("admin", Role::Admin, Validity::days(1))
-            .map_err(e)?;
-        store::write_leaf(&ca_dir, "client.admin", &admin, &ca, false).map_err(e)?;
-        for p in peers {
-            let node = ca
-                .loopback_node(DEFAULT_CLUSTER, p.id, Validity::days(1))
-                .map_err(e)?;
-            store::write_leaf(&p.tls_dir(), "node", &node, &ca, false).map_err(e)?;
-        }
+        let nodes: Vec<NodeFiles> = peers
+            .iter()
+            .map(|p| NodeFiles {
+                id: p.id,
+                dir: p.tls_dir(),
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            })
+            .collect();
+        let day = Validity::days(1);
+        mint_cluster(&ca_dir, "test", DEFAULT_CLUSTER, (day, day), &nodes).map_err(e)?;
         let files = Files::client_in(&ca_dir, Some("admin")).map_err(e)?;
         Ok(ClusterTls {
             admin: ClientTls::Given(Tls::load(files, DEFAULT_CLUSTER).map_err(e)?),

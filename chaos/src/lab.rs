@@ -178,24 +178,24 @@ impl Lab {
     /// Runs the raftlb nodes started from now on with mutual TLS: a fresh CA, a certificate per
     /// node for its lab address, and an admin certificate `ctl` shows.
     pub fn secure(&mut self) -> anyhow::Result<()> {
-        use raftlb_node::tls::identity::Role;
-        use raftlb_node::tls::mint::{Ca, Validity};
-        use raftlb_node::tls::{store, DEFAULT_CLUSTER};
-        let e = |e: String| anyhow!(e);
+        use raftlb_node::tls::mint::Validity;
+        use raftlb_node::tls::store::{mint_cluster, NodeFiles};
+        use raftlb_node::tls::DEFAULT_CLUSTER;
         let dir = self.dir.path().join("tls");
-        let ca = Ca::create("lab", Validity::days(1)).map_err(e)?;
-        store::write_ca(&dir, &ca, false).map_err(e)?;
-        let admin = ca
-            .client("admin", Role::Admin, Validity::days(1))
-            .map_err(e)?;
-        store::write_leaf(&dir, "client.admin", &admin, &ca, false).map_err(e)?;
-        for (i, n) in self.nodes.iter().enumerate() {
-            let ip: std::net::IpAddr = n.ip.parse()?;
-            let leaf = ca
-                .node(DEFAULT_CLUSTER, i as u64 + 1, &[], &[ip], Validity::days(1))
-                .map_err(e)?;
-            store::write_leaf(&self.tls_dir(&n.name), "node", &leaf, &ca, false).map_err(e)?;
-        }
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Ok(NodeFiles {
+                    id: i as u64 + 1,
+                    dir: self.tls_dir(&n.name),
+                    ip: n.ip.parse()?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let day = Validity::days(1);
+        mint_cluster(&dir, "lab", DEFAULT_CLUSTER, (day, day), &nodes).map_err(|e| anyhow!(e))?;
         self.tls = Some(dir);
         Ok(())
     }

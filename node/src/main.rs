@@ -248,6 +248,27 @@ struct LeafArgs {
     overwrite: bool,
 }
 
+impl LeafArgs {
+    /// Mints with the CA in `certs_dir` and writes `NAME.crt`/`.key` to --out (default:
+    /// `certs_dir`); returns where.
+    fn mint(
+        self,
+        certs_dir: PathBuf,
+        name: &str,
+        make: impl FnOnce(
+            &raftlb_node::tls::mint::Ca,
+            raftlb_node::tls::mint::Validity,
+        ) -> Result<raftlb_node::tls::mint::Minted, String>,
+    ) -> Result<PathBuf, String> {
+        use raftlb_node::tls::store;
+        let ca = store::read_ca(&certs_dir)?;
+        let leaf = make(&ca, raftlb_node::tls::mint::Validity::days(self.days))?;
+        let out = self.out.unwrap_or(certs_dir);
+        store::write_leaf(&out, name, &leaf, &ca, self.overwrite)?;
+        Ok(out)
+    }
+}
+
 #[derive(Subcommand)]
 enum CertCommand {
     /// A new cluster CA: DIR/ca.crt and DIR/ca.key (mode 0600).
@@ -312,20 +333,14 @@ fn cert_command(cmd: CertCommand) -> Result<(), String> {
             cluster,
             dns,
             ip,
-            leaf:
-                LeafArgs {
-                    out,
-                    days,
-                    overwrite,
-                },
+            leaf,
         } => {
             if id == 0 {
                 return Err("--id: Raft ids start at 1".into());
             }
-            let ca = store::read_ca(&certs_dir)?;
-            let node = ca.node(&cluster, id, &dns, &ip, Validity::days(days))?;
-            let out = out.unwrap_or(certs_dir);
-            store::write_leaf(&out, "node", &node, &ca, overwrite)?;
+            let out = leaf.mint(certs_dir, "node", |ca, valid| {
+                ca.node(&cluster, id, &dns, &ip, valid)
+            })?;
             println!(
                 "wrote {}/node.crt and node.key (node-{id}.{cluster}.raftlb)",
                 out.display()
@@ -335,19 +350,13 @@ fn cert_command(cmd: CertCommand) -> Result<(), String> {
             name,
             role,
             certs_dir,
-            leaf:
-                LeafArgs {
-                    out,
-                    days,
-                    overwrite,
-                },
+            leaf,
         } => {
             let role = raftlb_node::tls::identity::Role::parse(&role)
                 .map_err(|e| format!("--role: {e}"))?;
-            let ca = store::read_ca(&certs_dir)?;
-            let client = ca.client(&name, role, Validity::days(days))?;
-            let out = out.unwrap_or(certs_dir);
-            store::write_leaf(&out, &format!("client.{name}"), &client, &ca, overwrite)?;
+            let out = leaf.mint(certs_dir, &format!("client.{name}"), |ca, valid| {
+                ca.client(&name, role, valid)
+            })?;
             println!(
                 "wrote {}/client.{name}.crt and .key ({})",
                 out.display(),

@@ -74,34 +74,24 @@ fn node_tls_dir(data: &Path, id: u64) -> PathBuf {
 /// Makes what is missing of a CA, one certificate per node (for 127.0.0.1 and localhost)
 /// and an admin client certificate, all under the data dir; a second `up` reuses them.
 fn mint_certificates(cfg: &UpConfig) -> anyhow::Result<PathBuf> {
-    use crate::tls::identity::Role;
-    use crate::tls::mint::{Ca, Validity};
-    use crate::tls::{store, DEFAULT_CLUSTER};
+    use crate::tls::mint::Validity;
+    use crate::tls::store::{mint_cluster, NodeFiles};
     let dir = cfg.data_dir.join("tls");
-    let fail = |e: String| anyhow::anyhow!("certificates: {e}");
-    let ca = if dir.join("ca.crt").exists() {
-        store::read_ca(&dir).map_err(fail)?
-    } else {
-        let ca = Ca::create("raftlb up", Validity::days(3650)).map_err(fail)?;
-        store::write_ca(&dir, &ca, false).map_err(fail)?;
-        ca
-    };
-    if !dir.join("client.admin.crt").exists() {
-        let admin = ca
-            .client("admin", Role::Admin, Validity::days(365))
-            .map_err(fail)?;
-        store::write_leaf(&dir, "client.admin", &admin, &ca, false).map_err(fail)?;
-    }
-    for id in 1..=cfg.nodes {
-        let node_dir = node_tls_dir(&cfg.data_dir, id);
-        if node_dir.join("node.crt").exists() {
-            continue;
-        }
-        let node = ca
-            .loopback_node(DEFAULT_CLUSTER, id, Validity::days(365))
-            .map_err(fail)?;
-        store::write_leaf(&node_dir, "node", &node, &ca, false).map_err(fail)?;
-    }
+    let nodes: Vec<NodeFiles> = (1..=cfg.nodes)
+        .map(|id| NodeFiles {
+            id,
+            dir: node_tls_dir(&cfg.data_dir, id),
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        })
+        .collect();
+    mint_cluster(
+        &dir,
+        "raftlb up",
+        crate::tls::DEFAULT_CLUSTER,
+        (Validity::days(3650), Validity::days(365)),
+        &nodes,
+    )
+    .map_err(|e| anyhow::anyhow!("certificates: {e}"))?;
     Ok(dir)
 }
 

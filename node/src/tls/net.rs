@@ -165,8 +165,8 @@ pub fn peer_channel(
     target: raftlb_raft_store::NodeId,
     addr: &str,
 ) -> Result<Channel, String> {
-    let scheme = "http";
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+    // With mTLS the connector makes the TLS stream itself; tonic only needs an http:// URI.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true);

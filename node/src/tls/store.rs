@@ -3,10 +3,12 @@
 //! written mode 0600; nothing is overwritten unless asked.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::mint::{Ca, Minted};
+use super::identity::Role;
+use super::mint::{Ca, Minted, Validity};
 
 fn write(path: &Path, text: &str, mode: u32, overwrite: bool) -> Result<(), String> {
     let mut opts = std::fs::OpenOptions::new();
@@ -70,6 +72,51 @@ pub fn write_leaf(
     )?;
     if !dir.join("ca.crt").exists() {
         write(&dir.join("ca.crt"), &ca.cert_pem, 0o644, false)?;
+    }
+    Ok(())
+}
+
+/// A node of a cluster minted in one go: its Raft id, the directory its `node.crt` goes to, and
+/// the address its peers dial (a loopback address also gets the name `localhost`).
+pub struct NodeFiles {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub ip: IpAddr,
+}
+
+/// A whole cluster's certificates, as `raftlb up` and the test labs run it: the CA in `dir`
+/// (made if missing, else reused), `client.admin` beside it, and `node` in each node's
+/// directory. Files already there are kept, so a restart mints only what is missing.
+pub fn mint_cluster(
+    dir: &Path,
+    ca_name: &str,
+    cluster: &str,
+    validity: (Validity, Validity),
+    nodes: &[NodeFiles],
+) -> Result<(), String> {
+    let (ca_validity, leaf_validity) = validity;
+    let ca = if dir.join("ca.crt").exists() {
+        read_ca(dir)?
+    } else {
+        let ca = Ca::create(ca_name, ca_validity)?;
+        write_ca(dir, &ca, false)?;
+        ca
+    };
+    if !dir.join("client.admin.crt").exists() {
+        let admin = ca.client("admin", Role::Admin, leaf_validity)?;
+        write_leaf(dir, "client.admin", &admin, &ca, false)?;
+    }
+    for n in nodes {
+        if n.dir.join("node.crt").exists() {
+            continue;
+        }
+        let dns = if n.ip.is_loopback() {
+            vec!["localhost".to_string()]
+        } else {
+            Vec::new()
+        };
+        let leaf = ca.node(cluster, n.id, &dns, &[n.ip], leaf_validity)?;
+        write_leaf(&n.dir, "node", &leaf, &ca, false)?;
     }
     Ok(())
 }
