@@ -15,6 +15,10 @@ use serde_json::Value;
 
 use crate::cluster::{labd_binary, raftlb_binary};
 
+/// [`Lab::whole`]: a node whose last lease renewal reached the leader longer ago than this is
+/// not in touch (two renewal periods of the default profile, five of the fast one).
+pub const WHOLE_RENEWAL_MS: u64 = 300;
+
 pub const VIP4: &str = "10.77.0.240";
 pub const VIP6: &str = "fd00:77::f0";
 pub const PORT: u16 = 8080;
@@ -780,6 +784,43 @@ impl Lab {
 
     pub fn leader(&self) -> anyhow::Result<Option<String>> {
         Ok(self.leader_in(&self.ctl(&["status"])?))
+    }
+
+    /// The cluster is whole: every running node follows one leader in one term, and the
+    /// leader heard every node's lease renewal within [`WHOLE_RENEWAL_MS`]. Returns the leader.
+    pub fn whole(&self) -> anyhow::Result<Option<String>> {
+        let mut agreed = None;
+        let mut leader_status = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.procs.contains_key(&i) {
+                continue;
+            }
+            let s = self.ctl_on(n, &["status"])?;
+            let (Some(leader), Some(term)) = (s["leader"].as_u64(), s["term"].as_u64()) else {
+                return Ok(None);
+            };
+            if *agreed.get_or_insert((leader, term)) != (leader, term) {
+                return Ok(None);
+            }
+            if s["id"].as_u64() == Some(leader) {
+                leader_status = Some(s);
+            }
+        }
+        let Some(s) = leader_status else {
+            return Ok(None);
+        };
+        // The leader holds its own lease and renews with nobody.
+        let renewing = s["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["raftId"].as_u64() != s["leader"].as_u64())
+                .all(|n| {
+                    n["sinceRenewalMs"]
+                        .as_u64()
+                        .is_some_and(|ms| ms <= WHOLE_RENEWAL_MS)
+                })
+        });
+        Ok(renewing.then(|| self.leader_in(&s)).flatten())
     }
 
     /// The leader's node name in a `ctl status` answer.

@@ -164,6 +164,21 @@ fn a_smoke_campaign_finds_nothing_and_the_negative_control_is_flagged() -> anyho
             "{op}: {summary}"
         );
     }
+    // Every heal was followed by a whole cluster, measured, before the next fault.
+    let recovered = |column: usize| -> u64 {
+        summary["recovered"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v[column].as_u64())
+            .sum()
+    };
+    assert!(recovered(0) >= 40, "heals: {summary}");
+    assert_eq!(
+        recovered(4),
+        0,
+        "heals not followed by a whole cluster: {summary}"
+    );
     let dom = rendered(dir.path())?;
     every_lane_drawn(&dom);
     assert!(dom.contains("No violation."), "{dom}");

@@ -74,6 +74,15 @@ pub enum Event {
         converged_ms: Option<u64>,
         detail: String,
     },
+    /// After a cycle's heal: ms until the cluster was whole again (every node following one
+    /// leader, every lease renewal reaching it; None: not within the wait). The next fault
+    /// waits for it, so a failover bound is measured from a whole cluster, and what a fault
+    /// leaves behind after its heal is measured here.
+    Whole {
+        t: u64,
+        cycle: usize,
+        after_ms: Option<u64>,
+    },
     /// One change of a watched VIP's owner as the table's history has it at the chunk's end:
     /// the leader's wall-clock time of the change, put on the lab's monotonic clock.
     Move {
@@ -143,6 +152,7 @@ impl Event {
             | Event::Answer { t, .. }
             | Event::Audit { t, .. }
             | Event::Routes { t, .. }
+            | Event::Whole { t, .. }
             | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
@@ -164,6 +174,7 @@ impl Event {
             | Event::Probe { t, .. }
             | Event::Answer { t, .. }
             | Event::Routes { t, .. }
+            | Event::Whole { t, .. }
             | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }

@@ -89,6 +89,10 @@ pub struct Summary {
     /// BGP mode, per fault kind: heals, and ms from the heal until the router's routes
     /// matched the table again, p50 / p99 / max.
     pub bgp_converge: BTreeMap<String, [Option<u64>; 4]>,
+    /// Per fault kind: heals, and ms from the heal until the cluster was whole again
+    /// (every node following one leader, every renewal reaching it), p50 / p99 / max; and
+    /// how many heals it did not follow within the wait.
+    pub recovered: BTreeMap<String, [Option<u64>; 5]>,
     /// Whether the run is a full campaign (shared/CHAOS-SECURITY.md: at least 1000 faults, 50
     /// of each kind, 10 on each targeted role, 100 failovers), and what it had.
     pub coverage: String,
@@ -262,6 +266,36 @@ fn summarize(
             _ => None,
         })
         .collect();
+    let mut recovered: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+    for e in events {
+        if let Event::Whole {
+            cycle, after_ms, ..
+        } = e
+        {
+            if let Some(kind) = kind_of.get(cycle) {
+                let entry = recovered.entry(kind.as_str().into()).or_default();
+                match after_ms {
+                    Some(ms) => entry.0.push(*ms),
+                    None => entry.1 += 1,
+                }
+            }
+        }
+    }
+    let recovered = recovered
+        .into_iter()
+        .map(|(k, (v, never))| {
+            (
+                k,
+                [
+                    Some(v.len() as u64 + never),
+                    check::quantile(&v, 0.5),
+                    check::quantile(&v, 0.99),
+                    v.iter().copied().max(),
+                    Some(never),
+                ],
+            )
+        })
+        .collect();
     let mut converge: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in events {
         if let Event::Routes {
@@ -315,6 +349,7 @@ fn summarize(
         verdicts,
         failover,
         bgp_converge,
+        recovered,
         mode: plan.mode,
         first_violation: findings.violations.first().cloned(),
         violations_listed: findings
@@ -501,6 +536,23 @@ fn markdown(s: &Summary) -> String {
                 ms(*p50),
                 ms(*p99),
                 ms(*max)
+            );
+        }
+    }
+    if !s.recovered.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Heal until the cluster is whole again (ms)\n\nEvery node following one leader, every lease renewal reaching it; the next fault waits for it.\n\n| kind | heals | p50 / p99 / max | not within 10 s |\n|---|---|---|---|"
+        );
+        for (kind, [n, p50, p99, max, never]) in &s.recovered {
+            let _ = writeln!(
+                out,
+                "| {kind} | {} | {} / {} / {} | {} |",
+                ms(*n),
+                ms(*p50),
+                ms(*p99),
+                ms(*max),
+                ms(*never)
             );
         }
     }
