@@ -42,10 +42,14 @@ use crate::tls::Security;
 pub struct Channels {
     security: Security,
     known: Arc<Mutex<BTreeMap<(NodeId, String), Known>>>,
+    generations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Known {
     channel: Channel,
+    /// Which channel this is for its key: an RPC that ends on a channel already replaced
+    /// must not count against its successor.
+    generation: u64,
     /// Since when every RPC on this channel has failed (None: the last one succeeded).
     failing_since: Option<Instant>,
     /// Failed RPCs since the last success.
@@ -63,34 +67,44 @@ impl Channels {
         Channels {
             security,
             known: Arc::default(),
+            generations: Arc::default(),
         }
     }
 
     /// A Raft client for peer `id` at `addr`.
     pub fn client(&self, id: NodeId, addr: &str) -> Result<RaftClient<Channel>, String> {
+        self.client_of(id, addr).map(|(client, _)| client)
+    }
+
+    /// [`Channels::client`], with the channel's generation for [`Channels::outcome`].
+    fn client_of(&self, id: NodeId, addr: &str) -> Result<(RaftClient<Channel>, u64), String> {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let key = (id, addr.to_string());
         if let Some(k) = known.get(&key) {
-            return Ok(RaftClient::new(k.channel.clone()));
+            return Ok((RaftClient::new(k.channel.clone()), k.generation));
         }
         let channel = peer_channel(&self.security, id, addr)?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         known.insert(
             key,
             Known {
                 channel: channel.clone(),
+                generation,
                 failing_since: None,
                 failures: 0,
             },
         );
-        Ok(RaftClient::new(channel))
+        Ok((RaftClient::new(channel), generation))
     }
 
-    /// Records how an RPC to `id` at `addr` ended; after a stall the channel is dropped, so
-    /// the next [`Channels::client`] dials a new connection.
-    pub fn outcome(&self, id: NodeId, addr: &str, ok: bool) {
+    /// Records how an RPC on channel `generation` to `id` at `addr` ended; after a stall the
+    /// channel is dropped, so the next [`Channels::client`] dials a new connection.
+    fn outcome(&self, id: NodeId, addr: &str, generation: u64, ok: bool) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let key = (id, addr.to_string());
-        let Some(k) = known.get_mut(&key) else {
+        let Some(k) = known.get_mut(&key).filter(|k| k.generation == generation) else {
             return;
         };
         if ok {
@@ -119,6 +133,7 @@ struct Outcome<'a> {
     channels: &'a Channels,
     id: NodeId,
     addr: &'a str,
+    generation: u64,
     ok: bool,
 }
 
@@ -130,7 +145,8 @@ impl Outcome<'_> {
 
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
-        self.channels.outcome(self.id, self.addr, self.ok);
+        self.channels
+            .outcome(self.id, self.addr, self.generation, self.ok);
     }
 }
 
@@ -197,14 +213,15 @@ impl Network {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let mut client = self
+        let (mut client, generation) = self
             .channels
-            .client(self.target, &self.addr)
+            .client_of(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
         let outcome = Outcome {
             channels: &self.channels,
             id: self.target,
             addr: &self.addr,
+            generation,
             ok: false,
         };
         let request = payload(req, option.hard_ttl())
@@ -290,24 +307,36 @@ mod tests {
     #[tokio::test]
     async fn a_channel_is_replaced_only_after_failing_for_the_stall_time() {
         let c = Channels::new(Security::Insecure);
-        c.client(2, "127.0.0.1:9").unwrap();
+        let (_, first) = c.client_of(2, "127.0.0.1:9").unwrap();
+        let fail = |generation| c.outcome(2, "127.0.0.1:9", generation, false);
         // Failures in quick succession (a busy peer, one lost heartbeat): kept.
         for _ in 0..5 {
-            c.outcome(2, "127.0.0.1:9", false);
+            fail(first);
         }
         assert_eq!(known(&c), 1);
         // One success starts the count again.
-        c.outcome(2, "127.0.0.1:9", true);
-        c.outcome(2, "127.0.0.1:9", false);
+        c.outcome(2, "127.0.0.1:9", first, true);
+        fail(first);
         tokio::time::sleep(STALLED_AFTER).await;
-        c.outcome(2, "127.0.0.1:9", false);
+        fail(first);
         assert_eq!(known(&c), 1, "two failures are not a stall");
-        c.outcome(2, "127.0.0.1:9", false);
+        fail(first);
         assert_eq!(known(&c), 0, "three failures over the stall time are");
+        // RPCs still in flight on the replaced channel do not count against the new one.
+        let (_, second) = c.client_of(2, "127.0.0.1:9").unwrap();
+        assert_ne!(first, second);
+        fail(first);
+        tokio::time::sleep(STALLED_AFTER).await;
+        fail(first);
+        fail(first);
+        assert_eq!(
+            known(&c),
+            1,
+            "the old channel's failures are not the new one's"
+        );
         // Another address of the same peer is another channel, untouched by this one.
-        c.client(2, "127.0.0.1:9").unwrap();
-        c.client(2, "127.0.0.1:10").unwrap();
-        c.outcome(2, "127.0.0.1:10", false);
+        let (_, other) = c.client_of(2, "127.0.0.1:10").unwrap();
+        c.outcome(2, "127.0.0.1:10", other, false);
         assert_eq!(known(&c), 2);
     }
 
