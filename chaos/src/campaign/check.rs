@@ -135,6 +135,7 @@ pub fn all(events: &[Event], bounds: Bounds, nodes: usize) -> Findings {
     violations.extend(durability(events, nodes));
     violations.extend(acknowledged_writes_kept(events));
     violations.extend(liveness(events));
+    violations.extend(exits(events));
     violations.extend(logs(events));
     violations.extend(allocation(events));
     violations.extend(bgp_routes(events));
@@ -538,6 +539,48 @@ pub fn liveness(events: &[Event]) -> Vec<Violation> {
             invariant: Invariant::Liveness,
             t: Some(t),
             detail: detail.clone(),
+        })
+        .collect()
+}
+
+/// A node may stop itself only on a full disk (fail-stop on a storage error, restarted as a
+/// kubelet would); exiting after any other fault, or not starting again, is a violation.
+pub fn exits(events: &[Event]) -> Vec<Violation> {
+    let kind_of: BTreeMap<usize, FaultKind> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FaultStart { cycle, kind, .. } => Some((*cycle, *kind)),
+            _ => None,
+        })
+        .collect();
+    events
+        .iter()
+        .filter_map(|e| {
+            let Event::Restarted {
+                t,
+                cycle,
+                node,
+                error,
+            } = e
+            else {
+                return None;
+            };
+            let kind = kind_of.get(cycle);
+            let detail = match (kind, error) {
+                (_, Some(error)) => format!(
+                    "cycle {cycle}: {node} exited on its own and did not start again: {error}"
+                ),
+                (Some(FaultKind::DiskFull), None) => return None,
+                (kind, None) => format!(
+                    "cycle {cycle} ({}): {node} exited on its own (only a full disk may stop a node)",
+                    kind.map_or("no fault", |k| k.as_str())
+                ),
+            };
+            Some(Violation {
+                invariant: Invariant::Liveness,
+                t: Some(*t),
+                detail,
+            })
         })
         .collect()
 }
@@ -968,6 +1011,37 @@ mod tests {
             line: "thread 'x' panicked at".into(),
         };
         assert_eq!(logs(&[bad]).len(), 1);
+    }
+
+    #[test]
+    fn only_a_full_disk_may_stop_a_node() {
+        let restarted = |cycle, error: Option<&str>| Event::Restarted {
+            t: 5 * MS,
+            cycle,
+            node: "n2".into(),
+            error: error.map(str::to_string),
+        };
+        let faults = [
+            start(MS, 1, FaultKind::DiskFull, "n2", "n1"),
+            start(2 * MS, 2, FaultKind::Partition, "n2", "n1"),
+        ];
+        let with = |e: Event| {
+            let mut h = faults.to_vec();
+            h.push(e);
+            exits(&h)
+        };
+        assert!(with(restarted(1, None)).is_empty());
+        let v = with(restarted(2, None));
+        assert_eq!(v.len(), 1);
+        assert!(
+            v[0].detail.contains("cycle 2 (partition): n2 exited"),
+            "{v:?}"
+        );
+        let v = with(restarted(1, Some("no such file")));
+        assert!(
+            v[0].detail.contains("did not start again: no such file"),
+            "{v:?}"
+        );
     }
 
     fn write(t: u64, end: u64, index: u64) -> Event {

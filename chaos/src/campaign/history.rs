@@ -83,6 +83,14 @@ pub enum Event {
         cycle: usize,
         after_ms: Option<u64>,
     },
+    /// After a cycle's heal: a node whose process had exited on its own was started again
+    /// (the harness plays the kubelet); `error` if it would not start.
+    Restarted {
+        t: u64,
+        cycle: usize,
+        node: String,
+        error: Option<String>,
+    },
     /// One change of a watched VIP's owner as the table's history has it at the chunk's end:
     /// the leader's wall-clock time of the change, put on the lab's monotonic clock.
     Move {
@@ -153,6 +161,7 @@ impl Event {
             | Event::Audit { t, .. }
             | Event::Routes { t, .. }
             | Event::Whole { t, .. }
+            | Event::Restarted { t, .. }
             | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }
@@ -175,6 +184,7 @@ impl Event {
             | Event::Answer { t, .. }
             | Event::Routes { t, .. }
             | Event::Whole { t, .. }
+            | Event::Restarted { t, .. }
             | Event::Move { t, .. }
             | Event::Final { t, .. }
             | Event::Liveness { t, .. }

@@ -69,6 +69,49 @@ fn figures(samples: &[&Sample]) -> Figures {
     }
 }
 
+/// How long heals of one fault kind took to reach a state, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Spread {
+    pub heals: u64,
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+    /// Heals the state did not follow within the wait.
+    pub missed: u64,
+}
+
+/// Per fault kind, the spread of the `(cycle, ms)` pairs; `None` is a heal the state did not
+/// follow. Cycles without a fault of their own are left out.
+fn spread_by_kind(
+    kind_of: &BTreeMap<usize, FaultKind>,
+    times: impl Iterator<Item = (usize, Option<u64>)>,
+) -> BTreeMap<String, Spread> {
+    let mut by_kind: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+    for (cycle, ms) in times {
+        let Some(kind) = kind_of.get(&cycle) else {
+            continue;
+        };
+        let entry = by_kind.entry(kind.as_str().into()).or_default();
+        match ms {
+            Some(ms) => entry.0.push(ms),
+            None => entry.1 += 1,
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, (v, missed))| {
+            let spread = Spread {
+                heals: v.len() as u64 + missed,
+                p50: check::quantile(&v, 0.5),
+                p99: check::quantile(&v, 0.99),
+                max: v.iter().copied().max(),
+                missed,
+            };
+            (kind, spread)
+        })
+        .collect()
+}
+
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -86,13 +129,15 @@ pub struct Summary {
     /// Per invariant: the number of violations (not-checked invariants say so).
     pub verdicts: BTreeMap<String, String>,
     pub failover: BTreeMap<String, Figures>,
-    /// BGP mode, per fault kind: heals, and ms from the heal until the router's routes
-    /// matched the table again, p50 / p99 / max.
-    pub bgp_converge: BTreeMap<String, [Option<u64>; 4]>,
-    /// Per fault kind: heals, and ms from the heal until the cluster was whole again
-    /// (every node following one leader, every renewal reaching it), p50 / p99 / max; and
-    /// how many heals it did not follow within the wait.
-    pub recovered: BTreeMap<String, [Option<u64>; 5]>,
+    /// BGP mode, per fault kind: ms from the heal until the router's routes matched the
+    /// table again.
+    pub bgp_converge: BTreeMap<String, Spread>,
+    /// Per fault kind: ms from the heal until the cluster was whole again (every node
+    /// following one leader, every renewal reaching it).
+    pub recovered: BTreeMap<String, Spread>,
+    /// Per fault kind: nodes whose process exited on its own after the cycle's heal and were
+    /// started again (fail-stop, e.g. on a full disk).
+    pub restarted: BTreeMap<String, usize>,
     /// Whether the run is a full campaign (shared/CHAOS-SECURITY.md: at least 1000 faults, 50
     /// of each kind, 10 on each targeted role, 100 failovers), and what it had.
     pub coverage: String,
@@ -258,7 +303,6 @@ fn summarize(
             verdicts.insert(inv.as_str().to_string(), format!("not applicable ({why})"));
         }
     }
-    // BGP mode: heal until the router's routes matched again, per fault kind.
     let kind_of: BTreeMap<usize, FaultKind> = events
         .iter()
         .filter_map(|e| match e {
@@ -266,63 +310,35 @@ fn summarize(
             _ => None,
         })
         .collect();
-    let mut recovered: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+    let recovered = spread_by_kind(
+        &kind_of,
+        events.iter().filter_map(|e| match e {
+            Event::Whole {
+                cycle, after_ms, ..
+            } => Some((*cycle, *after_ms)),
+            _ => None,
+        }),
+    );
+    // BGP mode: heal until the router's routes matched the table again.
+    let bgp_converge = spread_by_kind(
+        &kind_of,
+        events.iter().filter_map(|e| match e {
+            Event::Routes {
+                cycle,
+                converged_ms,
+                ..
+            } => Some((*cycle, *converged_ms)),
+            _ => None,
+        }),
+    );
+    let mut restarted: BTreeMap<String, usize> = BTreeMap::new();
     for e in events {
-        if let Event::Whole {
-            cycle, after_ms, ..
-        } = e
-        {
+        if let Event::Restarted { cycle, .. } = e {
             if let Some(kind) = kind_of.get(cycle) {
-                let entry = recovered.entry(kind.as_str().into()).or_default();
-                match after_ms {
-                    Some(ms) => entry.0.push(*ms),
-                    None => entry.1 += 1,
-                }
+                *restarted.entry(kind.as_str().into()).or_default() += 1;
             }
         }
     }
-    let recovered = recovered
-        .into_iter()
-        .map(|(k, (v, never))| {
-            (
-                k,
-                [
-                    Some(v.len() as u64 + never),
-                    check::quantile(&v, 0.5),
-                    check::quantile(&v, 0.99),
-                    v.iter().copied().max(),
-                    Some(never),
-                ],
-            )
-        })
-        .collect();
-    let mut converge: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for e in events {
-        if let Event::Routes {
-            cycle,
-            converged_ms: Some(ms),
-            ..
-        } = e
-        {
-            if let Some(kind) = kind_of.get(cycle) {
-                converge.entry(kind.as_str().into()).or_default().push(*ms);
-            }
-        }
-    }
-    let bgp_converge = converge
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                [
-                    Some(v.len() as u64),
-                    check::quantile(&v, 0.5),
-                    check::quantile(&v, 0.99),
-                    v.iter().copied().max(),
-                ],
-            )
-        })
-        .collect();
     let mut by_kind: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for s in &findings.samples {
         by_kind.entry(s.kind.as_str()).or_default().push(s);
@@ -350,6 +366,7 @@ fn summarize(
         failover,
         bgp_converge,
         recovered,
+        restarted,
         mode: plan.mode,
         first_violation: findings.violations.first().cloned(),
         violations_listed: findings
@@ -526,16 +543,17 @@ fn markdown(s: &Summary) -> String {
     if !s.bgp_converge.is_empty() {
         let _ = writeln!(
             out,
-            "\n## BGP: heal until the router's routes match the table (ms)\n\n| kind | heals | p50 / p99 / max |\n|---|---|---|"
+            "\n## BGP: heal until the router's routes match the table (ms)\n\n| kind | heals | p50 / p99 / max | not within the bound |\n|---|---|---|---|"
         );
-        for (kind, [n, p50, p99, max]) in &s.bgp_converge {
+        for (kind, f) in &s.bgp_converge {
             let _ = writeln!(
                 out,
-                "| {kind} | {} | {} / {} / {} |",
-                ms(*n),
-                ms(*p50),
-                ms(*p99),
-                ms(*max)
+                "| {kind} | {} | {} / {} / {} | {} |",
+                f.heals,
+                ms(f.p50),
+                ms(f.p99),
+                ms(f.max),
+                f.missed
             );
         }
     }
@@ -544,16 +562,25 @@ fn markdown(s: &Summary) -> String {
             out,
             "\n## Heal until the cluster is whole again (ms)\n\nEvery node following one leader, every lease renewal reaching it; the next fault waits for it.\n\n| kind | heals | p50 / p99 / max | not within 10 s |\n|---|---|---|---|"
         );
-        for (kind, [n, p50, p99, max, never]) in &s.recovered {
+        for (kind, f) in &s.recovered {
             let _ = writeln!(
                 out,
                 "| {kind} | {} | {} / {} / {} | {} |",
-                ms(*n),
-                ms(*p50),
-                ms(*p99),
-                ms(*max),
-                ms(*never)
+                f.heals,
+                ms(f.p50),
+                ms(f.p99),
+                ms(f.max),
+                f.missed
             );
+        }
+    }
+    if !s.restarted.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Nodes restarted after a heal\n\nA node whose process exited on its own (fail-stop) is started again, as a StatefulSet's kubelet would.\n\n| kind | restarts |\n|---|---|"
+        );
+        for (kind, n) in &s.restarted {
+            let _ = writeln!(out, "| {kind} | {n} |");
         }
     }
     let _ = writeln!(out, "\n## Workload\n\n| operation | count |\n|---|---|");
