@@ -6,7 +6,7 @@
 //! fails. Traffic stays inside these namespaces.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -647,6 +647,21 @@ impl Lab {
     pub fn ctl_at(&self, name: &str, args: &[&str]) -> anyhow::Result<Value> {
         self.ctl_on(&self.nodes[self.index(name)], args)
             .map_err(|e| anyhow!("at {name}: {e}"))
+    }
+
+    /// After [`Lab::secure`]: the directory with the CA and the admin's client certificate.
+    pub fn admin_tls_dir(&self) -> Option<&Path> {
+        self.tls.as_deref()
+    }
+
+    /// `raftlb ARGS` in the client namespace (a machine that is not a peer), given up after
+    /// 10 s.
+    pub fn raftlb_from_client(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(in_ns(&self.client_ns, "timeout")
+            .arg("10")
+            .arg(&self.raftlb)
+            .args(args)
+            .output()?)
     }
 
     /// `raftlb ctl ARGS -o json` in node `n`'s namespace against its own admin endpoint.

@@ -156,6 +156,52 @@ fn check_takeover(
     );
 }
 
+/// With mutual TLS between the peers and on the admin port (certificates minted as `raftlb up`
+/// mints them), failover still follows a crash with one answerer, and a machine without a
+/// certificate is refused where the admin with one gets in.
+#[test]
+fn h_with_mutual_tls_an_owner_crash_moves_the_vip_and_plaintext_is_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = Lab::build(
+        3,
+        Announcer::Raftlb {
+            profile: "default".into(),
+        },
+    )
+    .expect("the lab topology");
+    lab.secure().expect("the lab's certificates");
+    lab.start_raftlb()
+        .expect("a raftlb cluster over mutual TLS owning both VIPs");
+    // From the client namespace, a machine that is not a peer: the admin's certificate gets
+    // in, plaintext to the same port does not.
+    let ip = lab.nodes[0].ip.clone();
+    let tls_dir = lab.admin_tls_dir().unwrap().display().to_string();
+    let https = format!("https://{ip}:7471");
+    let admin = lab
+        .raftlb_from_client(&["ctl", "--endpoint", &https, "--tls-dir", &tls_dir, "status"])
+        .unwrap();
+    assert!(
+        admin.status.success(),
+        "the admin over TLS: {}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    let plaintext = lab
+        .raftlb_from_client(&["ctl", "--endpoint", &format!("http://{ip}:7471"), "status"])
+        .unwrap();
+    assert!(
+        !plaintext.status.success(),
+        "plaintext was let in: {}",
+        String::from_utf8_lossy(&plaintext.stdout)
+    );
+    println!(
+        "plaintext refused: {}",
+        String::from_utf8_lossy(&plaintext.stderr).trim()
+    );
+    let victim = owner(&lab, VIP4);
+    let (lines, hits, t0) = crash_and_watch(&mut lab, VIP4, &victim);
+    check_takeover(&lab, VIP4, &victim, &lines, &hits, t0);
+}
+
 #[test]
 fn b_owner_crash_moves_the_vip() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
