@@ -543,16 +543,21 @@ pub fn liveness(events: &[Event]) -> Vec<Violation> {
         .collect()
 }
 
-/// A node may stop itself only on a full disk (fail-stop on a storage error, restarted as a
-/// kubelet would); exiting after any other fault, or not starting again, is a violation.
-pub fn exits(events: &[Event]) -> Vec<Violation> {
-    let kind_of: BTreeMap<usize, FaultKind> = events
+/// Each cycle's fault kind.
+pub(super) fn fault_kinds(events: &[Event]) -> BTreeMap<usize, FaultKind> {
+    events
         .iter()
         .filter_map(|e| match e {
             Event::FaultStart { cycle, kind, .. } => Some((*cycle, *kind)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// A node may stop itself only on a full disk (fail-stop on a storage error, restarted as a
+/// kubelet would); exiting after any other fault, or not starting again, is a violation.
+pub fn exits(events: &[Event]) -> Vec<Violation> {
+    let kind_of = fault_kinds(events);
     events
         .iter()
         .filter_map(|e| {

@@ -303,13 +303,7 @@ fn summarize(
             verdicts.insert(inv.as_str().to_string(), format!("not applicable ({why})"));
         }
     }
-    let kind_of: BTreeMap<usize, FaultKind> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::FaultStart { cycle, kind, .. } => Some((*cycle, *kind)),
-            _ => None,
-        })
-        .collect();
+    let kind_of = check::fault_kinds(events);
     let recovered = spread_by_kind(
         &kind_of,
         events.iter().filter_map(|e| match e {
