@@ -112,6 +112,28 @@ fn spread_by_kind(
         .collect()
 }
 
+/// A markdown table of per-kind [`Spread`]s under `heading` (nothing when there are none).
+fn spread_table(out: &mut String, heading: &str, missed: &str, spreads: &BTreeMap<String, Spread>) {
+    if spreads.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## {heading}\n| kind | heals | p50 / p99 / max | {missed} |\n|---|---|---|---|"
+    );
+    for (kind, f) in spreads {
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} / {} / {} | {} |",
+            f.heals,
+            ms(f.p50),
+            ms(f.p99),
+            ms(f.max),
+            f.missed
+        );
+    }
+}
+
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -534,40 +556,18 @@ fn markdown(s: &Summary) -> String {
             ms(f.dark_untouched_max)
         );
     }
-    if !s.bgp_converge.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## BGP: heal until the router's routes match the table (ms)\n\n| kind | heals | p50 / p99 / max | not within the bound |\n|---|---|---|---|"
-        );
-        for (kind, f) in &s.bgp_converge {
-            let _ = writeln!(
-                out,
-                "| {kind} | {} | {} / {} / {} | {} |",
-                f.heals,
-                ms(f.p50),
-                ms(f.p99),
-                ms(f.max),
-                f.missed
-            );
-        }
-    }
-    if !s.recovered.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## Heal until the cluster is whole again (ms)\n\nEvery node following one leader, every lease renewal reaching it; the next fault waits for it.\n\n| kind | heals | p50 / p99 / max | not within 10 s |\n|---|---|---|---|"
-        );
-        for (kind, f) in &s.recovered {
-            let _ = writeln!(
-                out,
-                "| {kind} | {} | {} / {} / {} | {} |",
-                f.heals,
-                ms(f.p50),
-                ms(f.p99),
-                ms(f.max),
-                f.missed
-            );
-        }
-    }
+    spread_table(
+        &mut out,
+        "BGP: heal until the router's routes match the table (ms)\n",
+        "not within the bound",
+        &s.bgp_converge,
+    );
+    spread_table(
+        &mut out,
+        "Heal until the cluster is whole again (ms)\n\nEvery node following one leader, every lease renewal reaching it; the next fault waits for it.\n",
+        "not within 10 s",
+        &s.recovered,
+    );
     if !s.restarted.is_empty() {
         let _ = writeln!(
             out,
